@@ -111,7 +111,7 @@ class TextEncoder:
         self.model_dir = Path(model_dir)
         self.model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
         self.model.eval()
-        self.fingerprint = _model_fingerprint(self.model_dir)
+        self.fingerprint = model_fingerprint(self.model_dir)
         self.cache_path = (Path(cache_dir) / f"embeddings-{self.fingerprint}.joblib") if cache_dir else None
         self._cache: dict[str, np.ndarray] = self._read_cache()
         self._dirty = False
@@ -190,7 +190,7 @@ class TextEncoder:
         return cache if isinstance(cache, dict) else {}
 
 
-def _model_fingerprint(model_dir: Path) -> str:
+def model_fingerprint(model_dir: Path) -> str:
     """Identifies the weights, so a cache made with another model is never reused."""
     digest = hashlib.blake2b(digest_size=8)
     for name in ("config.json", "modules.json", "tokenizer.json"):

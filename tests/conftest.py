@@ -30,3 +30,38 @@ def hackathon_dir() -> Path:
     if not HACKATHON_DIR.is_dir():
         pytest.skip(f"the hackathon data is not beside the checkout at {HACKATHON_DIR}")
     return HACKATHON_DIR
+
+
+@pytest.fixture(scope="session")
+def api_settings(tmp_path_factory):
+    """A small generated bank, trained once per session."""
+    from tests.utils.service import small_bank_settings
+
+    return small_bank_settings(tmp_path_factory.mktemp("bank"))
+
+
+@pytest.fixture(scope="session")
+def trained_service(api_settings):
+    from recommendation_service import RecommendationService
+
+    return RecommendationService.start(api_settings)
+
+
+@pytest.fixture(scope="session")
+def client(api_settings, trained_service):
+    from fastapi.testclient import TestClient
+
+    from app import create_app
+    from tests.utils.service import wait_ready
+
+    with TestClient(create_app(api_settings, factory=lambda settings: trained_service)) as test_client:
+        wait_ready(test_client)
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def known_customer(trained_service) -> str:
+    """An individual with posts, so that explanations have something to cite."""
+    view = trained_service.base.view
+    individuals = view[(view["customer_type"] == "individual") & (view["post_count"] > 0)]
+    return str(individuals.index[0])

@@ -1,0 +1,355 @@
+"""The HTTP API: FastAPI over the recommendation service.
+
+Start-up runs in a background thread so that ``/health`` answers at once: 503 while the data loads
+and the models load or train, 200 once ready. A start-up failure is reported by ``/health`` (503,
+status ``failed``) and handed to ``on_failure``, which the ``serve`` command uses to exit non-zero:
+the service never serves half a model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Callable
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from recommendation_service import RecommendationService, UnknownCustomer
+from schemas import (CUSTOMER_ID_PATTERN, CustomerViewResponse, ErrorResponse, HealthResponse, ProductPublic,
+                     RecommendRequest, RecommendResponse)
+from settings import Settings, get_settings
+
+logger = logging.getLogger("api")
+OPEN_PATHS = {"/health", "/metrics"}
+ERROR_RESPONSES = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+
+
+# --------------------------------------------------------------------------------------------------
+# Start-up state
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class ServiceState:
+    """The service once ready, or why it is not."""
+
+    service: RecommendationService | None = None
+    failure: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+
+def start_service(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService],
+                  on_failure: Callable[[str], None]) -> None:
+    try:
+        state.service = factory(settings)
+    except Exception as error:  # any failure: report the reason, serve nothing
+        state.failure = f"{type(error).__name__}: {error}"
+        logger.error("start-up failed", extra={"reason": state.failure})
+        on_failure(state.failure)
+        return
+    try:
+        state.service.text_models()  # cold-start requests need them; loading them does not delay readiness
+    except Exception as error:
+        logger.warning("text models unavailable: cold-start requests will fail", extra={"reason": str(error)})
+
+
+# --------------------------------------------------------------------------------------------------
+# Monitoring
+# --------------------------------------------------------------------------------------------------
+
+class Metrics:
+    """Prometheus metrics of one app (own registry, so that several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("http_requests_total", "HTTP requests", ["endpoint", "method", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency", ["endpoint", "method"],
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
+                                 registry=self.registry)
+        self.served = Counter("recommendations_served_total", "Products recommended", ["product_id"],
+                              registry=self.registry)
+        self.bias_failures = Counter("bias_check_failures_total", "Responses whose individual bias check failed",
+                                     ["attribute"], registry=self.registry)
+        self.degraded = Counter("degraded_answers_total", "Answers from the popularity fallback",
+                                registry=self.registry)
+        self.cold_starts = Counter("cold_start_answers_total", "Answers for customers scored from a profile",
+                                   registry=self.registry)
+
+    def record_recommendation(self, recommendation) -> None:
+        for item in recommendation.recommendations:
+            self.served.labels(item.product_id).inc()
+        for check in recommendation.bias_check.attributes:
+            if not check.passed:
+                self.bias_failures.labels(check.attribute).inc()
+        if recommendation.fallback.degraded:
+            self.degraded.inc()
+        if recommendation.cold_start:
+            self.cold_starts.inc()
+
+
+class RequestContext:
+    """Pure ASGI middleware: request id, body size limit, structured access log, metrics."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = {"code": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message["headers"] = list(message.get("headers", [])) + [(b"x-request-id", request_id.encode())]
+            await send(message)
+
+        if _declared_length(scope) > self.max_body_bytes:
+            await _too_large(request_id, self.max_body_bytes)(scope, receive, send_with_id)
+        else:
+            await self.app(scope, self._limited(receive, request_id), send_with_id)
+        self._observe(scope, status["code"], time.perf_counter() - started, request_id)
+
+    def _limited(self, receive: Receive, request_id: str) -> Receive:
+        """Counts streamed body bytes too: a missing or false Content-Length does not get around the limit."""
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge()
+            return message
+
+        return limited_receive
+
+    def _observe(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
+        route = scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()
+        self.metrics.latency.labels(endpoint, scope["method"]).observe(seconds)
+        if logger.isEnabledFor(logging.INFO) and endpoint not in OPEN_PATHS:
+            logger.info("request", extra={"request_id": request_id, "method": scope["method"], "endpoint": endpoint,
+                                          "status": status, "latency_ms": round(seconds * 1000, 2)})
+
+
+class BodyTooLarge(Exception):
+    """The request body streamed past the configured limit."""
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")[:64]
+            if candidate.replace("-", "").isalnum():
+                return candidate
+    return uuid.uuid4().hex
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
+
+
+def _too_large(request_id: str, limit: int) -> JSONResponse:
+    return JSONResponse({"error": f"request body larger than {limit} bytes", "request_id": request_id},
+                        status_code=413)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dependencies
+# --------------------------------------------------------------------------------------------------
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="Required on every endpoint but /health and /metrics when API_KEYS is set.")
+
+
+def require_api_key(request: Request, key: Annotated[str | None, Depends(api_key_header)]) -> None:
+    keys = request.app.state.settings.api_keys
+    if not keys:
+        return
+    if key is None:
+        raise HTTPException(401, "missing X-API-Key header")
+    if key not in keys:
+        raise HTTPException(403, "invalid API key")
+
+
+def ready_service(request: Request) -> RecommendationService:
+    state: ServiceState = request.app.state.service_state
+    if state.service is None:
+        raise HTTPException(503, "service is starting" if state.failure is None else "service failed to start")
+    return state.service
+
+
+Service = Annotated[RecommendationService, Depends(ready_service)]
+
+
+# --------------------------------------------------------------------------------------------------
+# The app
+# --------------------------------------------------------------------------------------------------
+
+def create_app(settings: Settings | None = None,
+               factory: Callable[[Settings], RecommendationService] = RecommendationService.start,
+               on_failure: Callable[[str], None] = lambda reason: None) -> FastAPI:
+    """The API; the service starts in the background when the app starts."""
+    settings = settings or get_settings()
+    state = ServiceState()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        threading.Thread(target=start_service, args=(state, settings, factory, on_failure), daemon=True,
+                         name="service-start").start()
+        yield
+
+    app = FastAPI(title="Next-best-product recommender", version="1.0.0", lifespan=lifespan,
+                  description="Ranks the financial products to offer a customer next, explains each one, applies "
+                              "the bank's rules and checks every answer for bias across gender, age and location.",
+                  dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+    app.state.settings = settings
+    app.state.service_state = state
+    metrics = Metrics()
+    app.state.metrics = metrics
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    _add_error_handlers(app)
+    _add_routes(app, metrics)
+    return app
+
+
+def _add_routes(app: FastAPI, metrics: Metrics) -> None:
+    @app.post("/recommend", response_model=RecommendResponse, tags=["recommendations"],
+              responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+    async def recommend(body: RecommendRequest, request: Request, service: Service) -> Any:
+        """Ranked products for a known customer, or for a new one described by `profile`.
+
+        Every answer carries scores, explanations, the business rules applied, the risk profile,
+        the individual bias check and whether a fallback was used.
+        """
+        if service.base.row_of(body.customer_id) is not None:
+            result = service.recommend(body.customer_id, body.top_k, body.include_explanation)
+        elif body.profile is not None:
+            result = await run_in_threadpool(service.recommend_for_profile, body.customer_id, body.profile.fields(),
+                                             body.profile.held_products, body.profile.posts, body.top_k,
+                                             body.include_explanation)
+        else:
+            raise HTTPException(404, f"unknown customer {body.customer_id!r}; send a 'profile' to score a new customer")
+        metrics.record_recommendation(result)
+        return RecommendResponse.model_validate(result).model_copy(update={"request_id": request.state.request_id})
+
+    @app.get("/health", response_model=HealthResponse, tags=["operations"], dependencies=[],
+             responses={503: {"model": HealthResponse}})
+    async def health(request: Request, response: Response) -> Any:
+        """Ready (200) once the models are loaded; 503 while starting or after a failed start."""
+        state: ServiceState = request.app.state.service_state
+        if state.service is not None:
+            return HealthResponse(status="ready", ready=True, model_version=state.service.model.version)
+        response.status_code = 503
+        return HealthResponse(status="failed" if state.failure else "starting", ready=False, detail=state.failure)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response, dependencies=[])
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics: requests and latency by endpoint and status, products served, bias failures."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/customers/{customer_id}", response_model=CustomerViewResponse, tags=["analysts"],
+             responses={404: {"model": ErrorResponse}})
+    async def customer(customer_id: Annotated[str, PathId], service: Service) -> Any:
+        """The unified customer view: profile and aggregates, products held, life events, risk profile."""
+        try:
+            return service.customer_view(customer_id)
+        except UnknownCustomer:
+            raise HTTPException(404, f"unknown customer {customer_id!r}") from None
+
+    @app.get("/products", response_model=list[ProductPublic], tags=["analysts"])
+    async def products(service: Service) -> Any:
+        """The product catalogue."""
+        return service.products.astype(object).where(service.products.notna(), None).to_dict("records")
+
+    @app.get("/fairness", tags=["fairness"])
+    async def fairness(service: Service) -> dict[str, Any]:
+        """The latest AIF360 group audit (recommendations, holdings, held-out equal opportunity)."""
+        return service.artifacts.audit
+
+    @app.post("/fairness/run", tags=["fairness"])
+    async def rerun_fairness(service: Service) -> dict[str, Any]:
+        """Re-runs the group audit now and returns it."""
+        return await run_in_threadpool(service.run_audit)
+
+    @app.get("/model", tags=["analysts"])
+    async def model_card(service: Service) -> dict[str, Any]:
+        """Model card: version, training time, data fingerprint, data quality, offline metrics, fallbacks."""
+        return service.model_card()
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [{"field": ".".join(str(part) for part in problem["loc"] if part != "body"),
+                     "message": problem["msg"]} for problem in error.errors()]
+        fields = ", ".join(p["field"] or "body" for p in problems)
+        return JSONResponse({"error": f"invalid request: {fields}", "detail": problems,
+                             "request_id": _id_of(request)}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": error.detail, "request_id": _id_of(request)}, status_code=error.status_code,
+                            headers=error.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
+        limit = request.app.state.settings.max_body_bytes
+        return JSONResponse({"error": f"request body larger than {limit} bytes", "request_id": _id_of(request)},
+                            status_code=413)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.error("unhandled error", extra={"request_id": _id_of(request), "error": type(error).__name__})
+        return JSONResponse({"error": "internal error", "request_id": _id_of(request)}, status_code=500)
+
+
+def _id_of(request: Request) -> str | None:
+    return request.scope.get("state", {}).get("request_id")
+
+
+PathId = __import__("fastapi").Path(pattern=CUSTOMER_ID_PATTERN, description="Customer id")
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line with the record's structured fields; never request bodies or posts."""
+
+    RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        entry.update({k: v for k, v in vars(record).items() if k not in self.RESERVED})
+        if record.exc_info:
+            entry["exception"] = record.exc_info[0].__name__
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

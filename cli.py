@@ -1,0 +1,177 @@
+"""Command line: generate-data, check-data, train, evaluate, audit, serve.
+
+Each command prints JSON (or serves) and exits non-zero with a one-line reason when it cannot do
+its job: a missing directory, unreadable data, an invalid rules file or bad configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from settings import Settings, get_settings
+
+logger = logging.getLogger("cli")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        return _fail(f"invalid configuration: {_validation_summary(error)}")
+    from app import configure_logging
+
+    configure_logging(settings.log_level if args.command == "serve" else "WARNING")
+    try:
+        return args.handler(args, settings)
+    except Exception as error:  # a clear reason on one line, not a stack trace
+        from data_loader import DataLoadError
+        from recommendation_service import ServiceError
+
+        if isinstance(error, (DataLoadError, ServiceError, ValueError, FileNotFoundError)):
+            return _fail(str(error))
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cli.py", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate-data", help="write a synthetic canonical data set")
+    generate.add_argument("--out", type=Path, required=True)
+    generate.add_argument("--customers", type=int, default=10_000)
+    generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument("--bias", action="append", default=None,
+                          help="historical bias to inject, e.g. gender=F:category=investments:factor=0.5 "
+                               "(repeatable; default: the generator's own)")
+    generate.add_argument("--format", choices=("csv", "parquet"), default="csv")
+    generate.set_defaults(handler=generate_data)
+
+    for name, handler, text in (("check-data", check_data, "load a data directory and print its quality report"),
+                                ("train", train_models, "fit the pipeline and models and save them"),
+                                ("audit", audit, "print the AIF360 group audit")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--data", type=Path, required=True)
+        command.set_defaults(handler=handler)
+
+    evaluate = commands.add_parser("evaluate", help="time-split evaluation against a popularity baseline")
+    evaluate.add_argument("--data", type=Path, required=True)
+    evaluate.add_argument("--cutoff", required=True, help="YYYY-MM-DD")
+    evaluate.add_argument("--k", type=int, nargs="+", default=[1, 3, 5])
+    evaluate.add_argument("--no-ablations", action="store_true", help="skip the without-text/events models")
+    evaluate.set_defaults(handler=evaluate_command)
+
+    serve = commands.add_parser("serve", help="serve the API")
+    serve.set_defaults(handler=serve_command)
+    return parser
+
+
+def generate_data(args: argparse.Namespace, settings: Settings) -> int:
+    from synthetic_data import DEFAULT_BIASES, generate_bank_data, parse_bias
+
+    biases = [parse_bias(spec) for spec in args.bias] if args.bias else DEFAULT_BIASES
+    summary = generate_bank_data(args.out, args.customers, args.seed, catalogue_file=settings.catalogue_file,
+                                 biases=biases, file_format=args.format)
+    return _print(summary)
+
+
+def check_data(args: argparse.Namespace, settings: Settings) -> int:
+    from data_loader import load_bank_data
+
+    data = load_bank_data(_existing(args.data), settings.catalogue_file)
+    return _print(data.quality.to_dict())
+
+
+def train_models(args: argparse.Namespace, settings: Settings) -> int:
+    from recommendation_service import (ARTIFACT_FILE, RecommendationService, data_fingerprint, load_data,
+                                        load_rules, save_artifacts, train_artifacts)
+    from data_loader import customer_view
+
+    settings = settings.model_copy(update={"data_dir": _existing(args.data)})
+    data = load_data(settings)
+    rules = load_rules(settings, data, list(customer_view(data).columns))
+    artifacts, _ = train_artifacts(data, settings, data_fingerprint(settings))
+    service = RecommendationService(settings, data, rules, artifacts)
+    service.run_audit()
+    save_artifacts(artifacts, settings.models_dir / ARTIFACT_FILE)
+    card = service.model_card()
+    card.pop("data_quality")
+    return _print({"saved": str(settings.models_dir / ARTIFACT_FILE), **card})
+
+
+def evaluate_command(args: argparse.Namespace, settings: Settings) -> int:
+    import pandas as pd
+
+    from evaluation import evaluate
+
+    try:
+        cutoff = pd.Timestamp(args.cutoff)
+    except ValueError:
+        return _fail(f"--cutoff must be a date YYYY-MM-DD, not {args.cutoff!r}")
+    settings = settings.model_copy(update={"data_dir": _existing(args.data)})
+    return _print(evaluate(settings, cutoff, tuple(args.k), ablations=not args.no_ablations))
+
+
+def audit(args: argparse.Namespace, settings: Settings) -> int:
+    from recommendation_service import RecommendationService
+
+    settings = settings.model_copy(update={"data_dir": _existing(args.data)})
+    service = RecommendationService.start(settings)
+    return _print(service.artifacts.audit)
+
+
+def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from app import create_app
+
+    failures: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def stop(reason: str) -> None:
+        failures.append(reason)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_failure=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                                           access_log=False, log_level=settings.log_level.lower()))
+    server.run()
+    return _fail(f"start-up failed: {failures[0]}") if failures else 0
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"data directory not found: {path}")
+    return path
+
+
+def _print(result: Any) -> int:
+    print(json.dumps(_jsonable(result), indent=2, default=str))
+    return 0
+
+
+def _jsonable(result: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(result) if is_dataclass(result) else result
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _validation_summary(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']).upper() or 'settings'}: {e['msg']}" for e in error.errors())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

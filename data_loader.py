@@ -1,0 +1,1090 @@
+"""Loading the bank's data: canonical tables or the hackathon workbooks, cleaned and reported.
+
+The first layer of the seed architecture. Whatever arrives (the canonical CSV/Parquet tables of
+SPEC section 2, or the hackathon's four Excel workbooks and their variants) leaves as one typed
+:class:`BankData`: ids as text, numbers as numbers, dates as naive timestamps, every post scored
+for sentiment with VADER. Real files are dirty, so nothing is fixed or dropped silently: every
+repaired or dropped row is counted under a reason in the :class:`DataQualityReport`, which is
+logged at load (counts only, never customers' words).
+
+:func:`customer_view` then merges profiles, transaction aggregates and social sentiment into the
+unified customer view, one row per customer, with group-wise numpy/pandas arithmetic so that a
+hundred thousand customers take seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+
+from settings import get_settings
+
+if TYPE_CHECKING:
+    from nltk.sentiment.vader import SentimentIntensityAnalyzer
+
+logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------
+# The canonical schema (SPEC section 2)
+# ----------------------------------------------------------------------------------------------
+
+ID, TEXT, NUMBER, DATE = "id", "text", "number", "date"
+
+SCHEMA: dict[str, dict[str, str]] = {
+    "customers": {
+        "customer_id": ID, "customer_type": TEXT, "age": NUMBER, "gender": TEXT, "location": TEXT,
+        "income": NUMBER, "education": TEXT, "occupation": TEXT, "industry": TEXT, "employees": NUMBER,
+        "interests": TEXT, "preferences": TEXT, "financial_needs": TEXT,
+    },
+    "transactions": {
+        "transaction_id": ID, "customer_id": ID, "date": DATE, "amount": NUMBER, "category": TEXT,
+        "type": TEXT, "payment_mode": TEXT,
+    },
+    "social_posts": {"post_id": ID, "customer_id": ID, "platform": TEXT, "content": TEXT, "timestamp": DATE},
+    "products": {
+        "product_id": ID, "name": TEXT, "category": TEXT, "segment": TEXT, "risk_level": NUMBER,
+        "description": TEXT, "min_age": NUMBER, "min_income": NUMBER, "aliases": TEXT,
+    },
+    "holdings": {"customer_id": ID, "product_id": ID, "start_date": DATE},
+}
+REQUIRED_IDS: dict[str, tuple[str, ...]] = {
+    "customers": ("customer_id",), "transactions": ("customer_id",), "social_posts": ("customer_id",),
+    "products": ("product_id",), "holdings": ("customer_id", "product_id"),
+}
+# Tables whose own id should be unique; customers and products keep the first row of an id,
+# transactions and posts drop exact repeats and rename the others (they are different events).
+UNIQUE_KEYS = {"customers": "customer_id", "products": "product_id",
+               "transactions": "transaction_id", "social_posts": "post_id"}
+DATE_COLUMNS = {"transactions": "date", "social_posts": "timestamp", "holdings": "start_date"}
+HOLDINGS_COLUMNS = ["customer_id", "product_id", "start_date", "source"]
+TABLE_SUFFIXES = (".csv", ".parquet")
+
+MISSING_MARKERS = frozenset({"", "nan", "NaN", "NAN", "none", "None", "NONE", "null", "NULL", "Null",
+                             "n/a", "N/A", "NA", "#N/A", "-", "--", "—"})
+CUSTOMER_TYPES = {"individual": "individual", "person": "individual", "retail": "individual",
+                  "personal": "individual", "ind": "individual",
+                  "organization": "organization", "organisation": "organization", "org": "organization",
+                  "business": "organization", "company": "organization", "corporate": "organization"}
+GENDERS = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}
+AGE_RANGE = (0, 120)
+MAX_LISTED_VALUES = 20  # distinct raw values named in the report per column; the rest are summed
+
+
+class DataLoadError(Exception):
+    """A file cannot be read at all; the message names the file (and sheet) and the problem."""
+
+
+class SentenceEncoder(Protocol):
+    """What the loader needs of ``text_models.TextEncoder``; the loader sits before that layer."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+# ----------------------------------------------------------------------------------------------
+# The data-quality report
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class QualityIssue:
+    """Rows or values repaired or dropped for one reason. ``code`` is the stable kind that logs carry;
+    ``reason`` may quote a raw value (a date, an amount), never a customer's words."""
+
+    code: str
+    count: int
+    reason: str
+    action: str
+
+
+@dataclass
+class TableQuality:
+    """What happened to one table between its source files and the cleaned frame."""
+
+    sources: list[str] = field(default_factory=list)
+    rows_read: int = 0
+    rows_kept: int = 0
+    issues: list[QualityIssue] = field(default_factory=list)
+    missing_rate: dict[str, float] = field(default_factory=dict)
+
+    def add(self, code: str, count: int, reason: str, action: str) -> None:
+        if count:
+            self.issues.append(QualityIssue(code, int(count), reason, action))
+
+    def count(self, code: str) -> int:
+        """How many rows or values were affected by issues of one kind (for checks and tests)."""
+        return sum(issue.count for issue in self.issues if issue.code == code)
+
+    def finish(self, frame: pd.DataFrame) -> None:
+        self.rows_kept = int(len(frame))
+        self.missing_rate = {str(c): round(float(r), 4) for c, r in frame.isna().mean().items()} if len(frame) else {}
+
+
+@dataclass
+class DataQualityReport:
+    """Per table: sources, rows read and kept, issues, missing rates; plus orphans and product evidence."""
+
+    data_dir: str
+    source_format: str = ""
+    tables: dict[str, TableQuality] = field(default_factory=dict)
+    orphans: dict[str, int] = field(default_factory=dict)
+    ignored_sources: list[str] = field(default_factory=list)
+    matched_evidence: list[dict[str, Any]] = field(default_factory=list)
+    unmatched_evidence: list[dict[str, Any]] = field(default_factory=list)
+
+    def table(self, name: str) -> TableQuality:
+        return self.tables.setdefault(name, TableQuality())
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def log(self) -> None:
+        """Counts only: the report's raw values stay out of logs, which outlive the data's access rules."""
+        for name, table in self.tables.items():
+            logger.info("table loaded", extra={"table": name, "rows_read": table.rows_read,
+                                               "rows_kept": table.rows_kept, "issues": len(table.issues)})
+            for issue in table.issues:
+                logger.warning("data quality issue", extra={"table": name, "code": issue.code,
+                                                            "count": issue.count, "action": issue.action})
+        logger.info("data loaded", extra={"source_format": self.source_format, "orphans": dict(self.orphans),
+                                          "unmatched_evidence": len(self.unmatched_evidence)})
+
+
+# ----------------------------------------------------------------------------------------------
+# The loaded data
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BankData:
+    """The cleaned tables of one data directory and the report of how they were cleaned."""
+
+    customers: pd.DataFrame
+    transactions: pd.DataFrame
+    social_posts: pd.DataFrame
+    products: pd.DataFrame
+    holdings: pd.DataFrame
+    quality: DataQualityReport
+    source_format: str
+
+    def as_of(self, cutoff: pd.Timestamp) -> "BankData":
+        """The data as it stood at ``cutoff``: events strictly before it; undated holdings (asked-for
+        products) are kept because they describe the customer rather than a moment."""
+        cutoff = pd.Timestamp(cutoff)
+        holdings = self.holdings
+        return dataclasses.replace(
+            self,
+            transactions=self.transactions[self.transactions["date"] < cutoff],
+            social_posts=self.social_posts[self.social_posts["timestamp"] < cutoff],
+            holdings=holdings[holdings["start_date"].isna() | (holdings["start_date"] < cutoff)],
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Cell values: text, numbers and ranges, dates
+# ----------------------------------------------------------------------------------------------
+
+def _tidy_cell(value: object) -> object:
+    if isinstance(value, str):
+        value = value.strip()
+        return None if value in MISSING_MARKERS else value
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NaT:
+        return None
+    return value
+
+
+def tidy_column(column: pd.Series) -> pd.Series:
+    """Text stripped and blank markers made missing; spreadsheet numbers and dates stay values."""
+    if isinstance(column.dtype, pd.StringDtype):
+        text = column.str.strip()
+        return text.where(~text.isin(MISSING_MARKERS))
+    if column.dtype == object:
+        return column.map(_tidy_cell)
+    return column
+
+
+def _cell_text(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # an Excel id 8810.0 is the id "8810"
+    if isinstance(value, pd.Timestamp) or hasattr(value, "isoformat"):
+        return value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat()
+    return str(value)
+
+
+def as_text(column: pd.Series) -> pd.Series:
+    """The column as pandas text; numbers written as an integer when they are one."""
+    if isinstance(column.dtype, pd.StringDtype):
+        return column
+    if pd.api.types.is_integer_dtype(column):
+        return column.astype("str").where(column.notna())
+    return column.map(_cell_text, na_action="ignore").astype("str")
+
+
+def _counted_values(uniques: pd.Series, codes: np.ndarray, mask: np.ndarray) -> dict[str, int]:
+    """Raw values (of the distinct ones flagged by ``mask``) with their number of rows, most first."""
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    flagged = {str(uniques.iloc[i]): int(counts[i]) for i in np.flatnonzero(mask)}
+    return dict(sorted(flagged.items(), key=lambda item: -item[1]))
+
+
+_SCALES = {"k": 1e3, "thousand": 1e3, "m": 1e6, "mn": 1e6, "mm": 1e6, "million": 1e6,
+           "b": 1e9, "bn": 1e9, "billion": 1e9}
+_NUMBER = r"(?P<{0}>(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)?|\.\d+)\s*(?P<{0}_scale>thousand|million|billion|mn|mm|bn|k|m|b)?"
+_CURRENCY = r"(?:usd|us\$|\$|€|£)?\s*"
+_AMOUNT = re.compile(
+    r"^(?P<sign>[-−])?\s*" + _CURRENCY + _NUMBER.format("low")
+    + r"(?:\s*(?:-|–|—|to)\s*" + _CURRENCY + _NUMBER.format("high") + r")?\s*(?:usd|dollars?)?$",
+    re.IGNORECASE,
+)
+
+
+@dataclass
+class ParsedAmounts:
+    """Numbers parsed from amount cells: a range gives its bounds and the midpoint as ``value``."""
+
+    lower: pd.Series
+    upper: pd.Series
+    value: pd.Series
+    unparseable: dict[str, int]
+    ranges: int
+
+
+def _scaled(numbers: pd.Series, scales: pd.Series) -> pd.Series:
+    multiplier = scales.str.lower().map(_SCALES).astype(float).fillna(1.0)
+    return pd.to_numeric(numbers.str.replace(",", "", regex=False), errors="coerce") * multiplier
+
+
+def parse_amounts(column: pd.Series) -> ParsedAmounts:
+    """Amounts such as ``$1,200.50``, ``1.5B`` or ranges ``150M - 200M`` / ``800-1500``.
+
+    Each distinct text is parsed once (columns repeat values), plain numbers by ``to_numeric``
+    and only the rest by the pattern, which keeps a million-row column fast.
+    """
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        values = column.astype(float)
+        return ParsedAmounts(values, values, values, {}, 0)
+    codes, uniques = pd.factorize(as_text(tidy_column(column)))
+    uniques = pd.Series(uniques, dtype="str")
+    low = pd.to_numeric(uniques, errors="coerce")
+    high = low.copy()
+    pending = low.isna()
+    parts = uniques[pending].str.extract(_AMOUNT)
+    if len(parts):
+        sign = np.where(parts["sign"].notna(), -1.0, 1.0)
+        high_scale = parts["high_scale"]
+        low.loc[pending] = sign * _scaled(parts["low"], parts["low_scale"].fillna(high_scale))
+        high.loc[pending] = _scaled(parts["high"], high_scale).fillna(low.loc[pending])
+    lower, upper = np.fmin(low, high), np.fmax(low, high)
+    is_range = (upper > lower).to_numpy()
+
+    def per_row(values: pd.Series) -> pd.Series:
+        taken = values.to_numpy(dtype=float)[np.maximum(codes, 0)] if len(values) else np.full(len(codes), np.nan)
+        return pd.Series(np.where(codes >= 0, taken, np.nan), index=column.index)
+
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    return ParsedAmounts(per_row(lower), per_row(upper), per_row((lower + upper) / 2),
+                         _counted_values(uniques, codes, lower.isna().to_numpy()), int(counts[is_range].sum()))
+
+
+_TIME = r"(?:[ T]+(?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.\d+)?)?\s*(?P<ampm>[AaPp][Mm])?)?"
+_MONTH_DAY_YEAR = re.compile(r"^(?P<first>\d{1,2})[/.-](?P<second_part>\d{1,2})[/.-](?P<year>\d{4}|\d{2})" + _TIME + "$")
+_YEAR_MONTH_DAY = re.compile(r"^(?P<year>\d{4})[/.-](?P<first>\d{1,2})[/.-](?P<second_part>\d{1,2})" + _TIME + "$")
+_EXCEL_EPOCH = pd.Timestamp("1899-12-30")
+_EXCEL_SERIALS = (20000, 80000)  # 1954 to 2119: numbers outside are not dates
+
+
+@dataclass
+class ParsedDates:
+    """Naive timestamps, the raw texts that were no valid date, and how many were read day-first."""
+
+    values: pd.Series
+    invalid: dict[str, int]
+    day_first: int
+
+
+def _naive(values: pd.Series) -> pd.Series:
+    if getattr(values.dt, "tz", None) is not None:
+        return values.dt.tz_convert("UTC").dt.tz_localize(None)
+    return values
+
+
+def _from_components(parts: pd.DataFrame, year_first: bool) -> tuple[pd.Series, pd.Series]:
+    """Dates from numbered parts: month first (US style) unless the first number cannot be a month.
+
+    Invalid calendar dates (``2/29/2025``) and clock times (``24:34``) give NaT; pandas would
+    otherwise roll an hour of 24 into the next day.
+    """
+    numbers = parts[["first", "second_part", "year", "hour", "minute", "second"]].apply(pd.to_numeric)
+    year = numbers["year"].where(numbers["year"] >= 100, numbers["year"] + np.where(numbers["year"] < 70, 2000, 1900))
+    day_first = ~year_first & (numbers["first"] > 12) & (numbers["second_part"] <= 12)
+    month = numbers["first"].where(~day_first, numbers["second_part"])
+    day = numbers["second_part"].where(~day_first, numbers["first"])
+    hour = numbers["hour"].fillna(0)
+    is_pm = parts["ampm"].str.lower().eq("pm").fillna(False).to_numpy(dtype=bool)
+    has_ampm = parts["ampm"].notna().to_numpy()
+    hour = hour.where(~has_ampm, (hour % 12) + np.where(is_pm, 12, 0))
+    clock_ok = (hour < 24) & (numbers["minute"].fillna(0) < 60) & (numbers["second"].fillna(0) < 60)
+    clock_ok &= ~has_ampm | (numbers["hour"] <= 12)
+    assembled = pd.to_datetime(pd.DataFrame({"year": year, "month": month, "day": day, "hour": hour,
+                                             "minute": numbers["minute"].fillna(0),
+                                             "second": numbers["second"].fillna(0)}), errors="coerce")
+    return assembled.where(clock_ok), day_first
+
+
+def parse_dates(column: pd.Series) -> ParsedDates:
+    """Dates from mixed cells: ISO text, M/D/YY(YY) with or without a time, D/M/YYYY where the day
+    is over 12, real Excel dates, Excel serial numbers and spelled-out months; each distinct
+    text is parsed once. What is not a valid date becomes NaT and is returned for the report."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return ParsedDates(_naive(column).astype("datetime64[us]"), {}, 0)
+    codes, uniques = pd.factorize(as_text(tidy_column(column)))
+    text = pd.Series(uniques, dtype="str")
+    parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
+    day_first = pd.Series(False, index=text.index)
+
+    iso = text.str.match(r"^\d{4}-\d{1,2}-\d{1,2}").fillna(False).astype(bool)
+    parsed[iso] = _naive(pd.to_datetime(text[iso], format="ISO8601", errors="coerce", utc=True))
+    for pattern, year_first in ((_MONTH_DAY_YEAR, False), (_YEAR_MONTH_DAY, True)):
+        pending = parsed.isna()
+        parts = text[pending].str.extract(pattern).dropna(subset=["year"])
+        if len(parts):
+            parsed[parts.index], day_first[parts.index] = _from_components(parts, year_first)
+    pending = parsed.isna() & text.str.fullmatch(r"\d+(?:\.\d+)?").fillna(False).astype(bool)
+    serial = pd.to_numeric(text[pending])
+    serial = serial[serial.between(*_EXCEL_SERIALS)]
+    parsed[serial.index] = _EXCEL_EPOCH + pd.to_timedelta(serial, unit="D")
+    spelled = parsed.isna() & text.str.contains(r"[A-Za-z]{3}", regex=True).fillna(False).astype(bool)
+    if spelled.any():
+        parsed[spelled] = pd.to_datetime(text[spelled], format="mixed", errors="coerce")
+    counts = np.bincount(codes[codes >= 0], minlength=len(text))
+    values = parsed.to_numpy()[np.maximum(codes, 0)]
+    values[codes < 0] = np.datetime64("NaT")
+    return ParsedDates(pd.Series(values, index=column.index, dtype="datetime64[us]"),
+                       _counted_values(text, codes, parsed.isna().to_numpy()),
+                       int(counts[day_first.to_numpy()].sum()))
+
+
+# ----------------------------------------------------------------------------------------------
+# Reporting parsed values
+# ----------------------------------------------------------------------------------------------
+
+def _report_values(quality: TableQuality, code: str, what: str, column: str, values: dict[str, int],
+                   action: str) -> None:
+    """One issue per distinct raw value (the first few), one for the rest: readable and bounded."""
+    listed = list(values.items())
+    for raw, count in listed[:MAX_LISTED_VALUES]:
+        quality.add(code, count, f"{what} {raw!r} in {column}", action)
+    rest = listed[MAX_LISTED_VALUES:]
+    quality.add(code, sum(c for _, c in rest), f"{len(rest)} other {what} values in {column}", action)
+
+
+def _typed_number(frame: pd.DataFrame, column: str, quality: TableQuality) -> pd.Series:
+    amounts = parse_amounts(frame[column])
+    _report_values(quality, "unparseable_number", "unparseable number", column, amounts.unparseable,
+                   "set to missing")
+    quality.add("range_midpoint", amounts.ranges, f"ranges in {column}", "took the midpoint")
+    return amounts.value
+
+
+def _typed_date(frame: pd.DataFrame, column: str, quality: TableQuality) -> pd.Series:
+    dates = parse_dates(frame[column])
+    _report_values(quality, "invalid_date", "invalid date", column, dates.invalid, "set to missing")
+    quality.add("day_first_date", dates.day_first, f"dates in {column} whose first number is over 12",
+                "read as day/month/year")
+    return dates.values
+
+
+def _typed_extra(column: pd.Series) -> pd.Series:
+    """Extra columns are kept; they become numbers when every value is one, else text."""
+    tidy = tidy_column(column)
+    if pd.api.types.is_numeric_dtype(tidy) or pd.api.types.is_datetime64_any_dtype(tidy):
+        return tidy
+    numbers = pd.to_numeric(tidy, errors="coerce")
+    if tidy.notna().any() and numbers.notna().sum() == tidy.notna().sum():
+        return numbers
+    return as_text(tidy)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cleaning one table (shared by both formats)
+# ----------------------------------------------------------------------------------------------
+
+def drop_unusable_rows(frame: pd.DataFrame, labels: Sequence[str], quality: TableQuality) -> pd.DataFrame:
+    """Blank rows and copies of the header row inside the data (files pasted together) go first."""
+    frame = frame.apply(tidy_column)
+    blank = frame.isna().all(axis=1)
+    quality.add("blank_row", blank.sum(), "blank rows", "dropped")
+    frame = frame[~blank]
+    keys = [header_key(label) for label in labels]
+    repeats = pd.Series(0, index=frame.index)
+    for column, key in zip(frame.columns, keys):
+        if key:
+            repeats += _matches_label(frame[column], key)
+    is_header = repeats >= max(2, (len(keys) + 1) // 2)
+    quality.add("repeated_header", is_header.sum(), "header row repeated inside the data", "dropped")
+    return frame[~is_header]
+
+
+def _matches_label(column: pd.Series, key: str) -> pd.Series:
+    codes, uniques = pd.factorize(column)
+    hits = np.array([isinstance(u, str) and header_key(u) == key for u in uniques], dtype=bool)
+    return pd.Series(hits[codes] & (codes >= 0) if len(uniques) else np.zeros(len(codes), bool), index=column.index)
+
+
+def clean_table(table: str, frame: pd.DataFrame, quality: TableQuality) -> pd.DataFrame:
+    """Types every column of one table (extra columns kept), drops rows without their id and
+    resolves duplicate ids; the canonical columns come first, absent ones as missing."""
+    schema = SCHEMA[table]
+    for column in REQUIRED_IDS[table]:
+        missing = frame[column].isna() if column in frame else pd.Series(True, index=frame.index)
+        quality.add("missing_id", missing.sum(), f"rows without {column}", "dropped")
+        frame = frame[~missing]
+    typed: dict[str, pd.Series] = {}
+    for column, kind in schema.items():
+        if column not in frame:
+            quality.add("absent_column", len(frame), f"no {column} column", "left missing")
+            typed[column] = pd.Series(np.nan if kind == NUMBER else None, index=frame.index,
+                                      dtype={NUMBER: "float64", DATE: "datetime64[us]"}.get(kind, "str"))
+        elif kind == NUMBER:
+            typed[column] = _typed_number(frame, column, quality)
+        elif kind == DATE:
+            typed[column] = _typed_date(frame, column, quality)
+        else:
+            typed[column] = as_text(tidy_column(frame[column]))
+    extras = {column: _typed_extra(frame[column]) for column in frame.columns if column not in schema}
+    frame = pd.DataFrame({**typed, **extras}, index=frame.index)
+    if table == "customers":
+        frame = _normalise_customer_fields(frame, quality)
+    return _resolve_duplicate_ids(table, frame, quality).reset_index(drop=True)
+
+
+def _normalise_customer_fields(customers: pd.DataFrame, quality: TableQuality) -> pd.DataFrame:
+    """Customer type and gender in the canonical spellings; impossible ages made missing."""
+    kind = customers["customer_type"].str.lower().map(CUSTOMER_TYPES)
+    unknown = kind.isna()
+    looks_like_business = customers["industry"].notna() | customers["employees"].notna()
+    customers["customer_type"] = kind.where(~unknown, np.where(looks_like_business, "organization", "individual"))
+    quality.add("customer_type_inferred", unknown.sum(), "missing or unknown customer_type",
+                "inferred: organization when industry or employees is given, else individual")
+    gender = customers["gender"]
+    canonical = gender.str.lower().map(GENDERS)
+    respelled = canonical.notna() & canonical.ne(gender)
+    quality.add("gender_respelled", respelled.sum(), "gender written other than M/F (e.g. 'female')",
+                "normalised to M/F")
+    customers["gender"] = canonical.fillna(gender).astype("str")
+    impossible = ~customers["age"].between(*AGE_RANGE) & customers["age"].notna()
+    quality.add("impossible_age", impossible.sum(), f"age outside {AGE_RANGE[0]}-{AGE_RANGE[1]}", "set to missing")
+    customers["age"] = customers["age"].mask(impossible)
+    return customers
+
+
+def _resolve_duplicate_ids(table: str, frame: pd.DataFrame, quality: TableQuality) -> pd.DataFrame:
+    key = UNIQUE_KEYS.get(table)
+    if key is None or frame[key].isna().all():
+        return frame
+    repeated = frame[key].notna() & frame[key].duplicated()
+    if not repeated.any():
+        return frame
+    if table in ("customers", "products"):
+        quality.add("duplicate_id", repeated.sum(), f"duplicate {key}s", "kept the first")
+        return frame[~repeated]
+    identical = repeated & frame.duplicated()
+    quality.add("duplicate_row", identical.sum(), f"rows repeating another row with the same {key}", "dropped")
+    frame = frame[~identical].copy()
+    renamed = frame[key].notna() & frame[key].duplicated()
+    quality.add("duplicate_id", renamed.sum(), f"{key}s shared by different rows",
+                f"kept; later ones renamed '<{key}>#2', '#3', ...")
+    occurrence = frame.groupby(key, sort=False).cumcount() + 1
+    frame.loc[renamed, key] = frame.loc[renamed, key] + "#" + occurrence[renamed].astype("str")
+    return frame
+
+
+def drop_orphans(data: dict[str, pd.DataFrame], report: DataQualityReport) -> None:
+    """Events of customers without a profile cannot be attached to anyone in the view, and holdings
+    of unknown products cannot be recommended against; both are dropped and counted."""
+    known_customers = pd.Index(data["customers"]["customer_id"])
+    for table in ("transactions", "social_posts", "holdings"):
+        frame = data[table]
+        orphan = ~frame["customer_id"].isin(known_customers)
+        report.orphans[table] = int(orphan.sum())
+        report.table(table).add("orphan", orphan.sum(), "customer_id matches no customer profile", "dropped")
+        data[table] = frame[~orphan].reset_index(drop=True)
+    holdings = data["holdings"]
+    unknown = ~holdings["product_id"].isin(data["products"]["product_id"])
+    report.table("holdings").add("unknown_product", unknown.sum(), "product_id not in the catalogue", "dropped")
+    data["holdings"] = holdings[~unknown].reset_index(drop=True)
+
+
+def deduplicated_holdings(holdings: pd.DataFrame, quality: TableQuality) -> pd.DataFrame:
+    """One row per (customer, product): the earliest evidence, dated rows before undated ones."""
+    ordered = holdings.sort_values("start_date", na_position="last", kind="stable")
+    repeated = ordered.duplicated(["customer_id", "product_id"])
+    quality.add("duplicate_holding", repeated.sum(), "repeated (customer_id, product_id)", "kept the earliest")
+    return ordered[~repeated].sort_index().reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Canonical format
+# ----------------------------------------------------------------------------------------------
+
+def _canonical_path(data_dir: Path, table: str) -> Path | None:
+    for suffix in TABLE_SUFFIXES:
+        path = data_dir / f"{table}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_table_file(path: Path, header: int | None = 0) -> pd.DataFrame:
+    """A CSV (everything as text: ids keep their zeros, blank lines stay countable) or Parquet file."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, header=header,
+                           encoding="utf-8-sig", encoding_errors="replace")
+    except Exception as error:
+        raise DataLoadError(f"{path}: cannot be read as a table ({type(error).__name__}: {error})") from error
+
+
+def _read_canonical_table(path: Path, table: str, report: DataQualityReport) -> pd.DataFrame:
+    quality = report.table(table)
+    quality.sources.append(str(path))
+    frame = read_table_file(path)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    missing = [c for c in REQUIRED_IDS[table] if c not in frame.columns]
+    if missing:
+        raise DataLoadError(f"{path}: required column {', '.join(missing)} missing (columns: {list(frame.columns)})")
+    quality.rows_read = len(frame)
+    return drop_unusable_rows(frame, list(frame.columns), quality)
+
+
+def _load_canonical(data_dir: Path, report: DataQualityReport) -> dict[str, pd.DataFrame]:
+    tables: dict[str, pd.DataFrame] = {}
+    for table in ("customers", "transactions", "social_posts", "holdings"):
+        path = _canonical_path(data_dir, table)
+        if path is None:
+            report.table(table).add("absent_table", 1, f"no {table}.csv or {table}.parquet", "table left empty")
+            raw = pd.DataFrame({column: pd.Series(dtype="str") for column in SCHEMA[table]})
+        else:
+            raw = _read_canonical_table(path, table, report)
+        tables[table] = clean_table(table, raw, report.table(table))
+    tables["holdings"]["source"] = "holding"
+    return tables
+
+
+# ----------------------------------------------------------------------------------------------
+# Hackathon format: tables recognised by their headers
+# ----------------------------------------------------------------------------------------------
+
+CUSTOMER_ID_NAMES = ("customer id", "customerid", "cust id", "custid", "customer", "client id", "customer no",
+                     "customer number")
+PREFERENCE_NAMES = ("preferences", "preference", "product preferences")
+LOCATION_NAMES = ("location", "city", "region")
+HACKATHON_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "individuals": {
+        "customer_id": CUSTOMER_ID_NAMES, "location": LOCATION_NAMES, "preferences": PREFERENCE_NAMES,
+        "interests": ("interests", "interest", "hobbies"),
+        "age": ("age", "age years", "customer age"),
+        "gender": ("gender", "sex"),
+        "income": ("income per year", "income", "annual income", "yearly income", "income per annum", "salary"),
+        "education": ("education", "education level", "qualification"),
+        "occupation": ("occupation", "job", "profession", "job title"),
+    },
+    "organizations": {
+        "customer_id": CUSTOMER_ID_NAMES, "location": LOCATION_NAMES, "preferences": PREFERENCE_NAMES,
+        "industry": ("industry", "sector", "business type"),
+        "financial_needs": ("financial needs", "financial need", "needs"),
+        "revenue": ("revenue", "annual revenue", "revenue per year", "turnover"),
+        "employees": ("no of employees", "number of employees", "num of employees", "num employees",
+                      "nb of employees", "of employees", "employees", "employee count", "headcount"),
+    },
+    "transactions": {
+        "customer_id": CUSTOMER_ID_NAMES,
+        "transaction_id": ("transaction id", "txn id", "tx id", "transaction no", "transaction number"),
+        "source_product_id": ("product id",),
+        "type": ("transaction type", "type", "txn type", "transaction kind"),
+        "category": ("category", "transaction category", "merchant category"),
+        "amount": ("amount", "amt", "transaction amount", "amount spent", "value"),
+        "date": ("purchase date", "date", "transaction date", "txn date", "payment date"),
+        "payment_mode": ("payment mode", "payment method", "mode of payment", "payment type"),
+    },
+    "social_posts": {
+        "customer_id": CUSTOMER_ID_NAMES,
+        "post_id": ("post id", "post no", "post number"),
+        "platform": ("platform", "social media platform", "network", "channel"),
+        "content": ("content", "post", "post content", "post text", "text", "message"),
+        "timestamp": ("timestamp", "time stamp", "date", "post date", "posted at", "date time", "created at"),
+    },
+}
+SHARED_FIELDS = {"customer_id", "location", "preferences", "interests"}
+MIN_DISTINCTIVE_FIELDS = 2
+HEADER_SEARCH_ROWS = 10
+HEADER_FUZZ_CUTOFF = 0.86
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls")
+HACKATHON_TABLE = {"individuals": "customers", "organizations": "customers",
+                   "transactions": "transactions", "social_posts": "social_posts"}
+
+
+def header_key(label: object) -> str:
+    """A header reduced to its words: case, spacing, punctuation, camelCase and units ignored, so that
+    'Customer_Id', 'CustomerID' and 'customer id', or 'Amount (in Dollars)' and 'Amt in USD', meet."""
+    text = re.sub(r"([a-z])([A-Z])", r"\1 \2", str(label))
+    text = re.sub(r"\(.*?\)", " ", text).casefold()
+    text = re.sub(r"[^0-9a-z]+", " ", text)
+    text = re.sub(r"\b(?:in )?(?:us )?(?:dollars?|usd)\b", " ", text)
+    return " ".join(text.split())
+
+
+def canonical_field(label: object, table: str) -> str | None:
+    """The canonical column a hackathon header means in a table, by synonym or a close spelling."""
+    key = header_key(label)
+    names = {name: column for column, names in HACKATHON_FIELDS[table].items() for name in names}
+    if key in names:
+        return names[key]
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=HEADER_FUZZ_CUTOFF)
+    return names[close[0]] if close else None
+
+
+def recognise_table(labels: Sequence[object]) -> tuple[str, list[str]] | None:
+    """Which hackathon table a header row belongs to, and its columns' canonical names.
+
+    Each table has columns no other has (age, revenue, amount, post id...); the table with the
+    most of them wins, so sheet names and file names never matter.
+    """
+    best: tuple[int, str] = (0, "")
+    for table in HACKATHON_FIELDS:
+        fields = {canonical_field(label, table) for label in labels} - SHARED_FIELDS - {None}
+        best = max(best, (len(fields), table), key=lambda item: item[0])
+    if best[0] < MIN_DISTINCTIVE_FIELDS:
+        return None
+    table = best[1]
+    columns: list[str] = []
+    for position, label in enumerate(labels):
+        column = canonical_field(label, table)
+        if column is None or column in columns:
+            column = "_".join(header_key(label).split()) or f"column_{position + 1}"
+        columns.append(column if column not in columns else f"{column}_{position + 1}")
+    return table, columns
+
+
+def _sheets(path: Path) -> dict[str, pd.DataFrame]:
+    """Every sheet of a workbook (or the one table of a CSV) as raw cells, header not yet found."""
+    if path.suffix.lower() not in SPREADSHEET_SUFFIXES:
+        return {"": read_table_file(path, header=None)}
+    try:
+        return pd.read_excel(path, sheet_name=None, header=None, dtype=object)
+    except Exception as error:
+        raise DataLoadError(f"{path}: not a readable workbook ({type(error).__name__}: {error})") from error
+
+
+def _hackathon_sources(data_dir: Path) -> list[Path]:
+    canonical_names = set(SCHEMA)
+    return sorted(path for path in data_dir.iterdir()
+                  if path.is_file() and path.suffix.lower() in SPREADSHEET_SUFFIXES + (".csv",)
+                  and not path.name.startswith(("~$", ".")) and path.stem not in canonical_names)
+
+
+def _read_hackathon_sheet(label: str, cells: pd.DataFrame, report: DataQualityReport) -> tuple[str, pd.DataFrame] | None:
+    cells = cells.dropna(axis=1, how="all")
+    for row in range(min(HEADER_SEARCH_ROWS, len(cells))):
+        labels = [_tidy_cell(value) or "" for value in cells.iloc[row]]
+        recognised = recognise_table(labels)
+        if recognised is None:
+            continue
+        table, columns = recognised
+        if "customer_id" not in columns:
+            raise DataLoadError(f"{label}: required column customer_id missing (the {table} table's headers: {labels})")
+        quality = report.table(table)
+        quality.sources.append(label)
+        frame = cells.iloc[row + 1:].reset_index(drop=True)
+        quality.rows_read += len(frame)
+        quality.add("rows_above_header", int(cells.iloc[:row].notna().any(axis=1).sum()),
+                    f"non-blank rows above the header in {label}", "skipped")
+        frame = drop_unusable_rows(frame, labels, quality)
+        frame.columns = columns
+        return table, frame
+    report.ignored_sources.append(label)
+    return None
+
+
+def _read_hackathon(data_dir: Path, report: DataQualityReport) -> dict[str, pd.DataFrame]:
+    """The hackathon tables of a directory, each concatenated from every file or sheet that holds it."""
+    found: dict[str, list[pd.DataFrame]] = {}
+    for path in _hackathon_sources(data_dir):
+        for sheet, cells in _sheets(path).items():
+            label = f"{path} [{sheet}]" if sheet else str(path)
+            recognised = _read_hackathon_sheet(label, cells, report)
+            if recognised:
+                found.setdefault(recognised[0], []).append(recognised[1])
+    if not found:
+        raise DataLoadError(f"{data_dir}: no recognisable tables (neither customers.csv nor hackathon "
+                            f"profiles, transactions or posts; looked at {[p.name for p in _hackathon_sources(data_dir)]})")
+    return {table: pd.concat(frames, ignore_index=True) for table, frames in found.items()}
+
+
+def _empty_raw(table: str) -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series(dtype="str") for column in REQUIRED_IDS[table]})
+
+
+def _organisation_profiles(raw: pd.DataFrame, quality: TableQuality) -> pd.DataFrame:
+    """Revenue and head-count ranges become bounds and midpoints; revenue is an organisation's income."""
+    raw = raw.copy()
+    for column, target in (("revenue", "income"), ("employees", "employees")):
+        if column not in raw:
+            continue
+        amounts = parse_amounts(raw.pop(column))
+        _report_values(quality, "unparseable_number", "unparseable number", column, amounts.unparseable,
+                       "set to missing")
+        raw[f"{column}_min"], raw[f"{column}_max"], raw[target] = amounts.lower, amounts.upper, amounts.value
+    return raw
+
+
+def _load_hackathon(data_dir: Path, report: DataQualityReport) -> dict[str, pd.DataFrame]:
+    raw = _read_hackathon(data_dir, report)
+    profiles = []
+    for table, customer_type in (("individuals", "individual"), ("organizations", "organization")):
+        if table not in raw:
+            continue
+        frame = raw[table].assign(customer_type=customer_type)
+        if table == "organizations":
+            frame = _organisation_profiles(frame, report.table(table))
+        profiles.append(clean_table("customers", frame, report.table(table)))
+        report.table(table).finish(profiles[-1])
+    customers_quality = report.table("customers")
+    customers_quality.rows_read = sum(len(p) for p in profiles)
+    combined = pd.concat(profiles, ignore_index=True) if profiles else _empty_raw("customers")
+    tables = {"customers": clean_table("customers", combined, customers_quality)}
+    for table in ("transactions", "social_posts"):
+        frame = raw.get(table, _empty_raw(table))
+        tables[table] = clean_table(table, frame, report.table(table))
+    tables["holdings"] = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+        HOLDINGS_COLUMNS, ("str", "str", "datetime64[us]", "str"))})
+    return tables
+
+
+# ----------------------------------------------------------------------------------------------
+# Hackathon format: product evidence mapped onto the catalogue by meaning
+# ----------------------------------------------------------------------------------------------
+
+EVIDENCE_THRESHOLD = 0.62
+SEGMENTS = {"individual": ("individual", "both"), "organization": ("organization", "both")}
+
+
+def _asked_items(customers: pd.DataFrame) -> pd.DataFrame:
+    """Each comma-separated item of Preferences / Financial Needs, one row per customer and item."""
+    columns = [c for c in ("preferences", "financial_needs") if c in customers]
+    listed = customers.melt(id_vars=["customer_id", "customer_type"], value_vars=columns, value_name="text")
+    items = listed.assign(text=listed["text"].str.split(r"[,;]")).explode("text")
+    items["text"] = items["text"].str.strip()
+    items = items[items["text"].str.len() > 0]
+    return items[["customer_id", "customer_type", "text"]].assign(start_date=pd.NaT, source="asked")
+
+
+def _paid_items(transactions: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
+    """Transaction types and categories, dated by the purchase."""
+    kinds = transactions[["customer_id", "date", "type", "category"]].merge(
+        customers[["customer_id", "customer_type"]], on="customer_id")
+    paid = kinds.melt(id_vars=["customer_id", "customer_type", "date"], value_vars=["type", "category"],
+                      value_name="text").dropna(subset=["text"])
+    return paid.rename(columns={"date": "start_date"})[["customer_id", "customer_type", "text", "start_date"]].assign(
+        source="paid")
+
+
+def _product_phrases(products: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Each product's name, aliases and description, with the row of the product they describe."""
+    phrases: list[str] = []
+    owners: list[int] = []
+    for row, product in enumerate(products.itertuples(index=False)):
+        aliases = [a.strip() for a in str(product.aliases or "").split(";") if a.strip()] if "aliases" in products else []
+        texts = [t for t in [product.name, *aliases, product.description] if isinstance(t, str) and t]
+        phrases += texts
+        owners += [row] * len(texts)
+    return phrases, np.asarray(owners)
+
+
+def match_products(evidence: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder) -> pd.DataFrame:
+    """For each distinct (text, customer type): the closest eligible product and its similarity.
+
+    A product's similarity is its best over name, aliases and description, so a short item such as
+    'Home Loan' meets the alias 'home loan' rather than being diluted by a long description.
+    """
+    distinct = evidence[["text", "customer_type"]].drop_duplicates().reset_index(drop=True)
+    phrases, owners = _product_phrases(products)
+    similarity = encoder.encode(distinct["text"].tolist()) @ encoder.encode(phrases).T
+    per_product = np.full((len(distinct), len(products)), -1.0, dtype=np.float32)
+    np.maximum.at(per_product.T, owners, similarity.T)
+    segment = products["segment"].fillna("both").str.lower().to_numpy()
+    for customer_type, segments in SEGMENTS.items():
+        rows = (distinct["customer_type"] == customer_type).to_numpy()
+        per_product[np.ix_(rows, ~np.isin(segment, segments))] = -1.0
+    best = per_product.argmax(axis=1) if len(products) else np.zeros(len(distinct), dtype=int)
+    distinct["best_product_id"] = products["product_id"].to_numpy()[best]
+    distinct["similarity"] = per_product[np.arange(len(distinct)), best].round(3)
+    distinct["product_id"] = distinct["best_product_id"].where(distinct["similarity"] >= EVIDENCE_THRESHOLD)
+    return distinct
+
+
+def _summarise_evidence(evidence: pd.DataFrame, report: DataQualityReport) -> None:
+    counts = (evidence.groupby(["text", "customer_type", "source"], dropna=False)
+              .agg(count=("customer_id", "size"), product_id=("product_id", "first"),
+                   best_product_id=("best_product_id", "first"), similarity=("similarity", "first"))
+              .reset_index().sort_values(["count", "text"], ascending=[False, True]))
+    matched = counts["product_id"].notna()
+    report.matched_evidence = counts.loc[matched, ["text", "customer_type", "source", "count", "product_id",
+                                                    "similarity"]].to_dict("records")
+    report.unmatched_evidence = counts.loc[~matched, ["text", "customer_type", "source", "count",
+                                                      "best_product_id", "similarity"]].to_dict("records")
+    for row in report.matched_evidence + report.unmatched_evidence:
+        row["count"], row["similarity"] = int(row["count"]), float(row["similarity"])
+
+
+def evidence_holdings(customers: pd.DataFrame, transactions: pd.DataFrame, products: pd.DataFrame,
+                      encoder: SentenceEncoder, report: DataQualityReport) -> pd.DataFrame:
+    """Products customers asked for or paid for, as holdings rows ('asked' undated, 'paid' dated)."""
+    evidence = pd.concat([_asked_items(customers), _paid_items(transactions, customers)], ignore_index=True)
+    if evidence.empty:
+        return pd.DataFrame(columns=HOLDINGS_COLUMNS)
+    matches = match_products(evidence, products, encoder)
+    evidence = evidence.merge(matches, on=["text", "customer_type"], how="left")
+    _summarise_evidence(evidence, report)
+    report.table("holdings").add("unmatched_evidence", evidence["product_id"].isna().sum(),
+                                 "preference or transaction items close to no catalogue product",
+                                 "not used as evidence")
+    holdings = evidence.dropna(subset=["product_id"])[HOLDINGS_COLUMNS].reset_index(drop=True)
+    holdings["start_date"] = holdings["start_date"].astype("datetime64[us]")
+    report.table("holdings").rows_read = len(holdings)
+    return holdings
+
+
+# ----------------------------------------------------------------------------------------------
+# Sentiment
+# ----------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def sentiment_analyzer() -> "SentimentIntensityAnalyzer":
+    """NLTK's VADER with the lexicon shipped in the vaderSentiment package: no download at run time."""
+    import nltk
+    import vaderSentiment
+    from nltk.sentiment.vader import SentimentIntensityAnalyzer
+
+    lexicon_dir = os.path.dirname(vaderSentiment.__file__)
+    if lexicon_dir not in nltk.data.path:
+        nltk.data.path.append(lexicon_dir)
+    return SentimentIntensityAnalyzer(lexicon_file="vader_lexicon.txt")
+
+
+def sentiment_scores(contents: pd.Series) -> pd.Series:
+    """VADER compound score per post; each distinct text is scored once (posts repeat a lot)."""
+    codes, uniques = pd.factorize(contents)
+    analyzer = sentiment_analyzer()
+    scores = np.array([analyzer.polarity_scores(text)["compound"] for text in uniques], dtype=float)
+    taken = scores[np.maximum(codes, 0)] if len(scores) else np.full(len(codes), np.nan)
+    return pd.Series(np.where(codes >= 0, taken, np.nan), index=contents.index)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+def _load_products(data_dir: Path, catalogue_file: Path | None, report: DataQualityReport) -> pd.DataFrame:
+    path = _canonical_path(data_dir, "products") or Path(catalogue_file or get_settings().catalogue_file)
+    if not path.is_file():
+        raise DataLoadError(f"{path}: product catalogue not found")
+    raw = _read_canonical_table(path, "products", report)
+    products = clean_table("products", raw, report.table("products"))
+    if products.empty:
+        raise DataLoadError(f"{path}: the product catalogue holds no products")
+    return products
+
+
+def load_bank_data(data_dir: str | Path, catalogue_file: str | Path | None = None,
+                   encoder: SentenceEncoder | None = None) -> BankData:
+    """Loads, cleans and reports a data directory in the canonical or the hackathon format.
+
+    ``encoder`` maps hackathon preferences and transactions onto products; when it is not given
+    and the format needs it, the process-wide text encoder is used.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataLoadError(f"{data_dir}: data directory not found")
+    report = DataQualityReport(data_dir=str(data_dir))
+    report.source_format = "canonical" if _canonical_path(data_dir, "customers") else "hackathon"
+    tables = (_load_canonical if report.source_format == "canonical" else _load_hackathon)(data_dir, report)
+    tables["products"] = _load_products(data_dir, Path(catalogue_file) if catalogue_file else None, report)
+    drop_orphans(tables, report)
+    if report.source_format == "hackathon":
+        encoder = encoder or _default_encoder()
+        tables["holdings"] = evidence_holdings(tables["customers"], tables["transactions"], tables["products"],
+                                               encoder, report)
+    tables["holdings"] = deduplicated_holdings(tables["holdings"], report.table("holdings"))
+    tables["social_posts"]["sentiment"] = sentiment_scores(tables["social_posts"]["content"])
+    for table, frame in tables.items():
+        report.table(table).finish(frame)
+    report.log()
+    return BankData(**tables, quality=report, source_format=report.source_format)
+
+
+def _default_encoder() -> SentenceEncoder:
+    from text_models import get_text_encoder  # the text layer loads a model: only when mapping needs it
+
+    return get_text_encoder(get_settings())
+
+
+# ----------------------------------------------------------------------------------------------
+# The unified customer view
+# ----------------------------------------------------------------------------------------------
+
+RECENT_DAYS = 90
+TOP_SPEND_CATEGORIES = 15
+DEBT_PATTERN = re.compile(r"\b(?:loans?|mortgages?|emi|bnpl|buy now pay later|repayments?|instal+ments?|debts?"
+                          r"|credit card (?:bill|payment|repayment))\b", re.IGNORECASE)
+PROFILE_TEXT_PARTS = (("occupation", "Occupation"), ("industry", "Industry"), ("interests", "Interests"),
+                      ("preferences", "Preferences"), ("financial_needs", "Financial needs"))
+
+
+def default_as_of(data: BankData) -> pd.Timestamp:
+    """The day after the last transaction or post: the view then sees every dated event."""
+    latest = pd.Series([data.transactions["date"].max(), data.social_posts["timestamp"].max()]).max()
+    return (latest if pd.notna(latest) else pd.Timestamp.now()).normalize() + pd.Timedelta(days=1)
+
+
+def customer_view(data: BankData, as_of: pd.Timestamp | None = None) -> pd.DataFrame:
+    """One row per customer, indexed by customer_id: profile, age band, transaction and social
+    aggregates from events strictly before ``as_of`` (undated events cannot be placed and are left
+    out), and the customer's own words as ``profile_text``. Customers without events get counts 0
+    and NaN for statistics that need events."""
+    as_of = default_as_of(data) if as_of is None else pd.Timestamp(as_of)
+    customers = data.customers.set_index("customer_id")
+    settings = get_settings()
+    age_band = customers["age"].map(lambda age: settings.age_band(age) if pd.notna(age) else None)
+    return pd.concat([
+        customers,
+        age_band.astype("str").rename("age_band"),
+        transaction_aggregates(data.transactions, customers.index, as_of),
+        social_aggregates(data.social_posts, customers.index, as_of),
+        profile_text(customers),
+    ], axis=1)
+
+
+def _customer_rows(events: pd.DataFrame, column: str, customers: pd.Index, as_of: pd.Timestamp):
+    """The events dated before as_of, and each one's customer as a row number of the view."""
+    events = events[events[column] < as_of]
+    rows = customers.get_indexer(events["customer_id"])
+    return events[rows >= 0], rows[rows >= 0]
+
+
+def _per_customer(rows: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
+    return np.bincount(rows, weights=weights, minlength=n).astype(float)
+
+
+def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1), np.nan)
+
+
+def _days_since(dates: pd.Series, rows: np.ndarray, n: int, as_of: pd.Timestamp, how: str) -> np.ndarray:
+    """Days from the customer's first ('min') or last ('max') event to as_of; NaN without events."""
+    extreme = dates.groupby(rows).agg(how).reindex(range(n))
+    return ((as_of - extreme).dt.total_seconds() / 86400.0).to_numpy()
+
+
+def transaction_aggregates(transactions: pd.DataFrame, customers: pd.Index, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Counts, totals, monthly level and volatility, recency, tenure, trend and spend mix per customer.
+
+    Spend counts outflows only (positive amounts), so a refund cannot make a month look negative.
+    Monthly statistics cover every month from a customer's first transaction to as_of, quiet months
+    as zero, so that one big purchase reads as volatile rather than as a steady monthly level.
+    """
+    n = len(customers)
+    tx, rows = _customer_rows(transactions, "date", customers, as_of)
+    amount = tx["amount"].to_numpy(dtype=float)
+    spend = np.clip(np.nan_to_num(amount), 0, None)
+    has_amount = ~np.isnan(amount)
+    count = _per_customer(rows, n)
+    total_spend = _per_customer(rows, n, spend)
+    months = (tx["date"].dt.year * 12 + tx["date"].dt.month).to_numpy()
+    last_month = (as_of - pd.Timedelta(microseconds=1))
+    month_span = last_month.year * 12 + last_month.month - pd.Series(months).groupby(rows).min().reindex(range(n)).to_numpy() + 1
+    monthly = pd.Series(spend).groupby([rows, months]).sum()
+    squares = _per_customer(monthly.index.get_level_values(0).to_numpy(), n, monthly.to_numpy() ** 2)
+    monthly_mean = _safe_ratio(total_spend, month_span)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        monthly_std = np.sqrt(np.maximum(squares - month_span * monthly_mean ** 2, 0) / (month_span - 1))
+    days_before = (as_of - tx["date"]).dt.days.to_numpy()
+    recent = _per_customer(rows, n, spend * (days_before < RECENT_DAYS))
+    prior = _per_customer(rows, n, spend * ((days_before >= RECENT_DAYS) & (days_before < 2 * RECENT_DAYS)))
+    trend = np.where(count > 0, np.nan_to_num(_safe_ratio(recent - prior, recent + prior)), np.nan)
+    debt = _matches_pattern(tx["category"], DEBT_PATTERN) | _matches_pattern(tx["type"], DEBT_PATTERN)
+    aggregates = pd.DataFrame({
+        "tx_count": count,
+        "tx_total": _per_customer(rows, n, np.nan_to_num(amount)),
+        "tx_mean_amount": _safe_ratio(_per_customer(rows, n, np.nan_to_num(amount)), _per_customer(rows, n, has_amount)),
+        "tx_monthly_mean": monthly_mean,
+        "tx_monthly_volatility": _safe_ratio(np.where(month_span > 1, monthly_std, np.nan), monthly_mean),
+        "tx_recency_days": _days_since(tx["date"], rows, n, as_of, "max"),
+        "tx_tenure_days": _days_since(tx["date"], rows, n, as_of, "min"),
+        "tx_trend": trend,
+        "debt_payment_share": _safe_ratio(_per_customer(rows, n, spend * debt), total_spend),
+    }, index=customers)
+    return pd.concat([aggregates, _spend_shares(tx["category"], rows, spend, total_spend, customers)], axis=1)
+
+
+def _matches_pattern(text: pd.Series, pattern: re.Pattern) -> np.ndarray:
+    codes, uniques = pd.factorize(text)
+    hits = np.array([bool(pattern.search(value)) for value in uniques] + [False], dtype=bool)
+    return hits[codes]  # code -1 (missing) takes the trailing False
+
+
+def category_slug(category: str) -> str:
+    """A column-name-safe form of a category: 'Real Estate' -> 'real_estate'."""
+    return re.sub(r"[^0-9a-z]+", "_", category.casefold()).strip("_")
+
+
+def _spend_shares(category: pd.Series, rows: np.ndarray, spend: np.ndarray, total_spend: np.ndarray,
+                  customers: pd.Index) -> pd.DataFrame:
+    """Share of each customer's spend in each of the most frequent categories (by transactions)."""
+    codes, uniques = pd.factorize(category)
+    slugs = pd.Series([category_slug(value) for value in uniques] + [""])[np.where(codes >= 0, codes, len(uniques))]
+    top = [slug for slug in slugs[slugs != ""].value_counts().index[:TOP_SPEND_CATEGORIES]]
+    column = pd.Index(top).get_indexer(slugs.to_numpy())
+    inside = column >= 0
+    n, k = len(customers), len(top)
+    spent = np.bincount(rows[inside] * k + column[inside], weights=spend[inside], minlength=n * k).reshape(n, k)
+    shares = _safe_ratio(spent, total_spend[:, None])
+    return pd.DataFrame(shares, index=customers, columns=[f"spend_share__{slug}" for slug in top])
+
+
+def social_aggregates(posts: pd.DataFrame, customers: pd.Index, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Post count, sentiment level and low point, recent change in mood, and recency per customer."""
+    n = len(customers)
+    posts, rows = _customer_rows(posts, "timestamp", customers, as_of)
+    sentiment = posts["sentiment"].to_numpy(dtype=float)
+    scored = ~np.isnan(sentiment)
+    recent = scored & ((as_of - posts["timestamp"]).dt.days.to_numpy() < RECENT_DAYS)
+    count = _per_customer(rows, n)
+    mean = _safe_ratio(_per_customer(rows[scored], n, sentiment[scored]), _per_customer(rows[scored], n))
+    recent_mean = _safe_ratio(_per_customer(rows[recent], n, sentiment[recent]), _per_customer(rows[recent], n))
+    return pd.DataFrame({
+        "post_count": count,
+        "sentiment_mean": mean,
+        "sentiment_min": pd.Series(sentiment).groupby(rows).min().reindex(range(n)).to_numpy(),
+        "sentiment_recent_trend": np.where(np.isnan(mean), np.nan, np.nan_to_num(recent_mean - mean)),
+        "post_recency_days": _days_since(posts["timestamp"], rows, n, as_of, "max"),
+    }, index=customers)
+
+
+def profile_text(customers: pd.DataFrame) -> pd.Series:
+    """The customer's own words in one readable string, for matching against product descriptions."""
+    text = pd.Series("", index=customers.index, dtype="str")
+    for column, label in PROFILE_TEXT_PARTS:
+        if column in customers:
+            text = text + (label + ": " + customers[column] + ". ").fillna("")
+    return text.str.strip().replace("", None).rename("profile_text")

@@ -1,0 +1,254 @@
+"""Feature engineering: the same transformation of a customer at training and at serving time.
+
+Three kinds of features describe a customer, and a fourth describes the customer *for a product*:
+
+- tabular: the unified view's numbers and categories through a scikit-learn ``ColumnTransformer``
+  (impute + scale; impute + one-hot that tolerates unseen values), fitted once and persisted;
+- holdings: which products the customer already has (cross-selling is the strongest signal);
+- life events: per event, the strongest recency-weighted evidence in the customer's posts;
+- text match (per product): how close the customer's own words are to the product description,
+  as a recency-weighted average and as the single best-matching text.
+
+Protected attributes that are not model inputs (gender by default) never enter the tabular part.
+For the individual bias check, :meth:`CustomerFeatures.counterfactual_patch` gives the exact encoded
+columns of a protected attribute set to another group, so a counterfactual costs an array copy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from settings import ProtectedAttribute
+from text_models import LifeEventDetector, TextEncoder
+
+RECENCY_HALF_LIFE_DAYS = 120.0
+PROFILE_TEXT_WEIGHT = 1.0
+CATEGORICAL_COLUMNS = ("customer_type", "education", "occupation", "industry", "location")
+NOT_FEATURES = ("customer_id", "age_band", "revenue_min", "revenue_max", "employees_min", "employees_max")
+MIN_CATEGORY_FREQUENCY = 5
+
+
+def feature_columns(view: pd.DataFrame, protected: Sequence[ProtectedAttribute]) -> tuple[list[str], list[str]]:
+    """The view's numeric and categorical columns that the model may use.
+
+    Protected attributes marked as not model inputs are left out here, the one place that decides.
+    """
+    excluded = set(NOT_FEATURES) | {a.column for a in protected if not a.is_model_input}
+    categorical = [c for c in CATEGORICAL_COLUMNS if c in view.columns and c not in excluded]
+    numeric = [c for c in view.columns
+               if c not in excluded and c not in categorical and pd.api.types.is_numeric_dtype(view[c])
+               and not pd.api.types.is_bool_dtype(view[c])]
+    return numeric, categorical
+
+
+class CustomerFeatures(BaseEstimator, TransformerMixin):
+    """The tabular features of the unified customer view (a fitted ``ColumnTransformer``)."""
+
+    def __init__(self, protected: Sequence[ProtectedAttribute] = (), age_bands: Sequence[int] = (18, 30, 45, 60)):
+        self.protected = protected
+        self.age_bands = age_bands
+
+    def fit(self, view: pd.DataFrame, y=None) -> "CustomerFeatures":
+        numeric, categorical = feature_columns(view, self.protected)
+        numeric = [c for c in numeric if view[c].notna().any()]
+        self.numeric_columns_ = numeric
+        self.categorical_columns_ = categorical
+        self.transformer_ = ColumnTransformer([
+            ("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric),
+            ("cat", Pipeline([
+                ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+                ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=MIN_CATEGORY_FREQUENCY,
+                                         sparse_output=False)),
+            ]), categorical),
+        ], verbose_feature_names_out=True)
+        self.transformer_.fit(self._as_input(view))
+        self.feature_names_ = [self._readable(name) for name in self.transformer_.get_feature_names_out()]
+        self.patches_ = self._counterfactual_patches(view)
+        return self
+
+    def transform(self, view: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "transformer_")
+        return np.asarray(self.transformer_.transform(self._as_input(view)), dtype=np.float32)
+
+    def counterfactual_patch(self, attribute: str, group: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(column indices, values) that set a protected attribute to a group; None if not an input."""
+        check_is_fitted(self, "patches_")
+        return self.patches_.get(attribute, {}).get(group)
+
+    def _as_input(self, view: pd.DataFrame) -> pd.DataFrame:
+        frame = view.reindex(columns=self.numeric_columns_ + self.categorical_columns_)
+        frame[self.numeric_columns_] = frame[self.numeric_columns_].apply(pd.to_numeric, errors="coerce")
+        for column in self.categorical_columns_:
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), np.nan)
+        return frame
+
+    def _counterfactual_patches(self, view: pd.DataFrame) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Encoded columns of each protected model input for each of its groups, computed once.
+
+        Every transformer here works column by column, so replacing those columns is exactly what
+        transforming the changed customer would give.
+        """
+        patches: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        names = list(self.transformer_.get_feature_names_out())
+        template = view.iloc[:1].copy()
+        for attribute in self.protected:
+            if not attribute.is_model_input:
+                continue
+            source = "age" if attribute.column == "age_band" else attribute.column
+            if source not in self.numeric_columns_ + self.categorical_columns_:
+                continue
+            columns = np.array([i for i, n in enumerate(names)
+                                if n == f"num__{source}" or n.startswith(f"cat__{source}_")])
+            groups = self._group_values(attribute, view)
+            patches[attribute.name] = {}
+            for group, value in groups.items():
+                changed = template.copy()
+                changed[source] = value
+                patches[attribute.name][group] = (columns, self.transform(changed)[0, columns])
+        return patches
+
+    def _group_values(self, attribute: ProtectedAttribute, view: pd.DataFrame) -> dict[str, object]:
+        """Each group's value of the underlying column (an age band stands for its middle age)."""
+        if attribute.column != "age_band":
+            return {str(v): v for v in view[attribute.column].dropna().unique()}
+        bounds = list(self.age_bands)
+        groups = {f"{lo}-{hi - 1}": (lo + hi - 1) / 2 for lo, hi in zip(bounds, bounds[1:])}
+        groups[f"{bounds[-1]}+"] = bounds[-1] + 10
+        return groups
+
+    @staticmethod
+    def _readable(name: str) -> str:
+        kind, _, column = name.partition("__")
+        return column.replace("_", " ") if kind == "num" else column.replace("_", " = ", 1)
+
+
+@dataclass
+class CustomerSignals:
+    """Per-customer inputs beyond the view, aligned with a list of customer ids."""
+
+    customer_ids: np.ndarray  # (n,)
+    held: np.ndarray  # (n, P) float32 0/1
+    events: np.ndarray  # (n, E) float32 recency-weighted event evidence
+    text_match: np.ndarray  # (n, P) float32 recency-weighted similarity to each product
+    best_text_match: np.ndarray  # (n, P) float32 best single text's similarity
+    best_text_source: np.ndarray  # (n, P) int: -1 profile text, else row index in the posts frame used
+    event_posts: pd.DataFrame  # detected events with post id, date, evidence (for explanations)
+
+
+def recency_weight(timestamps: pd.Series, as_of: pd.Timestamp) -> np.ndarray:
+    """Half-life decay: a post from four months ago counts half as much as one from today."""
+    age_days = (as_of - pd.to_datetime(timestamps)).dt.total_seconds().to_numpy() / 86400.0
+    age_days = np.nan_to_num(age_days, nan=365.0 * 5).clip(min=0)
+    return np.power(0.5, age_days / RECENCY_HALF_LIFE_DAYS).astype(np.float32)
+
+
+def held_matrix(holdings: pd.DataFrame, customer_ids: np.ndarray, product_ids: Sequence[str]) -> np.ndarray:
+    """0/1 matrix of the products each customer holds."""
+    row = pd.Index(customer_ids).get_indexer(holdings["customer_id"])
+    column = pd.Index(product_ids).get_indexer(holdings["product_id"])
+    keep = (row >= 0) & (column >= 0)
+    matrix = np.zeros((len(customer_ids), len(product_ids)), dtype=np.float32)
+    matrix[row[keep], column[keep]] = 1.0
+    return matrix
+
+
+def product_texts(products: pd.DataFrame) -> list[str]:
+    """What a product is, in words a customer might use: name, description and other names."""
+    aliases = products.get("aliases", pd.Series("", index=products.index)).fillna("").astype(str)
+    return [f"{name}. {description} {alias.replace(';', ',')}".strip()
+            for name, description, alias in zip(products["name"].fillna(""), products["description"].fillna(""),
+                                                 aliases)]
+
+
+def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataFrame, products: pd.DataFrame,
+                     as_of: pd.Timestamp, encoder: TextEncoder, detector: LifeEventDetector) -> CustomerSignals:
+    """Holdings, life events and text match for every customer of the view, as of a date."""
+    customer_ids = view.index.to_numpy()
+    posts = posts[posts["customer_id"].isin(view.index)].reset_index(drop=True)
+    weights = recency_weight(posts["timestamp"], as_of)
+    row_of_post = pd.Index(customer_ids).get_indexer(posts["customer_id"])
+    events = _event_evidence(posts, weights, row_of_post, len(customer_ids), detector)
+    text_match, best, source = _text_match(view, posts, weights, row_of_post, products, encoder, detector)
+    detected = detector.detect(posts)
+    return CustomerSignals(customer_ids, held_matrix(holdings, customer_ids, products["product_id"]), events,
+                           text_match, best, source, detected)
+
+
+def _event_evidence(posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray, n_customers: int,
+                    detector: LifeEventDetector) -> np.ndarray:
+    """Per customer and event, the strongest post evidence discounted by its age."""
+    evidence = np.zeros((n_customers, len(detector.events)), dtype=np.float32)
+    if len(posts):
+        scores = detector.event_scores(posts["content"].fillna("").astype(str).tolist()).clip(min=0)
+        np.maximum.at(evidence, row_of_post, scores * weights[:, None])
+    return evidence
+
+
+def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray,
+                products: pd.DataFrame, encoder: TextEncoder, detector: LifeEventDetector
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Similarity of the customer's own words (profile text and posts) to each product description."""
+    n = len(view)
+    product_vectors = encoder.encode(product_texts(products))
+    profile_text = view.get("profile_text", pd.Series("", index=view.index)).fillna("").astype(str)
+    profile_vectors = encoder.encode(profile_text.tolist())
+    has_profile = (profile_text.str.len() > 0).to_numpy()
+    profile_similarity = profile_vectors @ product_vectors.T
+    profile_similarity[~has_profile] = 0.0
+
+    customer_vectors = profile_vectors * (PROFILE_TEXT_WEIGHT * has_profile)[:, None]
+    best = profile_similarity.copy()
+    source = np.full(best.shape, -1, dtype=np.int32)
+    if len(posts):
+        post_vectors = np.stack([a.embedding for a in detector.analyse(posts["content"].fillna("").astype(str).tolist())])
+        np.add.at(customer_vectors, row_of_post, post_vectors * weights[:, None])
+        post_similarity = post_vectors @ product_vectors.T
+        order = np.argsort(post_similarity, axis=0, kind="stable")  # the best post per customer ends up last
+        for column in range(product_vectors.shape[0]):
+            rows = row_of_post[order[:, column]]
+            values = post_similarity[order[:, column], column]
+            better = values > best[rows, column]
+            best[rows[better], column] = values[better]
+            source[rows[better], column] = order[better, column]
+    norms = np.linalg.norm(customer_vectors, axis=1, keepdims=True)
+    text_match = np.where(norms > 0, (customer_vectors / np.maximum(norms, 1e-12)) @ product_vectors.T, 0.0)
+    return text_match.astype(np.float32), best.astype(np.float32), source
+
+
+class ProductDesign:
+    """Lays out the model input of (customer, product) pairs: one column order for fit and serve."""
+
+    def __init__(self, tabular_names: Sequence[str], product_names: Sequence[str], event_names: Sequence[str]):
+        self.tabular_names = list(tabular_names)
+        self.feature_names = (self.tabular_names + [f"holds {name}" for name in product_names]
+                              + [f"life event: {event.replace('_', ' ')}" for event in event_names]
+                              + ["text match", "best text match"])
+        self.n_tabular = len(self.tabular_names)
+        self.n_products = len(product_names)
+
+    def rows(self, tabular: np.ndarray, held: np.ndarray, events: np.ndarray, text_match: np.ndarray,
+             best_text_match: np.ndarray, product: int) -> np.ndarray:
+        """Design matrix of many customers for one product (training)."""
+        return np.hstack([tabular, held, events, text_match[:, [product]], best_text_match[:, [product]]]
+                         ).astype(np.float32)
+
+    def customer_tensor(self, tabular: np.ndarray, held: np.ndarray, events: np.ndarray, text_match: np.ndarray,
+                        best_text_match: np.ndarray) -> np.ndarray:
+        """(variants, products, features) input for one customer and its counterfactual variants (serving)."""
+        variants = tabular.shape[0]
+        shared = np.hstack([tabular, np.broadcast_to(held, (variants, held.size)),
+                            np.broadcast_to(events, (variants, events.size))])
+        tensor = np.empty((variants, self.n_products, shared.shape[1] + 2), dtype=np.float32)
+        tensor[:, :, :-2] = shared[:, None, :]
+        tensor[:, :, -2] = text_match
+        tensor[:, :, -1] = best_text_match
+        return tensor

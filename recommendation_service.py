@@ -1,0 +1,592 @@
+"""The recommendation process of the seed, end to end, for one customer or for all of them.
+
+Customer request → feature transformation → model prediction → business-rules adjustment →
+bias check → explanation generation → final recommendation.
+
+Start-up does everything that does not depend on the request once: load and merge the data, load
+the fitted models (or train and save them when the data changed), compute every known customer's
+features, text signals and risk profile, run the group fairness audit. A request then costs a few
+array operations: the customer and all of their counterfactual variants are scored in one batch
+of the compiled trees, and the rules run once per variant.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from bias_detector import (CounterfactualResult, IndividualBiasCheck, counterfactual_groups, group_audit,
+                           individual_bias_check)
+from business_rules import AdjustedProduct, CustomerContext, RuleBook, RuleEffect
+from data_loader import BankData, DataLoadError, customer_view, load_bank_data
+from explanations import (Explanation, Factor, ProductContext, event_factors, explain, model_factors,
+                          popularity_factor, rule_factors, suitability_factor, text_factor)
+from feature_engineer import customer_signals
+from recommender import (MODEL_VERSION, CustomerBase, HybridRecommender, RiskProfile, TrainingSet,
+                         build_customer_base, product_rows, risk_inputs, risk_profile_at, stress_evidence, train)
+from settings import ProtectedAttribute, Settings
+from text_models import LIFE_EVENTS, LifeEventDetector, TextEncoder, get_text_encoder, model_fingerprint
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_FILE = "recommender.joblib"
+RECENT_EVENT_DAYS = 365
+AUDIT_TOP_K = 5
+CANONICAL_TABLES = ("customers", "transactions", "social_posts", "products", "holdings")
+
+
+class ServiceError(RuntimeError):
+    """The service cannot start: bad data, rules or configuration. The message says which."""
+
+
+class UnknownCustomer(KeyError):
+    """No customer with this id in the data."""
+
+
+@dataclass(frozen=True)
+class RecommendedProduct:
+    product_id: str
+    name: str
+    category: str
+    risk_level: int
+    rank: int
+    score: float
+    adjusted_score: float
+    scored_by: str
+    rules: tuple[RuleEffect, ...]
+    explanation: Explanation | None
+
+
+@dataclass(frozen=True)
+class Fallback:
+    used: bool
+    degraded: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    customer_id: str
+    cold_start: bool
+    recommendations: tuple[RecommendedProduct, ...]
+    risk_profile: RiskProfile
+    bias_check: IndividualBiasCheck
+    model_version: str
+    fallback: Fallback
+    excluded_count: int
+
+
+@dataclass
+class Artifacts:
+    """What training produces and start-up reloads, tied to the data it was fitted on."""
+
+    fingerprint: str
+    model: HybridRecommender
+    base: CustomerBase
+    holdout: pd.DataFrame  # customer_id, product_id, recommended, took_up: for equal opportunity
+    trained_at: str
+    audit: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CustomerState:
+    """One customer's inputs to scoring, from the customer base or built from a request."""
+
+    customer_id: str
+    profile: dict[str, Any]
+    tabular: np.ndarray  # (F,)
+    held: np.ndarray  # (P,)
+    events: np.ndarray  # (E,)
+    text_match: np.ndarray
+    best_text_match: np.ndarray
+    best_text_source: np.ndarray
+    event_posts: pd.DataFrame
+    posts: pd.DataFrame
+    risk: dict[str, np.ndarray]
+    stress: np.ndarray
+    cold_start: bool
+
+
+# --------------------------------------------------------------------------------------------------
+# Start-up
+# --------------------------------------------------------------------------------------------------
+
+def ensure_data(settings: Settings) -> None:
+    """An empty data directory gets the embedded default: a generated synthetic bank."""
+    data_dir = settings.data_dir
+    if data_dir.is_dir() and any(p for p in data_dir.iterdir() if not p.name.startswith(".")):
+        return
+    from synthetic_data import generate_bank_data
+
+    logger.info("data directory empty: generating the default data set",
+                extra={"customers": settings.default_customers, "seed": settings.default_seed})
+    generate_bank_data(data_dir, settings.default_customers, settings.default_seed,
+                       catalogue_file=settings.catalogue_file)
+
+
+def data_fingerprint(settings: Settings) -> str:
+    """Identifies the training inputs: data files, catalogue, text model, code version, settings."""
+    digest = hashlib.blake2b(digest_size=12)
+    for path in sorted(p for p in settings.data_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(path.relative_to(settings.data_dir).as_posix().encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    digest.update(settings.catalogue_file.read_bytes())
+    digest.update(model_fingerprint(settings.resolved_text_model_dir).encode())
+    digest.update(MODEL_VERSION.encode())
+    digest.update(settings.model_dump_json(include={"protected_attributes", "age_bands", "min_positives_for_model",
+                                                    "min_positives_for_smote", "training_horizon_days"}).encode())
+    return digest.hexdigest()
+
+
+def load_data(settings: Settings) -> BankData:
+    try:
+        return load_bank_data(settings.data_dir, settings.catalogue_file)
+    except DataLoadError as error:
+        raise ServiceError(f"cannot load the data in {settings.data_dir}: {error}") from error
+
+
+def load_rules(settings: Settings, data: BankData, known_fields: Sequence[str]) -> RuleBook:
+    try:
+        return RuleBook.load(settings.rules_file, data.products, known_fields, known_life_events=LIFE_EVENTS)
+    except ValueError as error:
+        raise ServiceError(f"invalid rules file {settings.rules_file}: {error}") from error
+
+
+def train_artifacts(data: BankData, settings: Settings, fingerprint: str,
+                    encoder: TextEncoder | None = None) -> tuple[Artifacts, LifeEventDetector]:
+    """Fits everything on the data and computes the serving state of every customer."""
+    encoder = encoder or get_text_encoder(settings)
+    detector = LifeEventDetector(encoder)
+    end = data_end(data)
+    model, training = train(data, end, settings, encoder, detector)
+    base = build_customer_base(data, model.features, end, encoder, detector)
+    encoder.flush()
+    holdout = holdout_recommendations(model, training, AUDIT_TOP_K)
+    return Artifacts(fingerprint, model, base, holdout, datetime.now(timezone.utc).isoformat(timespec="seconds")), detector
+
+
+def data_end(data: BankData) -> pd.Timestamp:
+    """The day after the latest dated record: what "now" is for this data set."""
+    dates = [data.transactions["date"].max(), data.social_posts["timestamp"].max(), data.holdings["start_date"].max()]
+    dates = [d for d in dates if pd.notna(d)]
+    return (max(dates) if dates else pd.Timestamp.now()).normalize() + pd.Timedelta(days=1)
+
+
+def load_or_train(data: BankData, settings: Settings) -> tuple[Artifacts, bool]:
+    """Saved artifacts when they were fitted on exactly this data; otherwise train and save."""
+    path = settings.models_dir / ARTIFACT_FILE
+    fingerprint = data_fingerprint(settings)
+    if path.is_file():
+        try:
+            artifacts = joblib.load(path)
+            if isinstance(artifacts, Artifacts) and artifacts.fingerprint == fingerprint:
+                return artifacts, False
+            logger.info("saved models were fitted on other data: retraining")
+        except Exception as error:  # an unreadable artifact is replaced, never half-used
+            logger.warning("saved models unreadable: retraining", extra={"error": type(error).__name__})
+    artifacts, _ = train_artifacts(data, settings, fingerprint)
+    save_artifacts(artifacts, path)
+    return artifacts, True
+
+
+def save_artifacts(artifacts: Artifacts, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    joblib.dump(artifacts, temporary)
+    temporary.replace(path)
+
+
+def holdout_recommendations(model: HybridRecommender, training: TrainingSet, top_k: int) -> pd.DataFrame:
+    """Top-k of held-out customers at the latest snapshot vs what they took up: equal-opportunity data."""
+    latest = np.zeros(len(training.holdout), dtype=bool)
+    latest[:training.latest_rows] = True
+    rows_mask = training.holdout & latest
+    scores = np.full((rows_mask.sum(), len(model.product_ids)), -1.0)
+    for product in range(len(model.product_ids)):
+        rows, _ = product_rows(training, model, product)
+        scores[:, product] = np.where(training.candidates[rows_mask, product],
+                                      model.product_scores(rows[rows_mask], product), -1.0)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    recommended = np.zeros_like(scores, dtype=bool)
+    np.put_along_axis(recommended, top, True, axis=1)
+    recommended &= scores >= 0
+    customer, product = np.nonzero(training.candidates[rows_mask])
+    return pd.DataFrame({"customer_id": training.signals.customer_ids[rows_mask][customer],
+                         "product_id": np.asarray(model.product_ids)[product],
+                         "recommended": recommended[customer, product],
+                         "took_up": training.labels[rows_mask][customer, product]})
+
+
+# --------------------------------------------------------------------------------------------------
+# The service
+# --------------------------------------------------------------------------------------------------
+
+class RecommendationService:
+    """Answers recommendation requests from the state computed at start-up."""
+
+    def __init__(self, settings: Settings, data: BankData, rules: RuleBook, artifacts: Artifacts):
+        self.settings = settings
+        self.data = data
+        self.rules = rules
+        self.artifacts = artifacts
+        self.model = artifacts.model
+        self.base = artifacts.base
+        self.products = data.products.reset_index(drop=True)
+        self.product_ids: list[str] = self.products["product_id"].tolist()
+        self._product_index = {p: i for i, p in enumerate(self.product_ids)}
+        self._observed = {a.name: self._observed_groups(a) for a in settings.protected_attributes}
+        self._events_by_customer = self._group_rows(self.base.signals.event_posts)
+        self._posts_by_row = self.base.posts
+        self._text_lock = threading.Lock()
+        self._detector: LifeEventDetector | None = None
+        self._audit_lock = threading.Lock()
+
+    @classmethod
+    def start(cls, settings: Settings) -> "RecommendationService":
+        started = time.perf_counter()
+        ensure_data(settings)
+        data = load_data(settings)
+        rules = load_rules(settings, data, list(customer_view(data).columns))
+        artifacts, trained = load_or_train(data, settings)
+        service = cls(settings, data, rules, artifacts)
+        if not artifacts.audit:
+            artifacts.audit = service.run_audit()
+            save_artifacts(artifacts, settings.models_dir / ARTIFACT_FILE)
+        logger.info("service ready", extra={"seconds": round(time.perf_counter() - started, 2), "trained": trained,
+                                            "customers": len(service.base.view)})
+        return service
+
+    # ---------------------------------------------------------------- one customer
+
+    def recommend(self, customer_id: str, top_k: int, include_explanation: bool = True) -> Recommendation:
+        row = self.base.row_of(customer_id)
+        if row is None:
+            raise UnknownCustomer(customer_id)
+        return self._recommend(self._known_state(row), top_k, include_explanation)
+
+    def recommend_for_profile(self, customer_id: str, profile: Mapping[str, Any], held_products: Sequence[str],
+                              posts: Sequence[str], top_k: int, include_explanation: bool = True) -> Recommendation:
+        """Cold start: a customer the data does not know, scored from a profile and their words."""
+        return self._recommend(self._cold_state(customer_id, profile, held_products, posts), top_k, include_explanation)
+
+    def _recommend(self, state: CustomerState, top_k: int, include_explanation: bool) -> Recommendation:
+        variants = self._variants(state)
+        tabular = np.stack([state.tabular] + [v.tabular for v in variants if v.tabular is not None])
+        reasons: list[str] = []
+        try:
+            probabilities = self._score(state, tabular)
+            degraded = False
+        except Exception as error:  # the answer degrades to popularity, and says so
+            logger.exception("model scoring failed; answering from popularity")
+            probabilities = np.tile(self.model.prior, (len(tabular), 1))
+            degraded = True
+            reasons.append(f"degraded: the model could not score ({type(error).__name__}); popularity and rules only")
+        original_scores = dict(zip(self.product_ids, probabilities[0].tolist()))
+        risk = risk_profile_at(state.risk, state.stress, 0)
+        outcome = self.rules.apply(self._context(state.profile, risk, state), original_scores, top_k)
+        counterfactuals = self._counterfactual_results(state, variants, probabilities, top_k)
+        bias = individual_bias_check(
+            outcome.adjusted, [p.product_id for p in outcome.ranked],
+            {a.name: _group_of(state.profile, a) for a in self.settings.protected_attributes},
+            counterfactuals, self.settings.bias_tolerance)
+        recommended = tuple(self._recommended(state, rank, item, risk, include_explanation and not degraded)
+                            for rank, item in enumerate(outcome.ranked, start=1))
+        reasons += self._fallback_reasons(state, recommended)
+        return Recommendation(state.customer_id, state.cold_start, recommended, risk, bias, self.model.version,
+                              Fallback(bool(reasons), degraded, tuple(reasons)), len(outcome.excluded))
+
+    def _score(self, state: CustomerState, tabular: np.ndarray) -> np.ndarray:
+        tensor = self.model.design.customer_tensor(tabular, state.held, state.events, state.text_match,
+                                                   state.best_text_match)
+        return self.model.probabilities(tensor)
+
+    def _context(self, profile: Mapping[str, Any], risk: RiskProfile, state: CustomerState) -> CustomerContext:
+        held = frozenset(p for p, h in zip(self.product_ids, state.held) if h > 0)
+        return CustomerContext(profile, risk.level, risk.score, self._recent_events(state), held)
+
+    def _recent_events(self, state: CustomerState) -> frozenset[str]:
+        posts = state.event_posts
+        if posts.empty:
+            return frozenset()
+        recent = pd.to_datetime(posts["timestamp"]) >= self.base.as_of - pd.Timedelta(days=RECENT_EVENT_DAYS)
+        return frozenset(posts.loc[recent.to_numpy(), "event"])
+
+    # ---------------------------------------------------------------- counterfactuals
+
+    @dataclass
+    class _Variant:
+        attribute: str
+        group: str
+        profile: dict[str, Any]
+        tabular: np.ndarray | None  # None: the attribute is not a model input, the scores are the original's
+        risk: dict[str, np.ndarray]
+
+    def _variants(self, state: CustomerState) -> list["RecommendationService._Variant"]:
+        """The customer with each protected attribute set to each other group's value."""
+        variants = []
+        for attribute in self.settings.protected_attributes:
+            original = _group_of(state.profile, attribute)
+            for group in counterfactual_groups(attribute, self._observed[attribute.name], original):
+                profile = dict(state.profile)
+                profile[attribute.column] = group
+                risk = state.risk
+                if attribute.column == "age_band":
+                    profile["age"] = _band_age(group, self.settings.age_bands)
+                    risk = {**state.risk, "age": np.array([profile["age"]], dtype=float)}
+                patch = self.model.features.counterfactual_patch(attribute.name, group)
+                tabular = None
+                if patch is not None:
+                    tabular = state.tabular.copy()
+                    tabular[patch[0]] = patch[1]
+                variants.append(self._Variant(attribute.name, group, profile, tabular, risk))
+        return variants
+
+    def _counterfactual_results(self, state: CustomerState, variants: Sequence["RecommendationService._Variant"],
+                                probabilities: np.ndarray, top_k: int) -> list[CounterfactualResult]:
+        results, scored = [], 1
+        for variant in variants:
+            row = 0
+            if variant.tabular is not None:
+                row, scored = scored, scored + 1
+            risk = risk_profile_at(variant.risk, state.stress, 0)
+            scores = dict(zip(self.product_ids, probabilities[row].tolist()))
+            outcome = self.rules.apply(self._context(variant.profile, risk, state), scores, top_k)
+            results.append(CounterfactualResult(variant.attribute, variant.group, outcome.adjusted,
+                                                [p.product_id for p in outcome.ranked]))
+        return results
+
+    # ---------------------------------------------------------------- explanations
+
+    def _recommended(self, state: CustomerState, rank: int, item: AdjustedProduct, risk: RiskProfile,
+                     include_explanation: bool) -> RecommendedProduct:
+        index = self._product_index[item.product_id]
+        product = self.products.iloc[index]
+        strategy = self.model.reports[index].strategy
+        explanation = self._explain(state, index, item, risk, strategy) if include_explanation else None
+        return RecommendedProduct(item.product_id, str(product["name"]), str(product["category"]),
+                                  int(product["risk_level"]), rank, round(item.model_score, 5),
+                                  round(item.adjusted_score, 5), strategy, tuple(item.effects), explanation)
+
+    def _explain(self, state: CustomerState, index: int, item: AdjustedProduct, risk: RiskProfile,
+                 strategy: str) -> Explanation:
+        design = self.model.design
+        tensor = self.model.mask(design.customer_tensor(state.tabular[None, :], state.held, state.events,
+                                                        state.text_match, state.best_text_match))[0]
+        has_model = self.model.forest is not None and self.model.forest.has_model[index]
+        contributions = (self.model.forest.contributions(tensor, [index])[0] if has_model
+                         else np.zeros(len(design.feature_names)))
+        factors: list[Factor] = []
+        factors += event_factors(contributions, design.feature_names, state.event_posts, item.effects)
+        text, source = self._best_text(state, index)
+        factors += text_factor(float(state.best_text_match[index]), text, source, float(contributions[-2:].sum()))
+        factors += model_factors(contributions, design.feature_names, tensor[index], self._raw_values(state))
+        if not has_model:
+            factors.append(popularity_factor(float(self.model.prior[index])))
+        factors += rule_factors(item.effects)
+        product = self.products.iloc[index]
+        context = ProductContext(str(product["name"]), int(product["risk_level"]),
+                                 self.rules.max_risk_level(risk.level), risk.level, strategy, item.model_score)
+        factors.append(suitability_factor(context))
+        return explain(context, factors)
+
+    def _best_text(self, state: CustomerState, index: int) -> tuple[str | None, str]:
+        source = int(state.best_text_source[index])
+        if source < 0 or state.posts.empty:
+            return state.profile.get("profile_text") or None, "your profile (interests, preferences, needs)"
+        post = state.posts.iloc[source]
+        return str(post["content"]), f"post {post['post_id']} on {pd.Timestamp(post['timestamp']).date()}"
+
+    def _raw_values(self, state: CustomerState) -> dict[str, Any]:
+        return {column.replace("_", " "): value for column, value in state.profile.items()}
+
+    def _fallback_reasons(self, state: CustomerState, recommended: Sequence[RecommendedProduct]) -> list[str]:
+        reasons = []
+        if state.cold_start:
+            reasons.append("cold start: no history for this customer; scored from the profile and their own words")
+        for item in recommended:
+            if item.scored_by == "content_prior":
+                report = self.model.reports[self._product_index[item.product_id]]
+                reasons.append(f"{item.product_id}: too few take-ups to learn from ({report.positives}); scored by "
+                               "text match times popularity")
+        return reasons
+
+    # ---------------------------------------------------------------- customer state
+
+    def _known_state(self, row: int) -> CustomerState:
+        base = self.base
+        customer_id = str(base.view.index[row])
+        signals = base.signals
+        sources = signals.best_text_source[row]
+        posts = base.posts
+        return CustomerState(
+            customer_id, self._profile(row), base.tabular[row], signals.held[row], signals.events[row],
+            signals.text_match[row], signals.best_text_match[row], sources,
+            self._customer_rows(self._events_by_customer, signals.event_posts, customer_id), posts,
+            {k: v[row:row + 1] for k, v in base.risk.items()}, base.stress[row:row + 1], False)
+
+    def _profile(self, row: int) -> dict[str, Any]:
+        record = self.base.view.iloc[row].to_dict()
+        record["customer_id"] = str(self.base.view.index[row])
+        return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in record.items()}
+
+    def _cold_state(self, customer_id: str, profile: Mapping[str, Any], held_products: Sequence[str],
+                    posts: Sequence[str]) -> CustomerState:
+        detector = self.text_models()
+        record = {column: None for column in self.base.view.columns}
+        record.update({k: v for k, v in profile.items() if v is not None})
+        record["age_band"] = self.settings.age_band(record.get("age"))
+        record["profile_text"] = ". ".join(str(record[c]) for c in ("interests", "preferences", "financial_needs",
+                                                                     "industry", "occupation") if record.get(c))
+        for column in self.base.view.columns:  # no history: counts are zero, the rest unknown
+            if column.endswith("_count"):
+                record[column] = 0
+        view = pd.DataFrame([record], index=pd.Index([customer_id], name="customer_id")).drop(columns="customer_id",
+                                                                                               errors="ignore")
+        for column in view.columns:
+            if column in self.base.view.columns and pd.api.types.is_numeric_dtype(self.base.view[column]):
+                view[column] = pd.to_numeric(view[column], errors="coerce")
+        now = self.base.as_of
+        post_frame = pd.DataFrame({"post_id": [f"request-{i + 1}" for i in range(len(posts))],
+                                   "customer_id": customer_id, "content": list(posts),
+                                   "timestamp": [now - pd.Timedelta(days=1)] * len(posts)})
+        holdings = pd.DataFrame({"customer_id": customer_id, "product_id": list(held_products),
+                                 "start_date": pd.NaT})
+        with self._text_lock:
+            signals = customer_signals(view, post_frame, holdings, self.products, now, detector.encoder, detector)
+        record["customer_id"] = customer_id
+        risk = risk_inputs(view)
+        return CustomerState(customer_id, record, self.model.features.transform(view)[0], signals.held[0],
+                             signals.events[0], signals.text_match[0], signals.best_text_match[0],
+                             signals.best_text_source[0], signals.event_posts, post_frame, risk,
+                             stress_evidence(signals, detector.events), True)
+
+    def text_models(self) -> LifeEventDetector:
+        """The text models, loaded on first need (warm start-up does not wait for them)."""
+        with self._text_lock:
+            if self._detector is None:
+                self._detector = LifeEventDetector(get_text_encoder(self.settings))
+            return self._detector
+
+    # ---------------------------------------------------------------- analysts
+
+    def customer_view(self, customer_id: str) -> dict[str, Any]:
+        row = self.base.row_of(customer_id)
+        if row is None:
+            raise UnknownCustomer(customer_id)
+        state = self._known_state(row)
+        risk = risk_profile_at(state.risk, state.stress, 0)
+        return {"customer_id": customer_id, "profile": state.profile,
+                "held_products": [p for p, h in zip(self.product_ids, state.held) if h > 0],
+                "life_events": state.event_posts[["event", "post_id", "timestamp", "score", "evidence"]]
+                .assign(timestamp=lambda f: pd.to_datetime(f["timestamp"]).dt.strftime("%Y-%m-%d"))
+                .to_dict("records"),
+                "risk_profile": risk}
+
+    def run_audit(self) -> dict[str, Any]:
+        """The AIF360 group audit of the current recommendations, holdings and held-out take-ups."""
+        with self._audit_lock:
+            recommended = self.batch_recommendations(AUDIT_TOP_K)
+            view = self.base.view
+            protected = pd.DataFrame({a.name: view[a.column] for a in self.settings.protected_attributes},
+                                     index=view.index)
+            protected["customer_type"] = view["customer_type"]
+            audit = group_audit(recommended, self.data.holdings[["customer_id", "product_id"]], protected,
+                                self.settings.protected_attributes, self.products, self.artifacts.holdout,
+                                self.settings.fairness_band, self.settings.min_group_size)
+            self.artifacts.audit = audit.to_dict()
+            return self.artifacts.audit
+
+    def batch_recommendations(self, top_k: int, rows: np.ndarray | None = None,
+                              popularity: bool = False) -> pd.DataFrame:
+        """Top-k of known customers (default: all) after the business rules.
+
+        ``popularity`` ranks by the popularity prior instead of the model: the baseline of the
+        evaluation, held to the same rules.
+        """
+        rows = np.arange(len(self.base.view)) if rows is None else np.asarray(rows)
+        scores = np.tile(self.model.prior, (len(rows), 1)) if popularity else self.all_scores(rows)
+        ranked = []
+        for position, row in enumerate(rows):
+            state = self._known_state(int(row))
+            risk = risk_profile_at(state.risk, state.stress, 0)
+            outcome = self.rules.apply(self._context(state.profile, risk, state),
+                                       dict(zip(self.product_ids, scores[position].tolist())), top_k)
+            ranked += [(state.customer_id, p.product_id, rank) for rank, p in enumerate(outcome.ranked, start=1)]
+        return pd.DataFrame(ranked, columns=["customer_id", "product_id", "rank"])
+
+    def all_scores(self, rows: np.ndarray) -> np.ndarray:
+        """Calibrated scores of the customers at ``rows`` for every product, product by product."""
+        base, model = self.base, self.model
+        signals = base.signals
+        scores = np.zeros((len(rows), len(self.product_ids)))
+        for product in range(len(self.product_ids)):
+            held = signals.held[rows].copy()
+            held[:, product] = 0.0
+            design = model.design.rows(base.tabular[rows], held, signals.events[rows], signals.text_match[rows],
+                                       signals.best_text_match[rows], product)
+            scores[:, product] = model.product_scores(design, product)
+        return scores
+
+    def model_card(self) -> dict[str, Any]:
+        model = self.model
+        reports = [vars(r) for r in model.reports]
+        aucs = [r.auc for r in model.reports if r.auc is not None]
+        return {
+            "model_version": model.version, "trained_at": self.artifacts.trained_at,
+            "data_fingerprint": self.artifacts.fingerprint, "label_scheme": model.label_scheme,
+            "training_seconds": model.training_seconds, "as_of": self.base.as_of.date().isoformat(),
+            "customers": int(len(self.base.view)), "products": len(self.product_ids),
+            "offline_metrics": {"mean_holdout_auc": round(float(np.mean(aucs)), 4) if aucs else None,
+                                "per_product": reports},
+            "fallbacks_in_force": [r.product_id for r in model.reports if r.strategy == "content_prior"],
+            "data_quality": self.data.quality.to_dict(),
+        }
+
+    # ---------------------------------------------------------------- helpers
+
+    def _observed_groups(self, attribute: ProtectedAttribute) -> list[str]:
+        if attribute.column == "age_band":
+            return self.settings.age_band_labels
+        column = self.base.view.get(attribute.column)
+        return [] if column is None else [str(v) for v in column.value_counts().index]
+
+    @staticmethod
+    def _group_rows(frame: pd.DataFrame) -> dict[str, tuple[int, int]]:
+        """Where each customer's rows are in a frame sorted by customer (slices, not copies)."""
+        if frame.empty:
+            return {}
+        frame.sort_values(["customer_id", "timestamp"], inplace=True, kind="stable")
+        frame.reset_index(drop=True, inplace=True)
+        ids = frame["customer_id"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        stops = np.r_[starts[1:], len(ids)]
+        return {str(ids[s]): (int(s), int(e)) for s, e in zip(starts, stops)}
+
+    @staticmethod
+    def _customer_rows(index: dict[str, tuple[int, int]], frame: pd.DataFrame, customer_id: str) -> pd.DataFrame:
+        start, stop = index.get(customer_id, (0, 0))
+        return frame.iloc[start:stop]
+
+
+def _group_of(profile: Mapping[str, Any], attribute: ProtectedAttribute) -> str | None:
+    value = profile.get(attribute.column)
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
+def _band_age(band: str, bounds: Sequence[int]) -> float:
+    """A representative age for an age band: its middle (the top band: ten years in)."""
+    if band.endswith("+"):
+        return float(int(band[:-1]) + 10)
+    low, high = band.split("-")
+    return (int(low) + int(high)) / 2

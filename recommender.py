@@ -1,0 +1,602 @@
+"""The hybrid recommender: gradient-boosted propensity models over tabular and text features.
+
+For every product the model estimates the probability that a customer who does not hold it takes it
+up within the training horizon. It learns from snapshots of the past: features as of a date, labels
+the take-ups in the following window, so that "next" means what it says. Where take-up dates are
+unknown (the hackathon format), it learns who holds what instead.
+
+Progressive enhancement, chosen per product from the data:
+
+- enough positives for SMOTE: imbalanced-learn's SMOTE, then a ``HistGradientBoostingClassifier``;
+- fewer: the same classifier with balanced class weights;
+- too few to learn from: content similarity times a popularity prior (a logistic model fitted on
+  the other products, so its scores sit on the same scale);
+- a model that cannot score at all: popularity, flagged as degraded by the caller.
+
+Every score is Platt-calibrated on customers held out from training, so products compare on one
+probability scale. At serving time the fitted trees are evaluated from flat numpy arrays
+(:class:`CompiledForest`): all products and counterfactual variants of a customer in one pass, and
+per-feature contributions along the decision paths for the explanations.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from imblearn.over_sampling import SMOTE
+from imblearn.pipeline import Pipeline as ImbalancedPipeline
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+from data_loader import BankData, customer_view
+from feature_engineer import CustomerFeatures, CustomerSignals, ProductDesign, customer_signals, held_matrix
+from settings import Settings
+from text_models import LifeEventDetector, TextEncoder
+
+logger = logging.getLogger(__name__)
+
+MODEL_VERSION = "1.0.0"
+TREE_DEPTH = 5
+MAX_TREES = 80
+HOLDOUT_SHARE = 0.2
+SMOTE_RATIO = 0.3
+
+
+# --------------------------------------------------------------------------------------------------
+# Risk profile
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RiskComponent:
+    """One input of the risk profile: its value and the points it added or took away."""
+
+    name: str
+    value: float | None
+    points: float
+    meaning: str
+
+
+@dataclass(frozen=True)
+class RiskProfile:
+    """How much investment risk the customer can bear: a score 0-100, a level, and why."""
+
+    level: str
+    score: float
+    components: tuple[RiskComponent, ...]
+
+
+RISK_BASE_POINTS = 50.0
+RISK_LEVELS = ((40.0, "Low"), (65.0, "Medium"), (float("inf"), "High"))
+
+
+def risk_scores(columns: dict[str, np.ndarray], financial_stress: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Risk capacity for many customers at once, from plain arrays (cheap for one row too).
+
+    Points: income and a long investment horizon add capacity; spending most of one's income,
+    volatile spending, debt repayments and signs of financial stress in posts take it away.
+    """
+    income = np.asarray(columns["income"], dtype=float)
+    age = np.asarray(columns["age"], dtype=float)
+    is_org = np.asarray(columns["is_organization"], dtype=bool)
+    annual_spend = np.asarray(columns["tx_monthly_mean"], dtype=float) * 12
+    volatility = np.asarray(columns["tx_monthly_volatility"], dtype=float)
+    debt_share = np.asarray(columns["debt_payment_share"], dtype=float)
+
+    income_scale = np.where(is_org, np.log10(np.fmax(income, 1)) - 6, np.log10(np.fmax(income, 1)) - 4.3)
+    points = {
+        "income": np.nan_to_num(np.clip(income_scale / 1.5, 0, 1) * 20, nan=5.0),
+        "investment_horizon": np.where(is_org, 5.0, np.nan_to_num(np.clip((67 - age) / 40, 0, 1) * 20, nan=5.0)),
+        "spend_to_income": -np.nan_to_num(np.clip(annual_spend / np.fmax(income, 1), 0, 1.5) / 1.5 * 20, nan=0.0),
+        "spending_volatility": -np.nan_to_num(np.clip(volatility, 0, 2) / 2 * 10, nan=0.0),
+        "debt_repayments": -np.nan_to_num(np.clip(debt_share * 2, 0, 1) * 15, nan=0.0),
+        "financial_stress_in_posts": -np.clip(np.asarray(financial_stress, dtype=float) / 0.7, 0, 1) * 20,
+    }
+    score = np.clip(RISK_BASE_POINTS + sum(points.values()), 0, 100)
+    return score, points
+
+
+def risk_level(score: float) -> str:
+    return next(label for bound, label in RISK_LEVELS if score < bound)
+
+
+RISK_MEANINGS = {
+    "income": "annual income (or revenue): more room to absorb losses",
+    "investment_horizon": "years until 67: a longer horizon can ride out market falls",
+    "spend_to_income": "yearly card and account spending as a share of income",
+    "spending_volatility": "how much monthly spending swings (std / mean)",
+    "debt_repayments": "share of spending that repays loans, mortgages or credit",
+    "financial_stress_in_posts": "recent posts about money worries",
+}
+RISK_VALUE_COLUMNS = {"income": "income", "investment_horizon": "age", "spend_to_income": "tx_monthly_mean",
+                      "spending_volatility": "tx_monthly_volatility", "debt_repayments": "debt_payment_share"}
+
+
+def risk_inputs(view: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The view columns the risk profile reads, as arrays (missing columns count as unknown)."""
+    def column(name: str) -> np.ndarray:
+        return pd.to_numeric(view[name], errors="coerce").to_numpy(dtype=float) if name in view else np.full(len(view), np.nan)
+
+    return {"income": column("income"), "age": column("age"), "tx_monthly_mean": column("tx_monthly_mean"),
+            "tx_monthly_volatility": column("tx_monthly_volatility"),
+            "debt_payment_share": column("debt_payment_share"),
+            "is_organization": (view.get("customer_type", pd.Series("", index=view.index)) == "organization").to_numpy()}
+
+
+def risk_profile_at(inputs: dict[str, np.ndarray], stress: np.ndarray, row: int) -> RiskProfile:
+    """The risk profile of one customer, with every component it was computed from."""
+    score, points = risk_scores({k: v[row:row + 1] for k, v in inputs.items()}, stress[row:row + 1])
+    components = []
+    for name, values in points.items():
+        raw = inputs[RISK_VALUE_COLUMNS[name]][row] if name in RISK_VALUE_COLUMNS else stress[row]
+        components.append(RiskComponent(name, None if np.isnan(raw) else round(float(raw), 4),
+                                        round(float(values[0]), 2), RISK_MEANINGS[name]))
+    return RiskProfile(risk_level(float(score[0])), round(float(score[0]), 1), tuple(components))
+
+
+# --------------------------------------------------------------------------------------------------
+# Compiled trees
+# --------------------------------------------------------------------------------------------------
+
+class CompiledForest:
+    """All products' boosted trees as flat arrays, evaluated for many (variant, product) rows at once.
+
+    Equivalent to scikit-learn's ``_raw_predict`` (checked at compile time) but with one numpy pass
+    over every tree of every product instead of a Python call per product, and able to return the
+    Saabas contributions of each feature along the decision paths.
+    """
+
+    def __init__(self, models: dict[int, HistGradientBoostingClassifier], n_products: int, n_features: int):
+        feature, threshold, children, value, expected, tree_product, tree_start = [], [], [], [], [], [], []
+        offset = 0
+        self.baseline = np.zeros(n_products)
+        self.has_model = np.zeros(n_products, dtype=bool)
+        for product, model in sorted(models.items()):
+            self.baseline[product] = float(np.ravel(model._baseline_prediction)[0])
+            self.has_model[product] = True
+            for predictor in (tree for iteration in model._predictors for tree in iteration):
+                nodes = predictor.nodes
+                if nodes["is_categorical"].any():
+                    raise ValueError("categorical splits are not supported by the compiled forest")
+                leaf = nodes["is_leaf"].astype(bool)
+                own = np.arange(len(nodes)) + offset
+                left = np.where(leaf, own, nodes["left"] + offset)
+                right = np.where(leaf, own, nodes["right"] + offset)
+                feature.append(np.where(leaf, 0, nodes["feature_idx"]))
+                threshold.append(np.where(leaf, np.inf, nodes["num_threshold"]))
+                children.append(np.stack([right, left], axis=1).ravel())  # index 2*node + went_left
+                value.append(nodes["value"])
+                expected.append(_expected_values(nodes))
+                tree_product.append(product)
+                tree_start.append(offset)
+                offset += len(nodes)
+        self.feature = np.concatenate(feature).astype(np.intp) if feature else np.zeros(0, np.intp)
+        self.threshold = np.concatenate(threshold) if threshold else np.zeros(0)
+        self.children = np.concatenate(children).astype(np.intp) if children else np.zeros(0, np.intp)
+        self.value = np.concatenate(value) if value else np.zeros(0)
+        self.expected = np.concatenate(expected) if expected else np.zeros(0)
+        self.tree_product = np.asarray(tree_product, dtype=np.intp)
+        self.tree_start = np.asarray(tree_start, dtype=np.intp)
+        self.n_products, self.n_features = n_products, n_features
+        self.depth = TREE_DEPTH
+        self.tree_features = [set(self.feature[s:e][self.threshold[s:e] < np.inf].tolist())
+                              for s, e in zip(self.tree_start, list(self.tree_start[1:]) + [len(self.feature)])]
+
+    def raw(self, tensor: np.ndarray, products: np.ndarray | None = None) -> np.ndarray:
+        """Raw log-odds, (variants, products), for the products asked (default: all with a model)."""
+        variants = tensor.shape[0]
+        trees = self._trees_of(products)
+        slot = np.repeat(np.arange(variants), len(trees)) * self.n_products + np.tile(self.tree_product[trees], variants)
+        leaves = self._leaves(tensor.reshape(-1), slot * self.n_features, np.tile(self.tree_start[trees], variants))
+        totals = np.bincount(slot, weights=self.value[leaves], minlength=variants * self.n_products)
+        return totals.reshape(variants, self.n_products) + self.baseline
+
+    def raw_for_rows(self, rows: np.ndarray, product: int) -> np.ndarray:
+        """Raw log-odds of one product for a design matrix (many customers, one product)."""
+        trees = self._trees_of(np.array([product]))
+        base = np.repeat(np.arange(len(rows)), len(trees)) * self.n_features
+        leaves = self._leaves(np.ascontiguousarray(rows, dtype=np.float32).reshape(-1), base,
+                              np.tile(self.tree_start[trees], len(rows)))
+        return self.value[leaves].reshape(len(rows), len(trees)).sum(axis=1) + self.baseline[product]
+
+    def contributions(self, design: np.ndarray, products: Sequence[int]) -> np.ndarray:
+        """Per-feature contributions to the log-odds, (len(products), n_features), for one customer.
+
+        ``design`` is the customer's (products, features) input. Along each tree's path, the change
+        in the node's expected value is credited to the feature that was split on (Saabas).
+        """
+        out = np.zeros((len(products), self.n_features))
+        trees = self._trees_of(np.asarray(products, dtype=np.intp))
+        if not len(trees):
+            return out
+        position = {p: i for i, p in enumerate(products)}
+        row = np.array([position[p] for p in self.tree_product[trees]])
+        node = self.tree_start[trees].copy()
+        x = design[self.tree_product[trees]]
+        for _ in range(self.depth):
+            feature = self.feature[node]
+            child = self.children[2 * node + (x[np.arange(len(trees)), feature] <= self.threshold[node])]
+            np.add.at(out, (row, feature), self.expected[child] - self.expected[node])
+            node = child
+        return out
+
+    def _trees_of(self, products: np.ndarray | None) -> np.ndarray:
+        if products is None:
+            return np.arange(len(self.tree_product))
+        return np.flatnonzero(np.isin(self.tree_product, products))
+
+    def _leaves(self, flat: np.ndarray, base: np.ndarray, node: np.ndarray) -> np.ndarray:
+        """Walks every (row, tree) slot down to its leaf: a split sends a value <= threshold left."""
+        for _ in range(self.depth):
+            node = self.children[2 * node + (flat[base + self.feature[node]] <= self.threshold[node])]
+        return node
+
+
+def _expected_values(nodes: np.ndarray) -> np.ndarray:
+    """Each node's training-weighted mean leaf value (children before parents in HGB's layout)."""
+    expected = nodes["value"].astype(float).copy()
+    for index in range(len(nodes) - 1, -1, -1):
+        if not nodes["is_leaf"][index]:
+            left, right = nodes["left"][index], nodes["right"][index]
+            counts = nodes["count"][left] + nodes["count"][right]
+            expected[index] = (expected[left] * nodes["count"][left] + expected[right] * nodes["count"][right]) / max(counts, 1)
+    return expected
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class TrainingSet:
+    """Examples of (customer, product) at one or more snapshots, with their labels."""
+
+    tabular: np.ndarray
+    signals: CustomerSignals
+    labels: np.ndarray  # (n, P) took up (or holds) the product
+    candidates: np.ndarray  # (n, P) the product could be taken up: eligible by segment and not held
+    holdout: np.ndarray  # (n,) customer held out for calibration and offline metrics
+    latest_rows: int  # the first rows are the most recent snapshot
+
+
+@dataclass
+class ProductReport:
+    """How one product was modelled and how well, on held-out customers."""
+
+    product_id: str
+    strategy: str
+    positives: int
+    examples: int
+    holdout_positives: int
+    auc: float | None = None
+    brier: float | None = None
+
+
+@dataclass
+class HybridRecommender:
+    """Fitted propensity models for every product, calibrated to one scale."""
+
+    product_ids: list[str]
+    event_names: list[str]
+    features: CustomerFeatures
+    design: ProductDesign
+    disabled: frozenset[str] = frozenset()
+    version: str = MODEL_VERSION
+    forest: CompiledForest | None = None
+    calibration: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (P, 2) slope, intercept
+    prior: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (P,) take-up rate
+    content_model: np.ndarray = field(default_factory=lambda: np.zeros(4))  # intercept, prior, match, best
+    match_stats: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # per product mean/std of both matches
+    reports: list[ProductReport] = field(default_factory=list)
+    training_seconds: float = 0.0
+    label_scheme: str = "next_takeup"
+
+    @property
+    def strategies(self) -> np.ndarray:
+        return np.array([r.strategy for r in self.reports])
+
+    def mask(self, tensor: np.ndarray) -> np.ndarray:
+        """Zero the signals an ablation switched off (the same at fit and serve time)."""
+        start = self.design.n_tabular + self.design.n_products
+        if "events" in self.disabled or "text" in self.disabled:
+            tensor[..., start:start + len(self.event_names)] = 0.0
+        if "text" in self.disabled:
+            tensor[..., -2:] = 0.0
+        return tensor
+
+    def probabilities(self, tensor: np.ndarray) -> np.ndarray:
+        """Calibrated take-up probabilities, (variants, products), from a customer tensor (masked in place)."""
+        tensor = self.mask(tensor)
+        raw = self.forest.raw(tensor) if self.forest is not None else np.zeros(tensor.shape[:2])
+        modelled = _sigmoid(self.calibration[:, 0] * raw + self.calibration[:, 1])
+        content = self.content_scores(tensor[..., -2], tensor[..., -1])
+        return np.where(self.forest.has_model if self.forest is not None else False, modelled, content)
+
+    def content_scores(self, text_match: np.ndarray, best_text_match: np.ndarray,
+                       products: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Popularity prior moved by how well the customer's words match the product.
+
+        ``text_match`` and ``best_text_match`` have the products (or ``products``) as last axis.
+        """
+        stats = self.match_stats[products]
+        z_match = (text_match - stats[:, 0]) / stats[:, 1]
+        z_best = (best_text_match - stats[:, 2]) / stats[:, 3]
+        w = self.content_model
+        return _sigmoid(w[0] + w[1] * _logit(self.prior[products]) + w[2] * z_match + w[3] * z_best)
+
+    def product_scores(self, rows: np.ndarray, product: int) -> np.ndarray:
+        """Calibrated scores of one product for a design matrix of many customers."""
+        rows = self.mask(rows.copy())
+        if self.forest is not None and self.forest.has_model[product]:
+            raw = self.forest.raw_for_rows(rows, product)
+            return _sigmoid(self.calibration[product, 0] * raw + self.calibration[product, 1])
+        return self.content_scores(rows[:, -2:-1], rows[:, -1:], np.array([product]))[:, 0]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def fit_recommender(training: TrainingSet, features: CustomerFeatures, design: ProductDesign,
+                    product_ids: list[str], event_names: list[str], settings: Settings,
+                    disabled: frozenset[str] = frozenset(), label_scheme: str = "next_takeup") -> HybridRecommender:
+    """Fits, per product, the strongest strategy its data supports, then calibrates and compiles."""
+    started = time.perf_counter()
+    model = HybridRecommender(product_ids, event_names, features, design, disabled, label_scheme=label_scheme)
+    n_products = len(product_ids)
+    model.prior = _take_up_rates(training)
+    model.match_stats = _match_statistics(training)
+    fitted: dict[int, HistGradientBoostingClassifier] = {}
+    holdout_raw: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for product, product_id in enumerate(product_ids):
+        report, estimator, raw = _fit_product(training, model, product, product_id, settings)
+        model.reports.append(report)
+        if estimator is not None:
+            fitted[product] = estimator
+            holdout_raw[product] = raw
+    n_features = len(design.feature_names)
+    model.forest = CompiledForest(fitted, n_products, n_features)
+    for product, classifier in fitted.items():
+        _check_compilation(model.forest, classifier, product_rows(training, model, product)[0], product)
+    model.calibration = _calibrate(holdout_raw, n_products)
+    model.content_model = _fit_content_model(training, model)
+    _score_holdout(training, model)
+    model.training_seconds = round(time.perf_counter() - started, 2)
+    logger.info("recommender fitted", extra={"products": n_products, "with_model": len(fitted),
+                                              "seconds": model.training_seconds})
+    return model
+
+
+def product_rows(training: TrainingSet, model: HybridRecommender, product: int) -> tuple[np.ndarray, np.ndarray]:
+    """The design matrix and labels of one product's candidate examples (its own holding zeroed)."""
+    signals = training.signals
+    held = signals.held.copy()
+    held[:, product] = 0.0
+    rows = model.design.rows(training.tabular, held, signals.events, signals.text_match, signals.best_text_match, product)
+    return model.mask(rows), training.labels[:, product]
+
+
+def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, product_id: str,
+                 settings: Settings) -> tuple[ProductReport, HistGradientBoostingClassifier | None, tuple | None]:
+    candidates = training.candidates[:, product]
+    train = candidates & ~training.holdout
+    held_out = candidates & training.holdout
+    rows, labels = product_rows(training, model, product)
+    positives = int(labels[train].sum())
+    report = ProductReport(product_id, "content_prior", positives, int(train.sum()), int(labels[held_out].sum()))
+    if positives < settings.min_positives_for_model or positives == train.sum():
+        return report, None, None
+    classifier = HistGradientBoostingClassifier(max_iter=MAX_TREES, max_depth=TREE_DEPTH, learning_rate=0.1,
+                                                l2_regularization=1.0, min_samples_leaf=20, early_stopping=True,
+                                                validation_fraction=0.15, n_iter_no_change=8, random_state=0)
+    if positives >= settings.min_positives_for_smote:
+        report.strategy = "smote+gbm"
+        ratio = max(SMOTE_RATIO, positives / max(1, train.sum() - positives))
+        pipeline = ImbalancedPipeline([("smote", SMOTE(sampling_strategy=min(1.0, ratio), k_neighbors=5,
+                                                       random_state=0)), ("gbm", classifier)])
+        pipeline.fit(rows[train], labels[train])
+    else:
+        report.strategy = "balanced_gbm"
+        classifier.set_params(class_weight="balanced")
+        classifier.fit(rows[train], labels[train])
+    calibration_rows = held_out if labels[held_out].sum() >= 3 else train
+    raw = classifier._raw_predict(rows[calibration_rows]).ravel()
+    return report, classifier, (raw, labels[calibration_rows])
+
+
+def _calibrate(holdout_raw: dict[int, tuple[np.ndarray, np.ndarray]], n_products: int) -> np.ndarray:
+    """Platt scaling per product on customers the trees never saw: one probability scale for all."""
+    calibration = np.tile([1.0, 0.0], (n_products, 1))
+    for product, (raw, labels) in holdout_raw.items():
+        if labels.min() == labels.max():
+            continue
+        platt = LogisticRegression(C=1.0).fit(raw.reshape(-1, 1), labels)
+        calibration[product] = [platt.coef_[0, 0], platt.intercept_[0]]
+    return calibration
+
+
+def _take_up_rates(training: TrainingSet) -> np.ndarray:
+    """Smoothed share of candidates who took each product up: the popularity prior."""
+    candidates = training.candidates & ~training.holdout[:, None]
+    positives = (training.labels * candidates).sum(axis=0)
+    return (positives + 1.0) / (candidates.sum(axis=0) + 50.0)
+
+
+def _match_statistics(training: TrainingSet) -> np.ndarray:
+    signals = training.signals
+    stats = np.stack([signals.text_match.mean(0), signals.text_match.std(0) + 1e-6,
+                      signals.best_text_match.mean(0), signals.best_text_match.std(0) + 1e-6], axis=1)
+    return stats.astype(float)
+
+
+def _fit_content_model(training: TrainingSet, model: HybridRecommender) -> np.ndarray:
+    """Logistic weights of prior and text match, fitted on all products' candidates pooled."""
+    candidates = training.candidates
+    rows, cols = np.nonzero(candidates)
+    if len(rows) == 0:
+        return np.array([0.0, 1.0, 0.0, 0.0])
+    sample = np.random.default_rng(0).permutation(len(rows))[:200_000]
+    rows, cols = rows[sample], cols[sample]
+    signals = training.signals
+    masked = model.mask(np.stack([signals.text_match[rows, cols], signals.best_text_match[rows, cols]], axis=1))
+    stats = model.match_stats[cols]
+    inputs = np.column_stack([_logit(model.prior[cols]), (masked[:, 0] - stats[:, 0]) / stats[:, 1],
+                              (masked[:, 1] - stats[:, 2]) / stats[:, 3]])
+    labels = training.labels[rows, cols]
+    if labels.min() == labels.max():
+        return np.array([0.0, 1.0, 0.0, 0.0])
+    fitted = LogisticRegression(C=1.0).fit(inputs, labels)
+    return np.concatenate([fitted.intercept_, fitted.coef_[0]])
+
+
+def _score_holdout(training: TrainingSet, model: HybridRecommender) -> None:
+    """AUC and Brier score of the final calibrated scores on held-out customers, per product."""
+    for product, report in enumerate(model.reports):
+        held_out = training.candidates[:, product] & training.holdout
+        if not held_out.any():
+            continue
+        rows, labels = product_rows(training, model, product)
+        scores = model.product_scores(rows[held_out], product)
+        labels = labels[held_out]
+        report.brier = round(float(brier_score_loss(labels, scores)), 5)
+        if labels.min() != labels.max():
+            report.auc = round(float(roc_auc_score(labels, scores)), 4)
+
+
+def _check_compilation(forest: CompiledForest, classifier: HistGradientBoostingClassifier, rows: np.ndarray,
+                       product: int) -> None:
+    """The flat trees must give scikit-learn's own log-odds; anything else is a bug, not noise."""
+    sample = rows[:200]
+    expected = classifier._raw_predict(sample).ravel()
+    if not np.allclose(forest.raw_for_rows(sample, product), expected, atol=1e-6):
+        raise RuntimeError(f"compiled trees disagree with scikit-learn for product #{product}")
+
+
+# --------------------------------------------------------------------------------------------------
+# From data to training examples and to the serving state
+# --------------------------------------------------------------------------------------------------
+
+def label_scheme_of(holdings: pd.DataFrame) -> str:
+    """'next_takeup' when most holdings are dated (learn what comes next), else 'holds'."""
+    if holdings.empty:
+        return "holds"
+    return "next_takeup" if holdings["start_date"].notna().mean() >= 0.5 else "holds"
+
+
+def snapshot_dates(holdings: pd.DataFrame, end: pd.Timestamp, horizon_days: int, count: int = 2) -> list[pd.Timestamp]:
+    """Training snapshots before ``end``, each followed by a window of take-ups to learn from."""
+    horizon = pd.Timedelta(days=horizon_days)
+    first_holding = holdings["start_date"].min()
+    dates = [end - horizon * i for i in range(1, count + 1)]
+    return [d for d in dates if pd.notna(first_holding) and d > first_holding] or [end - horizon]
+
+
+def segment_eligibility(customer_types: pd.Series, products: pd.DataFrame) -> np.ndarray:
+    """(customers, products): the product is offered to the customer's segment."""
+    segment = products["segment"].fillna("both").astype(str).str.lower().to_numpy()
+    kind = customer_types.fillna("individual").astype(str).str.lower().to_numpy()
+    return (segment[None, :] == "both") | (segment[None, :] == kind[:, None])
+
+
+def customer_hash_holdout(customer_ids: np.ndarray, share: float = HOLDOUT_SHARE) -> np.ndarray:
+    """A stable split by customer id: the same customer is held out in every snapshot and run."""
+    hashed = pd.util.hash_array(np.asarray(customer_ids, dtype=object).astype(str)) % 10_000
+    return hashed < share * 10_000
+
+
+@dataclass
+class CustomerBase:
+    """Everything known about the customers at serving time, computed once at start-up."""
+
+    as_of: pd.Timestamp
+    view: pd.DataFrame
+    tabular: np.ndarray
+    signals: CustomerSignals
+    risk: dict[str, np.ndarray]
+    stress: np.ndarray
+    segment_ok: np.ndarray
+    posts: pd.DataFrame  # post_id, customer_id, content, timestamp: the customers' words behind the evidence
+
+    def row_of(self, customer_id: str) -> int | None:
+        position = self.view.index.get_indexer([customer_id])[0]
+        return None if position < 0 else int(position)
+
+
+def snapshot_signals(data: BankData, as_of: pd.Timestamp, encoder: TextEncoder, detector: LifeEventDetector
+                     ) -> tuple[pd.DataFrame, CustomerSignals, pd.DataFrame]:
+    """The view and text-derived signals of every customer using only what was known before ``as_of``."""
+    past = data.as_of(as_of)
+    view = customer_view(past, as_of=as_of)
+    posts = past.social_posts[past.social_posts["customer_id"].isin(view.index)].reset_index(drop=True)
+    signals = customer_signals(view, posts, past.holdings, data.products, as_of, encoder, detector)
+    return view, signals, posts
+
+
+def stress_evidence(signals: CustomerSignals, event_names: Sequence[str]) -> np.ndarray:
+    """Recency-weighted evidence of money worries in posts, for the risk profile."""
+    columns = [event_names.index(e) for e in ("financial_stress", "cash_flow_stress") if e in event_names]
+    return signals.events[:, columns].max(axis=1) if columns else np.zeros(len(signals.customer_ids))
+
+
+def build_customer_base(data: BankData, features: CustomerFeatures, as_of: pd.Timestamp, encoder: TextEncoder,
+                        detector: LifeEventDetector) -> CustomerBase:
+    view, signals, posts = snapshot_signals(data, as_of, encoder, detector)
+    return CustomerBase(as_of, view, features.transform(view), signals, risk_inputs(view),
+                        stress_evidence(signals, detector.events), segment_eligibility(view["customer_type"], data.products),
+                        posts[["post_id", "customer_id", "content", "timestamp"]])
+
+
+def build_training_set(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEncoder,
+                       detector: LifeEventDetector, scheme: str
+                       ) -> tuple[list[pd.DataFrame], list[CustomerSignals], list[np.ndarray], list[np.ndarray]]:
+    """Views, signals, labels and candidate masks of every training snapshot before ``end``."""
+    products = data.products["product_id"].tolist()
+    if scheme == "holds":
+        view, signals, _ = snapshot_signals(data, end, encoder, detector)
+        labels = signals.held.astype(bool)
+        return [view], [signals], [labels], [segment_eligibility(view["customer_type"], data.products)]
+    views, all_signals, labels, candidates = [], [], [], []
+    for start in snapshot_dates(data.holdings, end, settings.training_horizon_days):
+        view, signals, _ = snapshot_signals(data, start, encoder, detector)
+        window = data.holdings[(data.holdings["start_date"] >= start)
+                               & (data.holdings["start_date"] < start + pd.Timedelta(days=settings.training_horizon_days))
+                               & (data.holdings["start_date"] < end)]
+        took_up = held_matrix(window, view.index.to_numpy(), products).astype(bool)
+        views.append(view)
+        all_signals.append(signals)
+        labels.append(took_up)
+        candidates.append(segment_eligibility(view["customer_type"], data.products) & (signals.held == 0))
+    return views, all_signals, labels, candidates
+
+
+def _stack_signals(signals: Sequence[CustomerSignals]) -> CustomerSignals:
+    return CustomerSignals(
+        np.concatenate([s.customer_ids for s in signals]), np.vstack([s.held for s in signals]),
+        np.vstack([s.events for s in signals]), np.vstack([s.text_match for s in signals]),
+        np.vstack([s.best_text_match for s in signals]), np.vstack([s.best_text_source for s in signals]),
+        pd.DataFrame())
+
+
+def train(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEncoder, detector: LifeEventDetector,
+          disabled: frozenset[str] = frozenset()) -> tuple[HybridRecommender, TrainingSet]:
+    """Fits the feature pipeline and the recommender on everything known before ``end``."""
+    scheme = label_scheme_of(data.holdings)
+    views, signals, labels, candidates = build_training_set(data, end, settings, encoder, detector, scheme)
+    stacked_view = pd.concat(views)
+    features = CustomerFeatures(settings.protected_attributes, settings.age_bands).fit(stacked_view)
+    stacked = _stack_signals(signals)
+    training = TrainingSet(features.transform(stacked_view), stacked, np.vstack(labels), np.vstack(candidates),
+                           customer_hash_holdout(stacked.customer_ids), len(views[0]))
+    design = ProductDesign(features.feature_names_, data.products["name"].tolist(), detector.events)
+    model = fit_recommender(training, features, design, data.products["product_id"].tolist(), detector.events,
+                            settings, disabled, scheme)
+    return model, training

@@ -1,0 +1,172 @@
+"""Public request and response schemas of the HTTP API, separate from the internal records.
+
+Every route declares one of these as its ``response_model``; they read the service's dataclasses
+directly (``from_attributes``), so the API contract is written down once, here, with examples.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+
+
+class Public(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class CustomerProfile(BaseModel):
+    """A customer the bank's data does not hold yet (cold start)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {
+        "customer_type": "individual", "age": 31, "gender": "F", "location": "Austin", "income": 72000,
+        "occupation": "Nurse", "interests": "hiking, cooking", "preferences": "saving for a home",
+        "posts": ["Considering a mortgage for my first home"], "held_products": ["current_account"]}})
+
+    customer_type: Literal["individual", "organization"] = "individual"
+    age: int | None = Field(default=None, ge=16, le=120)
+    gender: str | None = Field(default=None, max_length=32)
+    location: str | None = Field(default=None, max_length=80)
+    income: float | None = Field(default=None, ge=0, le=1e12)
+    education: str | None = Field(default=None, max_length=80)
+    occupation: str | None = Field(default=None, max_length=80)
+    industry: str | None = Field(default=None, max_length=120)
+    employees: int | None = Field(default=None, ge=0, le=10_000_000)
+    interests: str | None = Field(default=None, max_length=1000)
+    preferences: str | None = Field(default=None, max_length=1000)
+    financial_needs: str | None = Field(default=None, max_length=1000)
+    posts: list[str] = Field(default_factory=list, max_length=20,
+                             description="Recent posts of the customer, newest first (up to 20).")
+    held_products: list[str] = Field(default_factory=list, max_length=50)
+
+    def fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"posts", "held_products"})
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"customer_id": "C000001", "top_k": 5, "include_explanation": True}]})
+
+    customer_id: str = Field(pattern=CUSTOMER_ID_PATTERN, description="Letters, digits, '_', '-', '.'; 1-64 chars.")
+    top_k: int = Field(default=5, ge=1, le=20)
+    include_explanation: bool = True
+    profile: CustomerProfile | None = Field(
+        default=None, description="Scores a customer unknown to the data from this profile (cold start).")
+
+
+class RuleEffectPublic(Public):
+    rule: str
+    effect: str
+    factor: float | None
+    reason: str
+
+
+class FactorPublic(Public):
+    kind: str = Field(description="feature | life_event | text_match | business_rule | risk_suitability | popularity")
+    name: str
+    weight: float = Field(description="Contribution to the log-odds of take-up (0 for context factors).")
+    value: str | float | None = None
+    evidence: str | None = None
+    source: str | None = None
+
+
+class ExplanationPublic(Public):
+    summary: str
+    factors: list[FactorPublic]
+
+
+class RecommendedProductPublic(Public):
+    product_id: str
+    name: str
+    category: str
+    risk_level: int
+    rank: int
+    score: float = Field(description="Calibrated probability of take-up.")
+    adjusted_score: float = Field(description="Score after business-rule boosts and demotions; the ranking key.")
+    scored_by: str = Field(description="smote+gbm | balanced_gbm | content_prior")
+    rules: list[RuleEffectPublic]
+    explanation: ExplanationPublic | None
+
+
+class RiskComponentPublic(Public):
+    name: str
+    value: float | None
+    points: float
+    meaning: str
+
+
+class RiskProfilePublic(Public):
+    level: str
+    score: float
+    components: list[RiskComponentPublic]
+
+
+class AttributeCheckPublic(Public):
+    attribute: str
+    original_group: str | None
+    groups_tested: list[str]
+    max_score_change: float
+    worst_group: str | None
+    worst_product: str | None
+    top_k_set_changed: bool
+    top_k_order_changed: bool
+    passed: bool
+    groups_changing_top_k: list[str]
+    note: str | None = None
+
+
+class BiasCheckPublic(Public):
+    passed: bool
+    tolerance: float
+    attributes: list[AttributeCheckPublic]
+
+
+class FallbackPublic(Public):
+    used: bool
+    degraded: bool
+    reasons: list[str]
+
+
+class RecommendResponse(Public):
+    request_id: str
+    customer_id: str
+    cold_start: bool
+    model_version: str
+    recommendations: list[RecommendedProductPublic]
+    risk_profile: RiskProfilePublic
+    bias_check: BiasCheckPublic
+    fallback: FallbackPublic
+    excluded_count: int = Field(description="Products left out by eligibility, suitability or rules.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["starting", "ready", "failed"]
+    ready: bool
+    model_version: str | None = None
+    detail: str | None = None
+
+
+class ProductPublic(BaseModel):
+    product_id: str
+    name: str
+    category: str
+    segment: str
+    risk_level: int
+    description: str
+    min_age: float | None = None
+    min_income: float | None = None
+
+
+class CustomerViewResponse(BaseModel):
+    customer_id: str
+    profile: dict[str, Any]
+    held_products: list[str]
+    life_events: list[dict[str, Any]]
+    risk_profile: RiskProfilePublic
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: Any = None
+    request_id: str | None = None
