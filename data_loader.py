@@ -14,6 +14,7 @@ hundred thousand customers take seconds.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import logging
 import os
@@ -21,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,6 @@ REQUIRED_IDS: dict[str, tuple[str, ...]] = {
 # transactions and posts drop exact repeats and rename the others (they are different events).
 UNIQUE_KEYS = {"customers": "customer_id", "products": "product_id",
                "transactions": "transaction_id", "social_posts": "post_id"}
-DATE_COLUMNS = {"transactions": "date", "social_posts": "timestamp", "holdings": "start_date"}
 HOLDINGS_COLUMNS = ["customer_id", "product_id", "start_date", "source"]
 TABLE_SUFFIXES = (".csv", ".parquet")
 
@@ -113,14 +113,15 @@ class TableQuality:
     rows_kept: int = 0
     issues: list[QualityIssue] = field(default_factory=list)
     missing_rate: dict[str, float] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # canonical column -> header in the source
+
+    def label(self, column: str) -> str:
+        """The column as the source file called it, so that a reason can be found in the file."""
+        return self.headers.get(column, column)
 
     def add(self, code: str, count: int, reason: str, action: str) -> None:
         if count:
             self.issues.append(QualityIssue(code, int(count), reason, action))
-
-    def count(self, code: str) -> int:
-        """How many rows or values were affected by issues of one kind (for checks and tests)."""
-        return sum(issue.count for issue in self.issues if issue.code == code)
 
     def finish(self, frame: pd.DataFrame) -> None:
         self.rows_kept = int(len(frame))
@@ -148,13 +149,14 @@ class DataQualityReport:
     def log(self) -> None:
         """Counts only: the report's raw values stay out of logs, which outlive the data's access rules."""
         for name, table in self.tables.items():
-            logger.info("table loaded", extra={"table": name, "rows_read": table.rows_read,
-                                               "rows_kept": table.rows_kept, "issues": len(table.issues)})
+            logger.info("table %s: %d rows read, %d kept", name, table.rows_read, table.rows_kept,
+                        extra={"table": name, "rows_read": table.rows_read, "rows_kept": table.rows_kept})
             for issue in table.issues:
-                logger.warning("data quality issue", extra={"table": name, "code": issue.code,
-                                                            "count": issue.count, "action": issue.action})
-        logger.info("data loaded", extra={"source_format": self.source_format, "orphans": dict(self.orphans),
-                                          "unmatched_evidence": len(self.unmatched_evidence)})
+                logger.warning("table %s: %d x %s (%s)", name, issue.count, issue.code, issue.action,
+                               extra={"table": name, "code": issue.code, "count": issue.count, "action": issue.action})
+        logger.info("%s data loaded; orphans %s", self.source_format, self.orphans,
+                    extra={"source_format": self.source_format, "orphans": dict(self.orphans),
+                           "unmatched_evidence": len(self.unmatched_evidence)})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,8 +216,10 @@ def _cell_text(value: object) -> str | None:
         return None
     if isinstance(value, float) and value.is_integer():
         return str(int(value))  # an Excel id 8810.0 is the id "8810"
-    if isinstance(value, pd.Timestamp) or hasattr(value, "isoformat"):
-        return value.isoformat(sep=" ") if hasattr(value, "hour") else value.isoformat()
+    if isinstance(value, dt.datetime):  # pandas Timestamps included
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
     return str(value)
 
 
@@ -228,10 +232,22 @@ def as_text(column: pd.Series) -> pd.Series:
     return column.map(_cell_text, na_action="ignore").astype("str")
 
 
-def _counted_values(uniques: pd.Series, codes: np.ndarray, mask: np.ndarray) -> dict[str, int]:
+def distinct_cells(column: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """Each row's code and the distinct cells as tidy text: columns repeat values, so each distinct
+    value is parsed once and the result taken back to the rows with :func:`per_row`."""
+    codes, uniques = pd.factorize(column)
+    return codes, as_text(tidy_column(pd.Series(uniques)))
+
+
+def per_row(distinct_values: np.ndarray, codes: np.ndarray, missing: object) -> np.ndarray:
+    """Values of the distinct cells taken back to rows; code -1 (a missing cell) takes ``missing``."""
+    return np.append(distinct_values, np.asarray([missing], dtype=distinct_values.dtype))[codes]
+
+
+def _counted_values(text: pd.Series, codes: np.ndarray, mask: np.ndarray) -> dict[str, int]:
     """Raw values (of the distinct ones flagged by ``mask``) with their number of rows, most first."""
-    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-    flagged = {str(uniques.iloc[i]): int(counts[i]) for i in np.flatnonzero(mask)}
+    counts = np.bincount(codes[codes >= 0], minlength=len(text))
+    flagged = {str(text.iloc[i]): int(counts[i]) for i in np.flatnonzero(mask)}
     return dict(sorted(flagged.items(), key=lambda item: -item[1]))
 
 
@@ -271,27 +287,25 @@ def parse_amounts(column: pd.Series) -> ParsedAmounts:
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         values = column.astype(float)
         return ParsedAmounts(values, values, values, {}, 0)
-    codes, uniques = pd.factorize(as_text(tidy_column(column)))
-    uniques = pd.Series(uniques, dtype="str")
-    low = pd.to_numeric(uniques, errors="coerce")
+    codes, text = distinct_cells(column)
+    low = pd.to_numeric(text, errors="coerce").astype(float)
     high = low.copy()
-    pending = low.isna()
-    parts = uniques[pending].str.extract(_AMOUNT)
+    pending = low.isna() & text.notna()
+    parts = text[pending].str.extract(_AMOUNT)
     if len(parts):
         sign = np.where(parts["sign"].notna(), -1.0, 1.0)
         high_scale = parts["high_scale"]
         low.loc[pending] = sign * _scaled(parts["low"], parts["low_scale"].fillna(high_scale))
         high.loc[pending] = _scaled(parts["high"], high_scale).fillna(low.loc[pending])
-    lower, upper = np.fmin(low, high), np.fmax(low, high)
-    is_range = (upper > lower).to_numpy()
+    lower, upper = np.fmin(low, high).to_numpy(), np.fmax(low, high).to_numpy()
+    counts = np.bincount(codes[codes >= 0], minlength=len(text))
 
-    def per_row(values: pd.Series) -> pd.Series:
-        taken = values.to_numpy(dtype=float)[np.maximum(codes, 0)] if len(values) else np.full(len(codes), np.nan)
-        return pd.Series(np.where(codes >= 0, taken, np.nan), index=column.index)
+    def rows(values: np.ndarray) -> pd.Series:
+        return pd.Series(per_row(values, codes, np.nan), index=column.index)
 
-    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
-    return ParsedAmounts(per_row(lower), per_row(upper), per_row((lower + upper) / 2),
-                         _counted_values(uniques, codes, lower.isna().to_numpy()), int(counts[is_range].sum()))
+    return ParsedAmounts(rows(lower), rows(upper), rows((lower + upper) / 2),
+                         _counted_values(text, codes, np.isnan(lower) & text.notna().to_numpy()),
+                         int(counts[upper > lower].sum()))
 
 
 _TIME = r"(?:[ T]+(?P<hour>\d{1,2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.\d+)?)?\s*(?P<ampm>[AaPp][Mm])?)?"
@@ -324,7 +338,7 @@ def _from_components(parts: pd.DataFrame, year_first: bool) -> tuple[pd.Series, 
     """
     numbers = parts[["first", "second_part", "year", "hour", "minute", "second"]].apply(pd.to_numeric)
     year = numbers["year"].where(numbers["year"] >= 100, numbers["year"] + np.where(numbers["year"] < 70, 2000, 1900))
-    day_first = ~year_first & (numbers["first"] > 12) & (numbers["second_part"] <= 12)
+    day_first = (not year_first) & (numbers["first"] > 12) & (numbers["second_part"] <= 12)
     month = numbers["first"].where(~day_first, numbers["second_part"])
     day = numbers["second_part"].where(~day_first, numbers["first"])
     hour = numbers["hour"].fillna(0)
@@ -345,30 +359,26 @@ def parse_dates(column: pd.Series) -> ParsedDates:
     text is parsed once. What is not a valid date becomes NaT and is returned for the report."""
     if pd.api.types.is_datetime64_any_dtype(column):
         return ParsedDates(_naive(column).astype("datetime64[us]"), {}, 0)
-    codes, uniques = pd.factorize(as_text(tidy_column(column)))
-    text = pd.Series(uniques, dtype="str")
+    codes, text = distinct_cells(column)
     parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
     day_first = pd.Series(False, index=text.index)
 
     iso = text.str.match(r"^\d{4}-\d{1,2}-\d{1,2}").fillna(False).astype(bool)
     parsed[iso] = _naive(pd.to_datetime(text[iso], format="ISO8601", errors="coerce", utc=True))
     for pattern, year_first in ((_MONTH_DAY_YEAR, False), (_YEAR_MONTH_DAY, True)):
-        pending = parsed.isna()
-        parts = text[pending].str.extract(pattern).dropna(subset=["year"])
+        parts = text[parsed.isna()].str.extract(pattern).dropna(subset=["year"])
         if len(parts):
             parsed[parts.index], day_first[parts.index] = _from_components(parts, year_first)
-    pending = parsed.isna() & text.str.fullmatch(r"\d+(?:\.\d+)?").fillna(False).astype(bool)
-    serial = pd.to_numeric(text[pending])
+    numeric = parsed.isna() & text.str.fullmatch(r"\d+(?:\.\d+)?").fillna(False).astype(bool)
+    serial = pd.to_numeric(text[numeric])
     serial = serial[serial.between(*_EXCEL_SERIALS)]
     parsed[serial.index] = _EXCEL_EPOCH + pd.to_timedelta(serial, unit="D")
     spelled = parsed.isna() & text.str.contains(r"[A-Za-z]{3}", regex=True).fillna(False).astype(bool)
     if spelled.any():
         parsed[spelled] = pd.to_datetime(text[spelled], format="mixed", errors="coerce")
     counts = np.bincount(codes[codes >= 0], minlength=len(text))
-    values = parsed.to_numpy()[np.maximum(codes, 0)]
-    values[codes < 0] = np.datetime64("NaT")
-    return ParsedDates(pd.Series(values, index=column.index, dtype="datetime64[us]"),
-                       _counted_values(text, codes, parsed.isna().to_numpy()),
+    return ParsedDates(pd.Series(per_row(parsed.to_numpy(), codes, np.datetime64("NaT")), index=column.index),
+                       _counted_values(text, codes, (parsed.isna() & text.notna()).to_numpy()),
                        int(counts[day_first.to_numpy()].sum()))
 
 
@@ -380,6 +390,7 @@ def _report_values(quality: TableQuality, code: str, what: str, column: str, val
                    action: str) -> None:
     """One issue per distinct raw value (the first few), one for the rest: readable and bounded."""
     listed = list(values.items())
+    column = quality.label(column)
     for raw, count in listed[:MAX_LISTED_VALUES]:
         quality.add(code, count, f"{what} {raw!r} in {column}", action)
     rest = listed[MAX_LISTED_VALUES:]
@@ -390,27 +401,28 @@ def _typed_number(frame: pd.DataFrame, column: str, quality: TableQuality) -> pd
     amounts = parse_amounts(frame[column])
     _report_values(quality, "unparseable_number", "unparseable number", column, amounts.unparseable,
                    "set to missing")
-    quality.add("range_midpoint", amounts.ranges, f"ranges in {column}", "took the midpoint")
+    quality.add("range_midpoint", amounts.ranges, f"ranges in {quality.label(column)}", "took the midpoint")
     return amounts.value
 
 
 def _typed_date(frame: pd.DataFrame, column: str, quality: TableQuality) -> pd.Series:
     dates = parse_dates(frame[column])
     _report_values(quality, "invalid_date", "invalid date", column, dates.invalid, "set to missing")
-    quality.add("day_first_date", dates.day_first, f"dates in {column} whose first number is over 12",
+    quality.add("day_first_date", dates.day_first, f"dates in {quality.label(column)} whose first number is over 12",
                 "read as day/month/year")
     return dates.values
 
 
-def _typed_extra(column: pd.Series) -> pd.Series:
-    """Extra columns are kept; they become numbers when every value is one, else text."""
-    tidy = tidy_column(column)
-    if pd.api.types.is_numeric_dtype(tidy) or pd.api.types.is_datetime64_any_dtype(tidy):
-        return tidy
-    numbers = pd.to_numeric(tidy, errors="coerce")
-    if tidy.notna().any() and numbers.notna().sum() == tidy.notna().sum():
+def _typed_extra(name: str, column: pd.Series) -> pd.Series:
+    """Extra columns are kept: ids as text, numbers when every value is one, else text."""
+    if name.endswith("_id"):
+        return as_text(column)
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
+        return column
+    numbers = pd.to_numeric(column, errors="coerce")
+    if column.notna().any() and numbers.notna().sum() == column.notna().sum():
         return numbers
-    return as_text(tidy)
+    return as_text(column)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,34 +435,29 @@ def drop_unusable_rows(frame: pd.DataFrame, labels: Sequence[str], quality: Tabl
     blank = frame.isna().all(axis=1)
     quality.add("blank_row", blank.sum(), "blank rows", "dropped")
     frame = frame[~blank]
-    keys = [header_key(label) for label in labels]
-    repeats = pd.Series(0, index=frame.index)
-    for column, key in zip(frame.columns, keys):
-        if key:
-            repeats += _matches_label(frame[column], key)
-    is_header = repeats >= max(2, (len(keys) + 1) // 2)
+    labels = [str(label).strip() for label in labels]
+    repeats = sum((frame[column] == label).to_numpy(dtype=bool) for column, label in zip(frame.columns, labels) if label)
+    is_header = np.asarray(repeats) >= max(2, sum(map(bool, labels)) // 2)
     quality.add("repeated_header", is_header.sum(), "header row repeated inside the data", "dropped")
     return frame[~is_header]
 
 
-def _matches_label(column: pd.Series, key: str) -> pd.Series:
-    codes, uniques = pd.factorize(column)
-    hits = np.array([isinstance(u, str) and header_key(u) == key for u in uniques], dtype=bool)
-    return pd.Series(hits[codes] & (codes >= 0) if len(uniques) else np.zeros(len(codes), bool), index=column.index)
-
-
-def clean_table(table: str, frame: pd.DataFrame, quality: TableQuality) -> pd.DataFrame:
+def clean_table(table: str, frame: pd.DataFrame, quality: TableQuality,
+                expected: Collection[str] | None = None) -> pd.DataFrame:
     """Types every column of one table (extra columns kept), drops rows without their id and
-    resolves duplicate ids; the canonical columns come first, absent ones as missing."""
+    resolves duplicate ids; the canonical columns come first, absent ones as missing (reported
+    when the source was ``expected`` to have them: by default every canonical column)."""
     schema = SCHEMA[table]
+    expected = schema if expected is None else expected
     for column in REQUIRED_IDS[table]:
-        missing = frame[column].isna() if column in frame else pd.Series(True, index=frame.index)
+        missing = frame[column].isna()
         quality.add("missing_id", missing.sum(), f"rows without {column}", "dropped")
         frame = frame[~missing]
     typed: dict[str, pd.Series] = {}
     for column, kind in schema.items():
         if column not in frame:
-            quality.add("absent_column", len(frame), f"no {column} column", "left missing")
+            quality.add("absent_column", len(frame) if column in expected else 0, f"no {column} column",
+                        "left missing")
             typed[column] = pd.Series(np.nan if kind == NUMBER else None, index=frame.index,
                                       dtype={NUMBER: "float64", DATE: "datetime64[us]"}.get(kind, "str"))
         elif kind == NUMBER:
@@ -458,8 +465,8 @@ def clean_table(table: str, frame: pd.DataFrame, quality: TableQuality) -> pd.Da
         elif kind == DATE:
             typed[column] = _typed_date(frame, column, quality)
         else:
-            typed[column] = as_text(tidy_column(frame[column]))
-    extras = {column: _typed_extra(frame[column]) for column in frame.columns if column not in schema}
+            typed[column] = as_text(frame[column])
+    extras = {column: _typed_extra(column, frame[column]) for column in frame.columns if column not in schema}
     frame = pd.DataFrame({**typed, **extras}, index=frame.index)
     if table == "customers":
         frame = _normalise_customer_fields(frame, quality)
@@ -566,13 +573,18 @@ def _read_canonical_table(path: Path, table: str, report: DataQualityReport) -> 
     return drop_unusable_rows(frame, list(frame.columns), quality)
 
 
+def _empty_raw(table: str) -> pd.DataFrame:
+    """A table with no rows, for a file that is absent: cleaning gives it every canonical column."""
+    return pd.DataFrame({column: pd.Series(dtype="str") for column in REQUIRED_IDS[table]})
+
+
 def _load_canonical(data_dir: Path, report: DataQualityReport) -> dict[str, pd.DataFrame]:
     tables: dict[str, pd.DataFrame] = {}
     for table in ("customers", "transactions", "social_posts", "holdings"):
         path = _canonical_path(data_dir, table)
         if path is None:
             report.table(table).add("absent_table", 1, f"no {table}.csv or {table}.parquet", "table left empty")
-            raw = pd.DataFrame({column: pd.Series(dtype="str") for column in SCHEMA[table]})
+            raw = _empty_raw(table)
         else:
             raw = _read_canonical_table(path, table, report)
         tables[table] = clean_table(table, raw, report.table(table))
@@ -629,8 +641,9 @@ MIN_DISTINCTIVE_FIELDS = 2
 HEADER_SEARCH_ROWS = 10
 HEADER_FUZZ_CUTOFF = 0.86
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls")
-HACKATHON_TABLE = {"individuals": "customers", "organizations": "customers",
-                   "transactions": "transactions", "social_posts": "social_posts"}
+SOURCE_COLUMN_RENAMES = {"revenue": "income"}  # an organisation's income is its revenue
+_COLUMN_OF_HEADER = {table: {name: column for column, names in fields.items() for name in names}
+                     for table, fields in HACKATHON_FIELDS.items()}
 
 
 def header_key(label: object) -> str:
@@ -646,7 +659,7 @@ def header_key(label: object) -> str:
 def canonical_field(label: object, table: str) -> str | None:
     """The canonical column a hackathon header means in a table, by synonym or a close spelling."""
     key = header_key(label)
-    names = {name: column for column, names in HACKATHON_FIELDS[table].items() for name in names}
+    names = _COLUMN_OF_HEADER[table]
     if key in names:
         return names[key]
     close = difflib.get_close_matches(key, list(names), n=1, cutoff=HEADER_FUZZ_CUTOFF)
@@ -706,10 +719,11 @@ def _read_hackathon_sheet(label: str, cells: pd.DataFrame, report: DataQualityRe
         quality.sources.append(label)
         frame = cells.iloc[row + 1:].reset_index(drop=True)
         quality.rows_read += len(frame)
-        quality.add("rows_above_header", int(cells.iloc[:row].notna().any(axis=1).sum()),
+        quality.add("rows_above_header", int(cells.iloc[:row].apply(tidy_column).notna().any(axis=1).sum()),
                     f"non-blank rows above the header in {label}", "skipped")
         frame = drop_unusable_rows(frame, labels, quality)
         frame.columns = columns
+        quality.headers.update({c: str(l) for c, l in zip(columns, labels) if l and c != l})
         return table, frame
     report.ignored_sources.append(label)
     return None
@@ -730,10 +744,6 @@ def _read_hackathon(data_dir: Path, report: DataQualityReport) -> dict[str, pd.D
     return {table: pd.concat(frames, ignore_index=True) for table, frames in found.items()}
 
 
-def _empty_raw(table: str) -> pd.DataFrame:
-    return pd.DataFrame({column: pd.Series(dtype="str") for column in REQUIRED_IDS[table]})
-
-
 def _organisation_profiles(raw: pd.DataFrame, quality: TableQuality) -> pd.DataFrame:
     """Revenue and head-count ranges become bounds and midpoints; revenue is an organisation's income."""
     raw = raw.copy()
@@ -747,26 +757,38 @@ def _organisation_profiles(raw: pd.DataFrame, quality: TableQuality) -> pd.DataF
     return raw
 
 
-def _load_hackathon(data_dir: Path, report: DataQualityReport) -> dict[str, pd.DataFrame]:
-    raw = _read_hackathon(data_dir, report)
+def _expected_columns(table: str) -> set[str]:
+    """The canonical columns a hackathon table normally carries: only their absence is news."""
+    return {SOURCE_COLUMN_RENAMES.get(column, column) for column in HACKATHON_FIELDS[table]}
+
+
+def _hackathon_customers(raw: dict[str, pd.DataFrame], report: DataQualityReport) -> pd.DataFrame:
+    """Individual and organisation profiles, each cleaned and reported on its own, then as one table."""
     profiles = []
     for table, customer_type in (("individuals", "individual"), ("organizations", "organization")):
         if table not in raw:
             continue
+        quality = report.table(table)
         frame = raw[table].assign(customer_type=customer_type)
         if table == "organizations":
-            frame = _organisation_profiles(frame, report.table(table))
-        profiles.append(clean_table("customers", frame, report.table(table)))
-        report.table(table).finish(profiles[-1])
-    customers_quality = report.table("customers")
-    customers_quality.rows_read = sum(len(p) for p in profiles)
-    combined = pd.concat(profiles, ignore_index=True) if profiles else _empty_raw("customers")
-    tables = {"customers": clean_table("customers", combined, customers_quality)}
+            frame = _organisation_profiles(frame, quality)
+        profiles.append(clean_table("customers", frame, quality, _expected_columns(table)))
+        quality.finish(profiles[-1])
+    quality = report.table("customers")
+    quality.sources = [source for table in ("individuals", "organizations") for source in report.table(table).sources]
+    if not profiles:
+        return clean_table("customers", _empty_raw("customers"), quality)
+    customers = pd.concat(profiles, ignore_index=True)
+    quality.rows_read = len(customers)
+    return _resolve_duplicate_ids("customers", customers, quality).reset_index(drop=True)
+
+
+def _load_hackathon(data_dir: Path, report: DataQualityReport) -> dict[str, pd.DataFrame]:
+    raw = _read_hackathon(data_dir, report)
+    tables = {"customers": _hackathon_customers(raw, report)}
     for table in ("transactions", "social_posts"):
         frame = raw.get(table, _empty_raw(table))
-        tables[table] = clean_table(table, frame, report.table(table))
-    tables["holdings"] = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-        HOLDINGS_COLUMNS, ("str", "str", "datetime64[us]", "str"))})
+        tables[table] = clean_table(table, frame, report.table(table), _expected_columns(table))
     return tables
 
 
@@ -774,7 +796,7 @@ def _load_hackathon(data_dir: Path, report: DataQualityReport) -> dict[str, pd.D
 # Hackathon format: product evidence mapped onto the catalogue by meaning
 # ----------------------------------------------------------------------------------------------
 
-EVIDENCE_THRESHOLD = 0.62
+EVIDENCE_THRESHOLD = 0.60
 SEGMENTS = {"individual": ("individual", "both"), "organization": ("organization", "both")}
 
 
@@ -782,20 +804,31 @@ def _asked_items(customers: pd.DataFrame) -> pd.DataFrame:
     """Each comma-separated item of Preferences / Financial Needs, one row per customer and item."""
     columns = [c for c in ("preferences", "financial_needs") if c in customers]
     listed = customers.melt(id_vars=["customer_id", "customer_type"], value_vars=columns, value_name="text")
-    items = listed.assign(text=listed["text"].str.split(r"[,;]")).explode("text")
+    items = listed.assign(text=listed["text"].str.split(r"[,;]", regex=True)).explode("text")
     items["text"] = items["text"].str.strip()
     items = items[items["text"].str.len() > 0]
     return items[["customer_id", "customer_type", "text"]].assign(start_date=pd.NaT, source="asked")
 
 
 def _paid_items(transactions: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
-    """Transaction types and categories, dated by the purchase."""
-    kinds = transactions[["customer_id", "date", "type", "category"]].merge(
-        customers[["customer_id", "customer_type"]], on="customer_id")
-    paid = kinds.melt(id_vars=["customer_id", "customer_type", "date"], value_vars=["type", "category"],
+    """Transaction types and categories as candidate texts, dated by the purchase."""
+    kinds = transactions[["customer_id", "date", "type", "category"]].assign(payment=np.arange(len(transactions)))
+    kinds = kinds.merge(customers[["customer_id", "customer_type"]], on="customer_id")
+    paid = kinds.melt(id_vars=["customer_id", "customer_type", "date", "payment"], value_vars=["type", "category"],
                       value_name="text").dropna(subset=["text"])
-    return paid.rename(columns={"date": "start_date"})[["customer_id", "customer_type", "text", "start_date"]].assign(
-        source="paid")
+    return paid.rename(columns={"date": "start_date"}).drop(columns="variable").assign(source="paid")
+
+
+def _one_product_per_payment(evidence: pd.DataFrame, quality: TableQuality) -> pd.DataFrame:
+    """A payment buys one thing: of its type and category, the text closer to a product speaks
+    ('Stock Investment' rather than its category 'Equity', which alone reads as home equity)."""
+    paid = evidence["source"].eq("paid")
+    ranked = evidence[paid].sort_values("similarity", ascending=False, kind="stable")
+    weaker = ranked.duplicated("payment")
+    quality.add("weaker_payment_text", weaker.sum(),
+                "transaction type or category less close to a product than the other text of the same payment",
+                "not used as evidence")
+    return pd.concat([evidence[~paid], ranked[~weaker]]).sort_index()
 
 
 def _product_phrases(products: pd.DataFrame) -> tuple[list[str], np.ndarray]:
@@ -803,7 +836,7 @@ def _product_phrases(products: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     phrases: list[str] = []
     owners: list[int] = []
     for row, product in enumerate(products.itertuples(index=False)):
-        aliases = [a.strip() for a in str(product.aliases or "").split(";") if a.strip()] if "aliases" in products else []
+        aliases = [a.strip() for a in product.aliases.split(";")] if isinstance(product.aliases, str) else []
         texts = [t for t in [product.name, *aliases, product.description] if isinstance(t, str) and t]
         phrases += texts
         owners += [row] * len(texts)
@@ -849,18 +882,20 @@ def _summarise_evidence(evidence: pd.DataFrame, report: DataQualityReport) -> No
 def evidence_holdings(customers: pd.DataFrame, transactions: pd.DataFrame, products: pd.DataFrame,
                       encoder: SentenceEncoder, report: DataQualityReport) -> pd.DataFrame:
     """Products customers asked for or paid for, as holdings rows ('asked' undated, 'paid' dated)."""
+    report.table("holdings").sources.append("preferences, financial needs and transaction types/categories")
     evidence = pd.concat([_asked_items(customers), _paid_items(transactions, customers)], ignore_index=True)
     if evidence.empty:
-        return pd.DataFrame(columns=HOLDINGS_COLUMNS)
+        return clean_table("holdings", _empty_raw("holdings"), report.table("holdings")).assign(source="asked")
     matches = match_products(evidence, products, encoder)
     evidence = evidence.merge(matches, on=["text", "customer_type"], how="left")
+    report.table("holdings").rows_read = len(evidence)
+    evidence = _one_product_per_payment(evidence, report.table("holdings"))
     _summarise_evidence(evidence, report)
     report.table("holdings").add("unmatched_evidence", evidence["product_id"].isna().sum(),
                                  "preference or transaction items close to no catalogue product",
                                  "not used as evidence")
     holdings = evidence.dropna(subset=["product_id"])[HOLDINGS_COLUMNS].reset_index(drop=True)
     holdings["start_date"] = holdings["start_date"].astype("datetime64[us]")
-    report.table("holdings").rows_read = len(holdings)
     return holdings
 
 
@@ -886,8 +921,7 @@ def sentiment_scores(contents: pd.Series) -> pd.Series:
     codes, uniques = pd.factorize(contents)
     analyzer = sentiment_analyzer()
     scores = np.array([analyzer.polarity_scores(text)["compound"] for text in uniques], dtype=float)
-    taken = scores[np.maximum(codes, 0)] if len(scores) else np.full(len(codes), np.nan)
-    return pd.Series(np.where(codes >= 0, taken, np.nan), index=contents.index)
+    return pd.Series(per_row(scores, codes, np.nan), index=contents.index)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -919,11 +953,10 @@ def load_bank_data(data_dir: str | Path, catalogue_file: str | Path | None = Non
     report.source_format = "canonical" if _canonical_path(data_dir, "customers") else "hackathon"
     tables = (_load_canonical if report.source_format == "canonical" else _load_hackathon)(data_dir, report)
     tables["products"] = _load_products(data_dir, Path(catalogue_file) if catalogue_file else None, report)
-    drop_orphans(tables, report)
     if report.source_format == "hackathon":
-        encoder = encoder or _default_encoder()
         tables["holdings"] = evidence_holdings(tables["customers"], tables["transactions"], tables["products"],
-                                               encoder, report)
+                                               encoder or _default_encoder(), report)
+    drop_orphans(tables, report)
     tables["holdings"] = deduplicated_holdings(tables["holdings"], report.table("holdings"))
     tables["social_posts"]["sentiment"] = sentiment_scores(tables["social_posts"]["content"])
     for table, frame in tables.items():
@@ -964,10 +997,10 @@ def customer_view(data: BankData, as_of: pd.Timestamp | None = None) -> pd.DataF
     as_of = default_as_of(data) if as_of is None else pd.Timestamp(as_of)
     customers = data.customers.set_index("customer_id")
     settings = get_settings()
-    age_band = customers["age"].map(lambda age: settings.age_band(age) if pd.notna(age) else None)
+    bands = {age: settings.age_band(age) for age in customers["age"].dropna().unique()}
     return pd.concat([
         customers,
-        age_band.astype("str").rename("age_band"),
+        customers["age"].map(bands).astype("str").rename("age_band"),
         transaction_aggregates(data.transactions, customers.index, as_of),
         social_aggregates(data.social_posts, customers.index, as_of),
         profile_text(customers),
@@ -1052,14 +1085,17 @@ def _spend_shares(category: pd.Series, rows: np.ndarray, spend: np.ndarray, tota
                   customers: pd.Index) -> pd.DataFrame:
     """Share of each customer's spend in each of the most frequent categories (by transactions)."""
     codes, uniques = pd.factorize(category)
-    slugs = pd.Series([category_slug(value) for value in uniques] + [""])[np.where(codes >= 0, codes, len(uniques))]
-    top = [slug for slug in slugs[slugs != ""].value_counts().index[:TOP_SPEND_CATEGORIES]]
-    column = pd.Index(top).get_indexer(slugs.to_numpy())
+    slugs = pd.Index([category_slug(value) for value in uniques], dtype="str")
+    frequency = pd.Series(np.bincount(codes[codes >= 0], minlength=len(uniques)), index=slugs)
+    frequency = frequency[frequency.index != ""].groupby(level=0).sum()
+    ranked = frequency.reset_index().sort_values([0, "index"], ascending=[False, True])
+    top = pd.Index(ranked["index"].head(TOP_SPEND_CATEGORIES), dtype="str")
+    column = per_row(top.get_indexer(slugs), codes, -1)
     inside = column >= 0
     n, k = len(customers), len(top)
     spent = np.bincount(rows[inside] * k + column[inside], weights=spend[inside], minlength=n * k).reshape(n, k)
-    shares = _safe_ratio(spent, total_spend[:, None])
-    return pd.DataFrame(shares, index=customers, columns=[f"spend_share__{slug}" for slug in top])
+    return pd.DataFrame(_safe_ratio(spent, total_spend[:, None]), index=customers,
+                        columns=[f"spend_share__{slug}" for slug in top])
 
 
 def social_aggregates(posts: pd.DataFrame, customers: pd.Index, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -1087,4 +1123,5 @@ def profile_text(customers: pd.DataFrame) -> pd.Series:
     for column, label in PROFILE_TEXT_PARTS:
         if column in customers:
             text = text + (label + ": " + customers[column] + ". ").fillna("")
-    return text.str.strip().replace("", None).rename("profile_text")
+    text = text.str.strip()
+    return text.where(text != "").rename("profile_text")

@@ -398,11 +398,14 @@ def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, 
     classifier = HistGradientBoostingClassifier(max_iter=MAX_TREES, max_depth=TREE_DEPTH, learning_rate=0.1,
                                                 l2_regularization=1.0, min_samples_leaf=20, early_stopping=True,
                                                 validation_fraction=0.15, n_iter_no_change=8, random_state=0)
-    if positives >= settings.min_positives_for_smote:
+    negatives = int(train.sum()) - positives
+    if positives / max(negatives, 1) >= SMOTE_RATIO:
+        report.strategy = "gbm"  # balanced enough: resampling would only add noise
+        classifier.fit(rows[train], labels[train])
+    elif positives >= settings.min_positives_for_smote:
         report.strategy = "smote+gbm"
-        ratio = max(SMOTE_RATIO, positives / max(1, train.sum() - positives))
-        pipeline = ImbalancedPipeline([("smote", SMOTE(sampling_strategy=min(1.0, ratio), k_neighbors=5,
-                                                       random_state=0)), ("gbm", classifier)])
+        pipeline = ImbalancedPipeline([("smote", SMOTE(sampling_strategy=SMOTE_RATIO, k_neighbors=5, random_state=0)),
+                                       ("gbm", classifier)])
         pipeline.fit(rows[train], labels[train])
     else:
         report.strategy = "balanced_gbm"

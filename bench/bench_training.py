@@ -1,0 +1,102 @@
+"""Training benchmark: time and peak memory to fit everything, and scoring latency per customer.
+
+For each size it generates a synthetic bank (outside the timing), then, in a fresh process, loads
+it, fits the feature pipeline and the recommender (text encoding included, with an empty embedding
+cache), builds the serving state, and scores single customers: all products, and all products for
+the customer plus every counterfactual variant in one batch, as a request does.
+
+    python bench/bench_training.py [--sizes 10000 100000]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def measure(data_dir: Path, models_dir: Path) -> dict:
+    """Runs in the child process: every figure of one size."""
+    import numpy as np
+
+    from recommendation_service import RecommendationService, data_end, load_data, train_artifacts, data_fingerprint, load_rules
+    from data_loader import customer_view
+    from settings import Settings
+
+    settings = Settings(data_dir=data_dir, models_dir=models_dir)
+    started = time.perf_counter()
+    data = load_data(settings)
+    loaded = time.perf_counter()
+    rules = load_rules(settings, data, list(customer_view(data).columns))
+    artifacts, _ = train_artifacts(data, settings, data_fingerprint(settings))
+    trained = time.perf_counter()
+    service = RecommendationService(settings, data, rules, artifacts)
+    model, base = service.model, service.base
+    rows = np.random.default_rng(0).choice(len(base.view), size=min(500, len(base.view)), replace=False)
+    one, batch, full = [], [], []
+    for row in rows:
+        state = service._known_state(int(row))
+        tensor = model.design.customer_tensor(state.tabular[None, :], state.held, state.events, state.text_match,
+                                              state.best_text_match)
+        tick = time.perf_counter()
+        model.probabilities(tensor)
+        one.append(time.perf_counter() - tick)
+        variants = np.repeat(state.tabular[None, :], 7, axis=0)
+        tensor = model.design.customer_tensor(variants, state.held, state.events, state.text_match,
+                                              state.best_text_match)
+        tick = time.perf_counter()
+        model.probabilities(tensor)
+        batch.append(time.perf_counter() - tick)
+        customer_id = state.customer_id
+        tick = time.perf_counter()
+        service.recommend(customer_id, 5, True)
+        full.append(time.perf_counter() - tick)
+    return {
+        "customers": int(len(base.view)), "transactions": int(len(data.transactions)),
+        "posts": int(len(data.social_posts)), "load_seconds": round(loaded - started, 2),
+        "train_seconds": round(trained - loaded, 2), "model_fit_seconds": model.training_seconds,
+        "products_modelled": int(model.forest.has_model.sum()), "trees": int(len(model.forest.tree_product)),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "score_all_products_ms_median": round(float(np.median(one)) * 1000, 3),
+        "score_all_products_7_variants_ms_median": round(float(np.median(batch)) * 1000, 3),
+        "full_recommendation_ms_median": round(float(np.median(full)) * 1000, 3),
+        "full_recommendation_ms_p99": round(float(np.percentile(full, 99)) * 1000, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")
+    parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(*args.child)))
+        return
+    from synthetic_data import generate_bank_data
+
+    results = {}
+    for size in args.sizes:
+        with tempfile.TemporaryDirectory() as scratch:
+            data_dir, models_dir = Path(scratch) / "data", Path(scratch) / "models"
+            generate_bank_data(data_dir, size, seed=1)
+            child = subprocess.run([sys.executable, __file__, "--child", str(data_dir), str(models_dir)],
+                                   capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            if child.returncode != 0:
+                raise RuntimeError(child.stderr[-2000:])
+            results[str(size)] = json.loads(child.stdout.strip().splitlines()[-1])
+            print(json.dumps({size: results[str(size)]}), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
