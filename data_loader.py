@@ -201,7 +201,7 @@ def _tidy_cell(value: object) -> object:
     return value
 
 
-def tidy_column(column: pd.Series) -> pd.Series:
+def _tidy_column(column: pd.Series) -> pd.Series:
     """Text stripped and blank markers made missing; spreadsheet numbers and dates stay values."""
     if isinstance(column.dtype, pd.StringDtype):
         text = column.str.strip()
@@ -223,7 +223,7 @@ def _cell_text(value: object) -> str | None:
     return str(value)
 
 
-def as_text(column: pd.Series) -> pd.Series:
+def _as_text(column: pd.Series) -> pd.Series:
     """The column as pandas text; numbers written as an integer when they are one."""
     if isinstance(column.dtype, pd.StringDtype):
         return column
@@ -232,14 +232,14 @@ def as_text(column: pd.Series) -> pd.Series:
     return column.map(_cell_text, na_action="ignore").astype("str")
 
 
-def distinct_cells(column: pd.Series) -> tuple[np.ndarray, pd.Series]:
+def _distinct_cells(column: pd.Series) -> tuple[np.ndarray, pd.Series]:
     """Each row's code and the distinct cells as tidy text: columns repeat values, so each distinct
-    value is parsed once and the result taken back to the rows with :func:`per_row`."""
+    value is parsed once and the result taken back to the rows with :func:`_per_row`."""
     codes, uniques = pd.factorize(column)
-    return codes, as_text(tidy_column(pd.Series(uniques)))
+    return codes, _as_text(_tidy_column(pd.Series(uniques)))
 
 
-def per_row(distinct_values: np.ndarray, codes: np.ndarray, missing: object) -> np.ndarray:
+def _per_row(distinct_values: np.ndarray, codes: np.ndarray, missing: object) -> np.ndarray:
     """Values of the distinct cells taken back to rows; code -1 (a missing cell) takes ``missing``."""
     return np.append(distinct_values, np.asarray([missing], dtype=distinct_values.dtype))[codes]
 
@@ -287,7 +287,7 @@ def parse_amounts(column: pd.Series) -> ParsedAmounts:
     if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
         values = column.astype(float)
         return ParsedAmounts(values, values, values, {}, 0)
-    codes, text = distinct_cells(column)
+    codes, text = _distinct_cells(column)
     low = pd.to_numeric(text, errors="coerce").astype(float)
     high = low.copy()
     pending = low.isna() & text.notna()
@@ -301,7 +301,7 @@ def parse_amounts(column: pd.Series) -> ParsedAmounts:
     counts = np.bincount(codes[codes >= 0], minlength=len(text))
 
     def rows(values: np.ndarray) -> pd.Series:
-        return pd.Series(per_row(values, codes, np.nan), index=column.index)
+        return pd.Series(_per_row(values, codes, np.nan), index=column.index)
 
     return ParsedAmounts(rows(lower), rows(upper), rows((lower + upper) / 2),
                          _counted_values(text, codes, np.isnan(lower) & text.notna().to_numpy()),
@@ -359,7 +359,7 @@ def parse_dates(column: pd.Series) -> ParsedDates:
     text is parsed once. What is not a valid date becomes NaT and is returned for the report."""
     if pd.api.types.is_datetime64_any_dtype(column):
         return ParsedDates(_naive(column).astype("datetime64[us]"), {}, 0)
-    codes, text = distinct_cells(column)
+    codes, text = _distinct_cells(column)
     parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us]")
     day_first = pd.Series(False, index=text.index)
 
@@ -377,7 +377,7 @@ def parse_dates(column: pd.Series) -> ParsedDates:
     if spelled.any():
         parsed[spelled] = pd.to_datetime(text[spelled], format="mixed", errors="coerce")
     counts = np.bincount(codes[codes >= 0], minlength=len(text))
-    return ParsedDates(pd.Series(per_row(parsed.to_numpy(), codes, np.datetime64("NaT")), index=column.index),
+    return ParsedDates(pd.Series(_per_row(parsed.to_numpy(), codes, np.datetime64("NaT")), index=column.index),
                        _counted_values(text, codes, (parsed.isna() & text.notna()).to_numpy()),
                        int(counts[day_first.to_numpy()].sum()))
 
@@ -416,22 +416,22 @@ def _typed_date(frame: pd.DataFrame, column: str, quality: TableQuality) -> pd.S
 def _typed_extra(name: str, column: pd.Series) -> pd.Series:
     """Extra columns are kept: ids as text, numbers when every value is one, else text."""
     if name.endswith("_id"):
-        return as_text(column)
+        return _as_text(column)
     if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column):
         return column
     numbers = pd.to_numeric(column, errors="coerce")
     if column.notna().any() and numbers.notna().sum() == column.notna().sum():
         return numbers
-    return as_text(column)
+    return _as_text(column)
 
 
 # ----------------------------------------------------------------------------------------------
 # Cleaning one table (shared by both formats)
 # ----------------------------------------------------------------------------------------------
 
-def drop_unusable_rows(frame: pd.DataFrame, labels: Sequence[str], quality: TableQuality) -> pd.DataFrame:
+def _drop_unusable_rows(frame: pd.DataFrame, labels: Sequence[str], quality: TableQuality) -> pd.DataFrame:
     """Blank rows and copies of the header row inside the data (files pasted together) go first."""
-    frame = frame.apply(tidy_column)
+    frame = frame.apply(_tidy_column)
     blank = frame.isna().all(axis=1)
     quality.add("blank_row", blank.sum(), "blank rows", "dropped")
     frame = frame[~blank]
@@ -442,7 +442,7 @@ def drop_unusable_rows(frame: pd.DataFrame, labels: Sequence[str], quality: Tabl
     return frame[~is_header]
 
 
-def clean_table(table: str, frame: pd.DataFrame, quality: TableQuality,
+def _clean_table(table: str, frame: pd.DataFrame, quality: TableQuality,
                 expected: Collection[str] | None = None) -> pd.DataFrame:
     """Types every column of one table (extra columns kept), drops rows without their id and
     resolves duplicate ids; the canonical columns come first, absent ones as missing (reported
@@ -465,7 +465,7 @@ def clean_table(table: str, frame: pd.DataFrame, quality: TableQuality,
         elif kind == DATE:
             typed[column] = _typed_date(frame, column, quality)
         else:
-            typed[column] = as_text(frame[column])
+            typed[column] = _as_text(frame[column])
     extras = {column: _typed_extra(column, frame[column]) for column in frame.columns if column not in schema}
     frame = pd.DataFrame({**typed, **extras}, index=frame.index)
     if table == "customers":
@@ -514,7 +514,7 @@ def _resolve_duplicate_ids(table: str, frame: pd.DataFrame, quality: TableQualit
     return frame
 
 
-def drop_orphans(data: dict[str, pd.DataFrame], report: DataQualityReport) -> None:
+def _drop_orphans(data: dict[str, pd.DataFrame], report: DataQualityReport) -> None:
     """Events of customers without a profile cannot be attached to anyone in the view, and holdings
     of unknown products cannot be recommended against; both are dropped and counted."""
     known_customers = pd.Index(data["customers"]["customer_id"])
@@ -530,7 +530,7 @@ def drop_orphans(data: dict[str, pd.DataFrame], report: DataQualityReport) -> No
     data["holdings"] = holdings[~unknown].reset_index(drop=True)
 
 
-def deduplicated_holdings(holdings: pd.DataFrame, quality: TableQuality) -> pd.DataFrame:
+def _deduplicated_holdings(holdings: pd.DataFrame, quality: TableQuality) -> pd.DataFrame:
     """One row per (customer, product): the earliest evidence, dated rows before undated ones."""
     ordered = holdings.sort_values("start_date", na_position="last", kind="stable")
     repeated = ordered.duplicated(["customer_id", "product_id"])
@@ -550,7 +550,7 @@ def _canonical_path(data_dir: Path, table: str) -> Path | None:
     return None
 
 
-def read_table_file(path: Path, header: int | None = 0) -> pd.DataFrame:
+def _read_table_file(path: Path, header: int | None = 0) -> pd.DataFrame:
     """A CSV (everything as text: ids keep their zeros, blank lines stay countable) or Parquet file."""
     try:
         if path.suffix.lower() == ".parquet":
@@ -564,13 +564,13 @@ def read_table_file(path: Path, header: int | None = 0) -> pd.DataFrame:
 def _read_canonical_table(path: Path, table: str, report: DataQualityReport) -> pd.DataFrame:
     quality = report.table(table)
     quality.sources.append(str(path))
-    frame = read_table_file(path)
+    frame = _read_table_file(path)
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in REQUIRED_IDS[table] if c not in frame.columns]
     if missing:
         raise DataLoadError(f"{path}: required column {', '.join(missing)} missing (columns: {list(frame.columns)})")
     quality.rows_read = len(frame)
-    return drop_unusable_rows(frame, list(frame.columns), quality)
+    return _drop_unusable_rows(frame, list(frame.columns), quality)
 
 
 def _empty_raw(table: str) -> pd.DataFrame:
@@ -587,7 +587,7 @@ def _load_canonical(data_dir: Path, report: DataQualityReport) -> dict[str, pd.D
             raw = _empty_raw(table)
         else:
             raw = _read_canonical_table(path, table, report)
-        tables[table] = clean_table(table, raw, report.table(table))
+        tables[table] = _clean_table(table, raw, report.table(table))
     tables["holdings"]["source"] = "holding"
     return tables
 
@@ -639,14 +639,14 @@ HACKATHON_FIELDS: dict[str, dict[str, tuple[str, ...]]] = {
 SHARED_FIELDS = {"customer_id", "location", "preferences", "interests"}
 MIN_DISTINCTIVE_FIELDS = 2
 HEADER_SEARCH_ROWS = 10
-HEADER_FUZZ_CUTOFF = 0.86
+TYPO_SIMILARITY = 0.8
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls")
 SOURCE_COLUMN_RENAMES = {"revenue": "income"}  # an organisation's income is its revenue
 _COLUMN_OF_HEADER = {table: {name: column for column, names in fields.items() for name in names}
                      for table, fields in HACKATHON_FIELDS.items()}
 
 
-def header_key(label: object) -> str:
+def _header_key(label: object) -> str:
     """A header reduced to its words: case, spacing, punctuation, camelCase and units ignored, so that
     'Customer_Id', 'CustomerID' and 'customer id', or 'Amount (in Dollars)' and 'Amt in USD', meet."""
     text = re.sub(r"([a-z])([A-Z])", r"\1 \2", str(label))
@@ -658,12 +658,21 @@ def header_key(label: object) -> str:
 
 def canonical_field(label: object, table: str) -> str | None:
     """The canonical column a hackathon header means in a table, by synonym or a close spelling."""
-    key = header_key(label)
+    key = _header_key(label)
     names = _COLUMN_OF_HEADER[table]
     if key in names:
         return names[key]
-    close = difflib.get_close_matches(key, list(names), n=1, cutoff=HEADER_FUZZ_CUTOFF)
-    return names[close[0]] if close else None
+    close = [name for name in names if _misspelled(key, name)]
+    return names[max(close, key=lambda name: difflib.SequenceMatcher(None, key, name).ratio())] if close else None
+
+
+def _misspelled(key: str, name: str) -> bool:
+    """The same words but for typos ('customr id' for 'customer id'); a different word is a different
+    column ('customer name' is not 'customer age', 'transaction time' not 'transaction type')."""
+    words, other = key.split(), name.split()
+    return len(words) == len(other) and all(
+        a == b or (min(len(a), len(b)) > 3 and difflib.SequenceMatcher(None, a, b).ratio() >= TYPO_SIMILARITY)
+        for a, b in zip(words, other))
 
 
 def recognise_table(labels: Sequence[object]) -> tuple[str, list[str]] | None:
@@ -683,7 +692,7 @@ def recognise_table(labels: Sequence[object]) -> tuple[str, list[str]] | None:
     for position, label in enumerate(labels):
         column = canonical_field(label, table)
         if column is None or column in columns:
-            column = "_".join(header_key(label).split()) or f"column_{position + 1}"
+            column = "_".join(_header_key(label).split()) or f"column_{position + 1}"
         columns.append(column if column not in columns else f"{column}_{position + 1}")
     return table, columns
 
@@ -691,7 +700,7 @@ def recognise_table(labels: Sequence[object]) -> tuple[str, list[str]] | None:
 def _sheets(path: Path) -> dict[str, pd.DataFrame]:
     """Every sheet of a workbook (or the one table of a CSV) as raw cells, header not yet found."""
     if path.suffix.lower() not in SPREADSHEET_SUFFIXES:
-        return {"": read_table_file(path, header=None)}
+        return {"": _read_table_file(path, header=None)}
     try:
         return pd.read_excel(path, sheet_name=None, header=None, dtype=object)
     except Exception as error:
@@ -719,9 +728,9 @@ def _read_hackathon_sheet(label: str, cells: pd.DataFrame, report: DataQualityRe
         quality.sources.append(label)
         frame = cells.iloc[row + 1:].reset_index(drop=True)
         quality.rows_read += len(frame)
-        quality.add("rows_above_header", int(cells.iloc[:row].apply(tidy_column).notna().any(axis=1).sum()),
+        quality.add("rows_above_header", int(cells.iloc[:row].apply(_tidy_column).notna().any(axis=1).sum()),
                     f"non-blank rows above the header in {label}", "skipped")
-        frame = drop_unusable_rows(frame, labels, quality)
+        frame = _drop_unusable_rows(frame, labels, quality)
         frame.columns = columns
         quality.headers.update({c: str(l) for c, l in zip(columns, labels) if l and c != l})
         return table, frame
@@ -772,12 +781,12 @@ def _hackathon_customers(raw: dict[str, pd.DataFrame], report: DataQualityReport
         frame = raw[table].assign(customer_type=customer_type)
         if table == "organizations":
             frame = _organisation_profiles(frame, quality)
-        profiles.append(clean_table("customers", frame, quality, _expected_columns(table)))
+        profiles.append(_clean_table("customers", frame, quality, _expected_columns(table)))
         quality.finish(profiles[-1])
     quality = report.table("customers")
     quality.sources = [source for table in ("individuals", "organizations") for source in report.table(table).sources]
     if not profiles:
-        return clean_table("customers", _empty_raw("customers"), quality)
+        return _clean_table("customers", _empty_raw("customers"), quality)
     customers = pd.concat(profiles, ignore_index=True)
     quality.rows_read = len(customers)
     return _resolve_duplicate_ids("customers", customers, quality).reset_index(drop=True)
@@ -788,7 +797,7 @@ def _load_hackathon(data_dir: Path, report: DataQualityReport) -> dict[str, pd.D
     tables = {"customers": _hackathon_customers(raw, report)}
     for table in ("transactions", "social_posts"):
         frame = raw.get(table, _empty_raw(table))
-        tables[table] = clean_table(table, frame, report.table(table), _expected_columns(table))
+        tables[table] = _clean_table(table, frame, report.table(table), _expected_columns(table))
     return tables
 
 
@@ -843,7 +852,7 @@ def _product_phrases(products: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     return phrases, np.asarray(owners)
 
 
-def match_products(evidence: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder) -> pd.DataFrame:
+def _match_products(evidence: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder) -> pd.DataFrame:
     """For each distinct (text, customer type): the closest eligible product and its similarity.
 
     A product's similarity is its best over name, aliases and description, so a short item such as
@@ -879,14 +888,14 @@ def _summarise_evidence(evidence: pd.DataFrame, report: DataQualityReport) -> No
         row["count"], row["similarity"] = int(row["count"]), float(row["similarity"])
 
 
-def evidence_holdings(customers: pd.DataFrame, transactions: pd.DataFrame, products: pd.DataFrame,
+def _evidence_holdings(customers: pd.DataFrame, transactions: pd.DataFrame, products: pd.DataFrame,
                       encoder: SentenceEncoder, report: DataQualityReport) -> pd.DataFrame:
     """Products customers asked for or paid for, as holdings rows ('asked' undated, 'paid' dated)."""
     report.table("holdings").sources.append("preferences, financial needs and transaction types/categories")
     evidence = pd.concat([_asked_items(customers), _paid_items(transactions, customers)], ignore_index=True)
     if evidence.empty:
-        return clean_table("holdings", _empty_raw("holdings"), report.table("holdings")).assign(source="asked")
-    matches = match_products(evidence, products, encoder)
+        return _clean_table("holdings", _empty_raw("holdings"), report.table("holdings")).assign(source="asked")
+    matches = _match_products(evidence, products, encoder)
     evidence = evidence.merge(matches, on=["text", "customer_type"], how="left")
     report.table("holdings").rows_read = len(evidence)
     evidence = _one_product_per_payment(evidence, report.table("holdings"))
@@ -921,7 +930,7 @@ def sentiment_scores(contents: pd.Series) -> pd.Series:
     codes, uniques = pd.factorize(contents)
     analyzer = sentiment_analyzer()
     scores = np.array([analyzer.polarity_scores(text)["compound"] for text in uniques], dtype=float)
-    return pd.Series(per_row(scores, codes, np.nan), index=contents.index)
+    return pd.Series(_per_row(scores, codes, np.nan), index=contents.index)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -933,7 +942,7 @@ def _load_products(data_dir: Path, catalogue_file: Path | None, report: DataQual
     if not path.is_file():
         raise DataLoadError(f"{path}: product catalogue not found")
     raw = _read_canonical_table(path, "products", report)
-    products = clean_table("products", raw, report.table("products"))
+    products = _clean_table("products", raw, report.table("products"))
     if products.empty:
         raise DataLoadError(f"{path}: the product catalogue holds no products")
     return products
@@ -954,10 +963,10 @@ def load_bank_data(data_dir: str | Path, catalogue_file: str | Path | None = Non
     tables = (_load_canonical if report.source_format == "canonical" else _load_hackathon)(data_dir, report)
     tables["products"] = _load_products(data_dir, Path(catalogue_file) if catalogue_file else None, report)
     if report.source_format == "hackathon":
-        tables["holdings"] = evidence_holdings(tables["customers"], tables["transactions"], tables["products"],
+        tables["holdings"] = _evidence_holdings(tables["customers"], tables["transactions"], tables["products"],
                                                encoder or _default_encoder(), report)
-    drop_orphans(tables, report)
-    tables["holdings"] = deduplicated_holdings(tables["holdings"], report.table("holdings"))
+    _drop_orphans(tables, report)
+    tables["holdings"] = _deduplicated_holdings(tables["holdings"], report.table("holdings"))
     tables["social_posts"]["sentiment"] = sentiment_scores(tables["social_posts"]["content"])
     for table, frame in tables.items():
         report.table(table).finish(frame)
@@ -1007,7 +1016,8 @@ def customer_view(data: BankData, as_of: pd.Timestamp | None = None) -> pd.DataF
     ], axis=1)
 
 
-def _customer_rows(events: pd.DataFrame, column: str, customers: pd.Index, as_of: pd.Timestamp):
+def _customer_rows(events: pd.DataFrame, column: str, customers: pd.Index,
+                   as_of: pd.Timestamp) -> tuple[pd.DataFrame, np.ndarray]:
     """The events dated before as_of, and each one's customer as a row number of the view."""
     events = events[events[column] < as_of]
     rows = customers.get_indexer(events["customer_id"])
@@ -1029,42 +1039,54 @@ def _days_since(dates: pd.Series, rows: np.ndarray, n: int, as_of: pd.Timestamp,
     return ((as_of - extreme).dt.total_seconds() / 86400.0).to_numpy()
 
 
+def _monthly_spend(dates: pd.Series, rows: np.ndarray, spend: np.ndarray, n: int,
+                   as_of: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:
+    """Mean monthly spend and its volatility (std / mean) over every month from the customer's
+    first transaction to as_of, quiet months as zero: one big purchase reads as volatile, not as
+    a steady level. Volatility needs two months."""
+    months = (dates.dt.year * 12 + dates.dt.month).to_numpy()
+    last = as_of - pd.Timedelta(microseconds=1)
+    span = last.year * 12 + last.month + 1 - pd.Series(months).groupby(rows).min().reindex(range(n)).to_numpy()
+    monthly = pd.Series(spend).groupby([rows, months]).sum()
+    squares = _per_customer(monthly.index.get_level_values(0).to_numpy(), n, monthly.to_numpy() ** 2)
+    mean = _safe_ratio(_per_customer(rows, n, spend), span)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        std = np.sqrt(np.maximum(squares - span * mean ** 2, 0) / (span - 1))
+    return mean, _safe_ratio(np.where(span > 1, std, np.nan), mean)
+
+
+def _spend_trend(dates: pd.Series, rows: np.ndarray, spend: np.ndarray, count: np.ndarray,
+                 as_of: pd.Timestamp) -> np.ndarray:
+    """(last 90 days - the 90 before) / their sum: -1 stopped spending, 0 steady, +1 started."""
+    days_before = (as_of - dates).dt.days.to_numpy()
+    recent = _per_customer(rows, len(count), spend * (days_before < RECENT_DAYS))
+    prior = _per_customer(rows, len(count), spend * ((days_before >= RECENT_DAYS) & (days_before < 2 * RECENT_DAYS)))
+    return np.where(count > 0, np.nan_to_num(_safe_ratio(recent - prior, recent + prior)), np.nan)
+
+
 def transaction_aggregates(transactions: pd.DataFrame, customers: pd.Index, as_of: pd.Timestamp) -> pd.DataFrame:
     """Counts, totals, monthly level and volatility, recency, tenure, trend and spend mix per customer.
 
-    Spend counts outflows only (positive amounts), so a refund cannot make a month look negative.
-    Monthly statistics cover every month from a customer's first transaction to as_of, quiet months
-    as zero, so that one big purchase reads as volatile rather than as a steady monthly level.
+    Spend counts outflows only (positive amounts), so that a refund cannot make a month negative.
     """
     n = len(customers)
     tx, rows = _customer_rows(transactions, "date", customers, as_of)
     amount = tx["amount"].to_numpy(dtype=float)
     spend = np.clip(np.nan_to_num(amount), 0, None)
-    has_amount = ~np.isnan(amount)
     count = _per_customer(rows, n)
+    total = _per_customer(rows, n, np.nan_to_num(amount))
     total_spend = _per_customer(rows, n, spend)
-    months = (tx["date"].dt.year * 12 + tx["date"].dt.month).to_numpy()
-    last_month = (as_of - pd.Timedelta(microseconds=1))
-    month_span = last_month.year * 12 + last_month.month - pd.Series(months).groupby(rows).min().reindex(range(n)).to_numpy() + 1
-    monthly = pd.Series(spend).groupby([rows, months]).sum()
-    squares = _per_customer(monthly.index.get_level_values(0).to_numpy(), n, monthly.to_numpy() ** 2)
-    monthly_mean = _safe_ratio(total_spend, month_span)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        monthly_std = np.sqrt(np.maximum(squares - month_span * monthly_mean ** 2, 0) / (month_span - 1))
-    days_before = (as_of - tx["date"]).dt.days.to_numpy()
-    recent = _per_customer(rows, n, spend * (days_before < RECENT_DAYS))
-    prior = _per_customer(rows, n, spend * ((days_before >= RECENT_DAYS) & (days_before < 2 * RECENT_DAYS)))
-    trend = np.where(count > 0, np.nan_to_num(_safe_ratio(recent - prior, recent + prior)), np.nan)
+    monthly_mean, monthly_volatility = _monthly_spend(tx["date"], rows, spend, n, as_of)
     debt = _matches_pattern(tx["category"], DEBT_PATTERN) | _matches_pattern(tx["type"], DEBT_PATTERN)
     aggregates = pd.DataFrame({
         "tx_count": count,
-        "tx_total": _per_customer(rows, n, np.nan_to_num(amount)),
-        "tx_mean_amount": _safe_ratio(_per_customer(rows, n, np.nan_to_num(amount)), _per_customer(rows, n, has_amount)),
+        "tx_total": total,
+        "tx_mean_amount": _safe_ratio(total, _per_customer(rows, n, ~np.isnan(amount))),
         "tx_monthly_mean": monthly_mean,
-        "tx_monthly_volatility": _safe_ratio(np.where(month_span > 1, monthly_std, np.nan), monthly_mean),
+        "tx_monthly_volatility": monthly_volatility,
         "tx_recency_days": _days_since(tx["date"], rows, n, as_of, "max"),
         "tx_tenure_days": _days_since(tx["date"], rows, n, as_of, "min"),
-        "tx_trend": trend,
+        "tx_trend": _spend_trend(tx["date"], rows, spend, count, as_of),
         "debt_payment_share": _safe_ratio(_per_customer(rows, n, spend * debt), total_spend),
     }, index=customers)
     return pd.concat([aggregates, _spend_shares(tx["category"], rows, spend, total_spend, customers)], axis=1)
@@ -1072,8 +1094,8 @@ def transaction_aggregates(transactions: pd.DataFrame, customers: pd.Index, as_o
 
 def _matches_pattern(text: pd.Series, pattern: re.Pattern) -> np.ndarray:
     codes, uniques = pd.factorize(text)
-    hits = np.array([bool(pattern.search(value)) for value in uniques] + [False], dtype=bool)
-    return hits[codes]  # code -1 (missing) takes the trailing False
+    hits = np.array([bool(pattern.search(value)) for value in uniques], dtype=bool)
+    return _per_row(hits, codes, False)
 
 
 def category_slug(category: str) -> str:
@@ -1087,10 +1109,10 @@ def _spend_shares(category: pd.Series, rows: np.ndarray, spend: np.ndarray, tota
     codes, uniques = pd.factorize(category)
     slugs = pd.Index([category_slug(value) for value in uniques], dtype="str")
     frequency = pd.Series(np.bincount(codes[codes >= 0], minlength=len(uniques)), index=slugs)
-    frequency = frequency[frequency.index != ""].groupby(level=0).sum()
-    ranked = frequency.reset_index().sort_values([0, "index"], ascending=[False, True])
-    top = pd.Index(ranked["index"].head(TOP_SPEND_CATEGORIES), dtype="str")
-    column = per_row(top.get_indexer(slugs), codes, -1)
+    frequency = frequency.drop("", errors="ignore").groupby(level=0).sum()
+    top = pd.Index(sorted(frequency.index, key=lambda slug: (-frequency[slug], slug))[:TOP_SPEND_CATEGORIES],
+                   dtype="str")
+    column = _per_row(top.get_indexer(slugs), codes, -1)
     inside = column >= 0
     n, k = len(customers), len(top)
     spent = np.bincount(rows[inside] * k + column[inside], weights=spend[inside], minlength=n * k).reshape(n, k)

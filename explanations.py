@@ -10,12 +10,14 @@ explanations for the same product.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from business_rules import RuleEffect
+from text_models import DetectedEvent
 
 MAX_MODEL_FACTORS = 3
 MIN_FACTOR_WEIGHT = 0.05
@@ -73,26 +75,37 @@ def model_factors(contributions: np.ndarray, feature_names: Sequence[str], desig
     return factors
 
 
-def event_factors(contributions: np.ndarray, feature_names: Sequence[str], customer_events: pd.DataFrame,
+def event_factors(contributions: np.ndarray, feature_names: Sequence[str], customer_events: Sequence[DetectedEvent],
                   fired_rules: Sequence[RuleEffect]) -> list[Factor]:
-    """Life events that raised the score (per the trees or a rule), each with the post that showed it."""
+    """Life events that raised the score (per the trees or a rule), each with the post that showed it.
+
+    ``customer_events`` come newest first; the newest post showing an event is the one quoted.
+    """
     weights: dict[str, float] = {}
-    for index, name in enumerate(feature_names):
-        if name.startswith("life event: ") and contributions[index] >= MIN_FACTOR_WEIGHT:
-            weights[name.removeprefix("life event: ").replace(" ", "_")] = float(contributions[index])
+    for index, event in _event_features(tuple(feature_names)):
+        if contributions[index] >= MIN_FACTOR_WEIGHT:
+            weights[event] = float(contributions[index])
+    newest = {}
+    for detected in customer_events:
+        newest.setdefault(detected.event, detected)
     for effect in fired_rules:
-        for event in customer_events["event"].unique() if len(customer_events) else ():
-            if event in effect.reason.replace(" ", "_") or event.replace("_", " ") in effect.reason:
+        for event in newest:
+            if event.replace("_", " ") in effect.reason:
                 weights.setdefault(event, 0.0)
     factors = []
     for event, weight in sorted(weights.items(), key=lambda item: -item[1]):
-        posts = customer_events[customer_events["event"] == event]
-        if posts.empty:
-            continue
-        post = posts.sort_values(["timestamp", "score"], ascending=False).iloc[0]
-        factors.append(Factor("life_event", event.replace("_", " "), round(weight, 3), round(float(post["score"]), 3),
-                              _quote(post["evidence"]), f"post {post['post_id']} on {_day(post['timestamp'])}"))
+        if event in newest:
+            post = newest[event]
+            factors.append(Factor("life_event", event.replace("_", " "), round(weight, 3), round(post.score, 3),
+                                  _quote(post.evidence), f"post {post.post_id} on {_day(post.timestamp)}"))
     return factors
+
+
+@lru_cache(maxsize=8)
+def _event_features(feature_names: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(position, event name) of the life-event features of a model's design."""
+    return [(index, name.removeprefix("life event: ").replace(" ", "_")) for index, name in enumerate(feature_names)
+            if name.startswith("life event: ")]
 
 
 def text_factor(best_match: float, source_text: str | None, source: str, contribution: float) -> list[Factor]:

@@ -27,7 +27,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from settings import ProtectedAttribute
+from settings import ProtectedAttribute, Settings, band_labels
 from text_models import LifeEventDetector, TextEncoder
 
 RECENCY_HALF_LIFE_DAYS = 120.0
@@ -120,10 +120,7 @@ class CustomerFeatures(BaseEstimator, TransformerMixin):
         """Each group's value of the underlying column (an age band stands for its middle age)."""
         if attribute.column != "age_band":
             return {str(v): v for v in view[attribute.column].dropna().unique()}
-        bounds = list(self.age_bands)
-        groups = {f"{lo}-{hi - 1}": (lo + hi - 1) / 2 for lo, hi in zip(bounds, bounds[1:])}
-        groups[f"{bounds[-1]}+"] = bounds[-1] + 10
-        return groups
+        return {band: Settings.band_age(band) for band in band_labels(list(self.age_bands))}
 
     @staticmethod
     def _readable(name: str) -> str:

@@ -26,15 +26,17 @@ import pandas as pd
 
 from bias_detector import (CounterfactualResult, IndividualBiasCheck, counterfactual_groups, group_audit,
                            individual_bias_check)
-from business_rules import AdjustedProduct, CustomerContext, RuleBook, RuleEffect
+from business_rules import AdjustedProduct, CustomerContext, RuleBook, RuleEffect, RuleOutcome
 from data_loader import BankData, DataLoadError, customer_view, load_bank_data
 from explanations import (Explanation, Factor, ProductContext, event_factors, explain, model_factors,
                           popularity_factor, rule_factors, suitability_factor, text_factor)
 from feature_engineer import customer_signals
 from recommender import (MODEL_VERSION, CustomerBase, HybridRecommender, RiskProfile, TrainingSet,
-                         build_customer_base, product_rows, risk_inputs, risk_profile_at, stress_evidence, train)
+                         build_customer_base, product_rows, risk_inputs, risk_level, risk_profile_at, risk_scores,
+                         stress_evidence, train)
 from settings import ProtectedAttribute, Settings
-from text_models import LIFE_EVENTS, LifeEventDetector, TextEncoder, get_text_encoder, model_fingerprint
+from text_models import (LIFE_EVENTS, DetectedEvent, LifeEventDetector, TextEncoder, events_by_customer,
+                         get_text_encoder, model_fingerprint)
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +110,38 @@ class CustomerState:
     events: np.ndarray  # (E,)
     text_match: np.ndarray
     best_text_match: np.ndarray
-    best_text_source: np.ndarray
-    event_posts: pd.DataFrame
-    posts: pd.DataFrame
+    best_text_source: np.ndarray  # (P,) -1: the profile text, else a row of ``posts``
+    detected_events: list[DetectedEvent]  # newest first
+    posts: "PostTexts"
     risk: dict[str, np.ndarray]
     stress: np.ndarray
     cold_start: bool
+
+
+@dataclass(frozen=True)
+class PostTexts:
+    """Posts as plain arrays, so that quoting one in an explanation costs an index, not a pandas lookup."""
+
+    post_id: np.ndarray
+    content: np.ndarray
+    timestamp: np.ndarray
+
+    @classmethod
+    def of(cls, posts: pd.DataFrame) -> "PostTexts":
+        return cls(posts["post_id"].astype(str).to_numpy(), posts["content"].fillna("").astype(str).to_numpy(),
+                   pd.to_datetime(posts["timestamp"]).dt.strftime("%Y-%m-%d").fillna("an unknown date").to_numpy())
+
+
+@dataclass
+class Variant:
+    """The customer with one protected attribute set to another group's value."""
+
+    attribute: str
+    group: str
+    profile: dict[str, Any]
+    tabular: np.ndarray | None  # None: not a model input, the model's scores are the original's
+    age: float | None  # set when the variant changes the age (risk profile and age rules)
+    rules_read_it: bool  # some rule or eligibility check reads the changed field
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,9 +273,12 @@ class RecommendationService:
         self.products = data.products.reset_index(drop=True)
         self.product_ids: list[str] = self.products["product_id"].tolist()
         self._product_index = {p: i for i, p in enumerate(self.product_ids)}
+        self._product_records = self.products.astype(object).where(self.products.notna(), None).to_dict("records")
+        self._row_of = {str(c): i for i, c in enumerate(self.base.view.index)}
+        self._view_columns = _object_columns(self.base.view)
+        self._events_by_customer = events_by_customer(self.base.signals.event_posts)
+        self._posts = PostTexts.of(self.base.posts)
         self._observed = {a.name: self._observed_groups(a) for a in settings.protected_attributes}
-        self._events_by_customer = self._group_rows(self.base.signals.event_posts)
-        self._posts_by_row = self.base.posts
         self._text_lock = threading.Lock()
         self._detector: LifeEventDetector | None = None
         self._audit_lock = threading.Lock()
@@ -267,10 +298,13 @@ class RecommendationService:
                                             "customers": len(service.base.view)})
         return service
 
+    def knows(self, customer_id: str) -> bool:
+        return customer_id in self._row_of
+
     # ---------------------------------------------------------------- one customer
 
     def recommend(self, customer_id: str, top_k: int, include_explanation: bool = True) -> Recommendation:
-        row = self.base.row_of(customer_id)
+        row = self._row_of.get(customer_id)
         if row is None:
             raise UnknownCustomer(customer_id)
         return self._recommend(self._known_state(row), top_k, include_explanation)
@@ -282,133 +316,155 @@ class RecommendationService:
 
     def _recommend(self, state: CustomerState, top_k: int, include_explanation: bool) -> Recommendation:
         variants = self._variants(state)
-        tabular = np.stack([state.tabular] + [v.tabular for v in variants if v.tabular is not None])
+        tensor = self.model.design.customer_tensor(
+            np.stack([state.tabular] + [v.tabular for v in variants if v.tabular is not None]),
+            state.held, state.events, state.text_match, state.best_text_match)
         reasons: list[str] = []
         try:
-            probabilities = self._score(state, tabular)
+            probabilities = self.model.probabilities(tensor)
             degraded = False
         except Exception as error:  # the answer degrades to popularity, and says so
             logger.exception("model scoring failed; answering from popularity")
-            probabilities = np.tile(self.model.prior, (len(tabular), 1))
+            probabilities = np.tile(self.model.prior, (tensor.shape[0], 1))
             degraded = True
             reasons.append(f"degraded: the model could not score ({type(error).__name__}); popularity and rules only")
-        original_scores = dict(zip(self.product_ids, probabilities[0].tolist()))
         risk = risk_profile_at(state.risk, state.stress, 0)
-        outcome = self.rules.apply(self._context(state.profile, risk, state), original_scores, top_k)
-        counterfactuals = self._counterfactual_results(state, variants, probabilities, top_k)
+        recent_events = self._recent_events(state)
+        outcome = self.rules.apply(self._context(state, state.profile, risk.level, risk.score, recent_events),
+                                   dict(zip(self.product_ids, probabilities[0].tolist())), top_k)
+        counterfactuals = self._counterfactual_results(state, variants, probabilities, outcome, recent_events, top_k)
         bias = individual_bias_check(
             outcome.adjusted, [p.product_id for p in outcome.ranked],
             {a.name: _group_of(state.profile, a) for a in self.settings.protected_attributes},
             counterfactuals, self.settings.bias_tolerance)
-        recommended = tuple(self._recommended(state, rank, item, risk, include_explanation and not degraded)
-                            for rank, item in enumerate(outcome.ranked, start=1))
+        explanations = (self._explanations(state, tensor[0], outcome.ranked, risk)
+                        if include_explanation and not degraded else [None] * len(outcome.ranked))
+        recommended = tuple(self._recommended(rank, item, explanation) for rank, (item, explanation)
+                            in enumerate(zip(outcome.ranked, explanations), start=1))
         reasons += self._fallback_reasons(state, recommended)
         return Recommendation(state.customer_id, state.cold_start, recommended, risk, bias, self.model.version,
                               Fallback(bool(reasons), degraded, tuple(reasons)), len(outcome.excluded))
 
-    def _score(self, state: CustomerState, tabular: np.ndarray) -> np.ndarray:
-        tensor = self.model.design.customer_tensor(tabular, state.held, state.events, state.text_match,
-                                                   state.best_text_match)
-        return self.model.probabilities(tensor)
-
-    def _context(self, profile: Mapping[str, Any], risk: RiskProfile, state: CustomerState) -> CustomerContext:
-        held = frozenset(p for p, h in zip(self.product_ids, state.held) if h > 0)
-        return CustomerContext(profile, risk.level, risk.score, self._recent_events(state), held)
+    def _context(self, state: CustomerState, profile: Mapping[str, Any], risk_level: str, risk_score: float,
+                 life_events: frozenset[str]) -> CustomerContext:
+        held = frozenset(self.product_ids[i] for i in np.flatnonzero(state.held))
+        return CustomerContext(profile, risk_level, risk_score, life_events, held)
 
     def _recent_events(self, state: CustomerState) -> frozenset[str]:
-        posts = state.event_posts
-        if posts.empty:
-            return frozenset()
-        recent = pd.to_datetime(posts["timestamp"]) >= self.base.as_of - pd.Timedelta(days=RECENT_EVENT_DAYS)
-        return frozenset(posts.loc[recent.to_numpy(), "event"])
+        since = self.base.as_of - pd.Timedelta(days=RECENT_EVENT_DAYS)
+        return frozenset(e.event for e in state.detected_events if e.timestamp >= since)
 
     # ---------------------------------------------------------------- counterfactuals
 
-    @dataclass
-    class _Variant:
-        attribute: str
-        group: str
-        profile: dict[str, Any]
-        tabular: np.ndarray | None  # None: the attribute is not a model input, the scores are the original's
-        risk: dict[str, np.ndarray]
-
-    def _variants(self, state: CustomerState) -> list["RecommendationService._Variant"]:
+    def _variants(self, state: CustomerState) -> list[Variant]:
         """The customer with each protected attribute set to each other group's value."""
         variants = []
         for attribute in self.settings.protected_attributes:
             original = _group_of(state.profile, attribute)
+            changes_age = attribute.column == "age_band"
+            rules_read_it = self.rules.reads(f"customer.{attribute.column}") or (
+                changes_age and self.rules.reads("customer.age"))
+            patch = self.model.features.patches_.get(attribute.name, {})
             for group in counterfactual_groups(attribute, self._observed[attribute.name], original):
                 profile = dict(state.profile)
                 profile[attribute.column] = group
-                risk = state.risk
-                if attribute.column == "age_band":
-                    profile["age"] = _band_age(group, self.settings.age_bands)
-                    risk = {**state.risk, "age": np.array([profile["age"]], dtype=float)}
-                patch = self.model.features.counterfactual_patch(attribute.name, group)
+                age = None
+                if changes_age:
+                    age = self.settings.band_age(group)
+                    profile["age"] = age
                 tabular = None
-                if patch is not None:
+                if group in patch:
                     tabular = state.tabular.copy()
-                    tabular[patch[0]] = patch[1]
-                variants.append(self._Variant(attribute.name, group, profile, tabular, risk))
+                    tabular[patch[group][0]] = patch[group][1]
+                variants.append(Variant(attribute.name, group, profile, tabular, age, rules_read_it or changes_age))
         return variants
 
-    def _counterfactual_results(self, state: CustomerState, variants: Sequence["RecommendationService._Variant"],
-                                probabilities: np.ndarray, top_k: int) -> list[CounterfactualResult]:
-        results, scored = [], 1
+    def _counterfactual_results(self, state: CustomerState, variants: Sequence[Variant], probabilities: np.ndarray,
+                                outcome: RuleOutcome, recent_events: frozenset[str],
+                                top_k: int) -> list[CounterfactualResult]:
+        """Each variant through the model and the rules; rules are re-run only where they could differ."""
+        ages = [v.age for v in variants if v.age is not None]
+        risk_of_age = dict(zip(ages, self._risk_levels_for_ages(state, ages)))
+        results, row = [], 0
         for variant in variants:
-            row = 0
+            scored_row = 0
             if variant.tabular is not None:
-                row, scored = scored, scored + 1
-            risk = risk_profile_at(variant.risk, state.stress, 0)
-            scores = dict(zip(self.product_ids, probabilities[row].tolist()))
-            outcome = self.rules.apply(self._context(variant.profile, risk, state), scores, top_k)
-            results.append(CounterfactualResult(variant.attribute, variant.group, outcome.adjusted,
-                                                [p.product_id for p in outcome.ranked]))
+                row += 1
+                scored_row = row
+            scores = dict(zip(self.product_ids, probabilities[scored_row].tolist()))
+            if variant.rules_read_it:
+                level, score = risk_of_age[variant.age] if variant.age is not None else self._original_risk(state)
+                varied = self.rules.apply(self._context(state, variant.profile, level, score, recent_events),
+                                          scores, top_k)
+            elif variant.tabular is not None:
+                varied = self.rules.rescore(outcome, scores, top_k)
+            else:
+                varied = outcome  # neither the model nor the rules see this attribute
+            results.append(CounterfactualResult(variant.attribute, variant.group, varied.adjusted,
+                                                [p.product_id for p in varied.ranked]))
         return results
+
+    def _original_risk(self, state: CustomerState) -> tuple[str, float]:
+        score, _ = risk_scores(state.risk, state.stress)
+        return risk_level(float(score[0])), float(score[0])
+
+    def _risk_levels_for_ages(self, state: CustomerState, ages: Sequence[float]) -> list[tuple[str, float]]:
+        """Risk level and score of the customer at each counterfactual age, in one vectorised pass."""
+        if not ages:
+            return []
+        inputs = {k: np.repeat(v, len(ages)) for k, v in state.risk.items()}
+        inputs["age"] = np.asarray(ages, dtype=float)
+        scores, _ = risk_scores(inputs, np.repeat(state.stress, len(ages)))
+        return [(risk_level(float(s)), float(s)) for s in scores]
 
     # ---------------------------------------------------------------- explanations
 
-    def _recommended(self, state: CustomerState, rank: int, item: AdjustedProduct, risk: RiskProfile,
-                     include_explanation: bool) -> RecommendedProduct:
-        index = self._product_index[item.product_id]
-        product = self.products.iloc[index]
-        strategy = self.model.reports[index].strategy
-        explanation = self._explain(state, index, item, risk, strategy) if include_explanation else None
-        return RecommendedProduct(item.product_id, str(product["name"]), str(product["category"]),
-                                  int(product["risk_level"]), rank, round(item.model_score, 5),
-                                  round(item.adjusted_score, 5), strategy, tuple(item.effects), explanation)
+    def _explanations(self, state: CustomerState, design: np.ndarray, ranked: Sequence[AdjustedProduct],
+                      risk: RiskProfile) -> list[Explanation]:
+        """Explanations of the final list; the model's contributions for all of it in one pass."""
+        indices = [self._product_index[item.product_id] for item in ranked]
+        forest = self.model.forest
+        modelled = [i for i in indices if forest is not None and forest.has_model[i]]
+        contributions = dict(zip(modelled, forest.contributions(design, modelled))) if modelled else {}
+        raw_values = {column.replace("_", " "): value for column, value in state.profile.items()}
+        max_risk = self.rules.max_risk_level(risk.level)
+        return [self._explain(state, index, item, risk, max_risk, design, contributions.get(index), raw_values)
+                for index, item in zip(indices, ranked)]
 
-    def _explain(self, state: CustomerState, index: int, item: AdjustedProduct, risk: RiskProfile,
-                 strategy: str) -> Explanation:
-        design = self.model.design
-        tensor = self.model.mask(design.customer_tensor(state.tabular[None, :], state.held, state.events,
-                                                        state.text_match, state.best_text_match))[0]
-        has_model = self.model.forest is not None and self.model.forest.has_model[index]
-        contributions = (self.model.forest.contributions(tensor, [index])[0] if has_model
-                         else np.zeros(len(design.feature_names)))
+    def _explain(self, state: CustomerState, index: int, item: AdjustedProduct, risk: RiskProfile, max_risk: int,
+                 design: np.ndarray, contributions: np.ndarray | None, raw_values: dict[str, Any]) -> Explanation:
+        feature_names = self.model.design.feature_names
+        has_model = contributions is not None
+        if not has_model:
+            contributions = np.zeros(len(feature_names))
         factors: list[Factor] = []
-        factors += event_factors(contributions, design.feature_names, state.event_posts, item.effects)
+        factors += event_factors(contributions, feature_names, state.detected_events, item.effects)
         text, source = self._best_text(state, index)
         factors += text_factor(float(state.best_text_match[index]), text, source, float(contributions[-2:].sum()))
-        factors += model_factors(contributions, design.feature_names, tensor[index], self._raw_values(state))
+        factors += model_factors(contributions, feature_names, design[index], raw_values)
         if not has_model:
             factors.append(popularity_factor(float(self.model.prior[index])))
         factors += rule_factors(item.effects)
-        product = self.products.iloc[index]
-        context = ProductContext(str(product["name"]), int(product["risk_level"]),
-                                 self.rules.max_risk_level(risk.level), risk.level, strategy, item.model_score)
+        product = self._product_records[index]
+        context = ProductContext(str(product["name"]), int(product["risk_level"]), max_risk, risk.level,
+                                 self.model.reports[index].strategy, item.model_score)
         factors.append(suitability_factor(context))
         return explain(context, factors)
 
     def _best_text(self, state: CustomerState, index: int) -> tuple[str | None, str]:
         source = int(state.best_text_source[index])
-        if source < 0 or state.posts.empty:
+        if source < 0:
             return state.profile.get("profile_text") or None, "your profile (interests, preferences, needs)"
-        post = state.posts.iloc[source]
-        return str(post["content"]), f"post {post['post_id']} on {pd.Timestamp(post['timestamp']).date()}"
+        posts = state.posts
+        return str(posts.content[source]), f"post {posts.post_id[source]} on {posts.timestamp[source]}"
 
-    def _raw_values(self, state: CustomerState) -> dict[str, Any]:
-        return {column.replace("_", " "): value for column, value in state.profile.items()}
+    def _recommended(self, rank: int, item: AdjustedProduct, explanation: Explanation | None) -> RecommendedProduct:
+        index = self._product_index[item.product_id]
+        product = self._product_records[index]
+        return RecommendedProduct(item.product_id, str(product["name"]), str(product["category"]),
+                                  int(product["risk_level"]), rank, round(item.model_score, 5),
+                                  round(item.adjusted_score, 5), self.model.reports[index].strategy,
+                                  tuple(item.effects), explanation)
 
     def _fallback_reasons(self, state: CustomerState, recommended: Sequence[RecommendedProduct]) -> list[str]:
         reasons = []
@@ -425,51 +481,54 @@ class RecommendationService:
 
     def _known_state(self, row: int) -> CustomerState:
         base = self.base
-        customer_id = str(base.view.index[row])
         signals = base.signals
-        sources = signals.best_text_source[row]
-        posts = base.posts
+        customer_id = str(base.view.index[row])
+        profile = {column: values[row] for column, values in self._view_columns}
+        profile["customer_id"] = customer_id
         return CustomerState(
-            customer_id, self._profile(row), base.tabular[row], signals.held[row], signals.events[row],
-            signals.text_match[row], signals.best_text_match[row], sources,
-            self._customer_rows(self._events_by_customer, signals.event_posts, customer_id), posts,
+            customer_id, profile, base.tabular[row], signals.held[row], signals.events[row],
+            signals.text_match[row], signals.best_text_match[row], signals.best_text_source[row],
+            self._events_by_customer.get(customer_id, []), self._posts,
             {k: v[row:row + 1] for k, v in base.risk.items()}, base.stress[row:row + 1], False)
-
-    def _profile(self, row: int) -> dict[str, Any]:
-        record = self.base.view.iloc[row].to_dict()
-        record["customer_id"] = str(self.base.view.index[row])
-        return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in record.items()}
 
     def _cold_state(self, customer_id: str, profile: Mapping[str, Any], held_products: Sequence[str],
                     posts: Sequence[str]) -> CustomerState:
         detector = self.text_models()
-        record = {column: None for column in self.base.view.columns}
-        record.update({k: v for k, v in profile.items() if v is not None})
-        record["age_band"] = self.settings.age_band(record.get("age"))
-        record["profile_text"] = ". ".join(str(record[c]) for c in ("interests", "preferences", "financial_needs",
-                                                                     "industry", "occupation") if record.get(c))
-        for column in self.base.view.columns:  # no history: counts are zero, the rest unknown
-            if column.endswith("_count"):
-                record[column] = 0
-        view = pd.DataFrame([record], index=pd.Index([customer_id], name="customer_id")).drop(columns="customer_id",
-                                                                                               errors="ignore")
-        for column in view.columns:
-            if column in self.base.view.columns and pd.api.types.is_numeric_dtype(self.base.view[column]):
-                view[column] = pd.to_numeric(view[column], errors="coerce")
+        unknown = [p for p in held_products if p not in self._product_index]
+        if unknown:
+            raise ValueError(f"held_products names unknown products: {', '.join(unknown)}")
+        view = self._cold_view(customer_id, profile)
         now = self.base.as_of
         post_frame = pd.DataFrame({"post_id": [f"request-{i + 1}" for i in range(len(posts))],
                                    "customer_id": customer_id, "content": list(posts),
                                    "timestamp": [now - pd.Timedelta(days=1)] * len(posts)})
-        holdings = pd.DataFrame({"customer_id": customer_id, "product_id": list(held_products),
-                                 "start_date": pd.NaT})
+        holdings = pd.DataFrame({"customer_id": customer_id, "product_id": list(held_products), "start_date": pd.NaT})
         with self._text_lock:
             signals = customer_signals(view, post_frame, holdings, self.products, now, detector.encoder, detector)
+        record = {column: values[0] for column, values in _object_columns(view)}
         record["customer_id"] = customer_id
-        risk = risk_inputs(view)
         return CustomerState(customer_id, record, self.model.features.transform(view)[0], signals.held[0],
                              signals.events[0], signals.text_match[0], signals.best_text_match[0],
-                             signals.best_text_source[0], signals.event_posts, post_frame, risk,
-                             stress_evidence(signals, detector.events), True)
+                             signals.best_text_source[0], events_by_customer(signals.event_posts).get(customer_id, []),
+                             PostTexts.of(post_frame), risk_inputs(view), stress_evidence(signals, detector.events),
+                             True)
+
+    def _cold_view(self, customer_id: str, profile: Mapping[str, Any]) -> pd.DataFrame:
+        """A one-row customer view from a request's profile: no history, so counts are zero."""
+        record: dict[str, Any] = {column: np.nan for column in self.base.view.columns}
+        record.update({k: v for k, v in profile.items() if v is not None})
+        record["age_band"] = self.settings.age_band(record.get("age"))
+        record["profile_text"] = ". ".join(str(record[c]) for c in ("interests", "preferences", "financial_needs",
+                                                                     "industry", "occupation")
+                                           if isinstance(record.get(c), str) and record[c])
+        for column in self.base.view.columns:
+            if column.endswith("_count"):
+                record[column] = 0
+        view = pd.DataFrame([record], index=pd.Index([customer_id], name="customer_id"))
+        for column in view.columns:
+            if column in self.base.view.columns and pd.api.types.is_numeric_dtype(self.base.view[column]):
+                view[column] = pd.to_numeric(view[column], errors="coerce")
+        return view
 
     def text_models(self) -> LifeEventDetector:
         """The text models, loaded on first need (warm start-up does not wait for them)."""
@@ -481,24 +540,22 @@ class RecommendationService:
     # ---------------------------------------------------------------- analysts
 
     def customer_view(self, customer_id: str) -> dict[str, Any]:
-        row = self.base.row_of(customer_id)
+        row = self._row_of.get(customer_id)
         if row is None:
             raise UnknownCustomer(customer_id)
         state = self._known_state(row)
-        risk = risk_profile_at(state.risk, state.stress, 0)
         return {"customer_id": customer_id, "profile": state.profile,
-                "held_products": [p for p, h in zip(self.product_ids, state.held) if h > 0],
-                "life_events": state.event_posts[["event", "post_id", "timestamp", "score", "evidence"]]
-                .assign(timestamp=lambda f: pd.to_datetime(f["timestamp"]).dt.strftime("%Y-%m-%d"))
-                .to_dict("records"),
-                "risk_profile": risk}
+                "held_products": [self.product_ids[i] for i in np.flatnonzero(state.held)],
+                "life_events": [{**e._asdict(), "timestamp": e.timestamp.date().isoformat()}
+                                for e in state.detected_events],
+                "risk_profile": risk_profile_at(state.risk, state.stress, 0)}
 
     def run_audit(self) -> dict[str, Any]:
         """The AIF360 group audit of the current recommendations, holdings and held-out take-ups."""
         with self._audit_lock:
             recommended = self.batch_recommendations(AUDIT_TOP_K)
             view = self.base.view
-            protected = pd.DataFrame({a.name: view[a.column] for a in self.settings.protected_attributes},
+            protected = pd.DataFrame({a.column: view[a.column] for a in self.settings.protected_attributes},
                                      index=view.index)
             protected["customer_type"] = view["customer_type"]
             audit = group_audit(recommended, self.data.holdings[["customer_id", "product_id"]], protected,
@@ -519,8 +576,8 @@ class RecommendationService:
         ranked = []
         for position, row in enumerate(rows):
             state = self._known_state(int(row))
-            risk = risk_profile_at(state.risk, state.stress, 0)
-            outcome = self.rules.apply(self._context(state.profile, risk, state),
+            level, score = self._original_risk(state)
+            outcome = self.rules.apply(self._context(state, state.profile, level, score, self._recent_events(state)),
                                        dict(zip(self.product_ids, scores[position].tolist())), top_k)
             ranked += [(state.customer_id, p.product_id, rank) for rank, p in enumerate(outcome.ranked, start=1)]
         return pd.DataFrame(ranked, columns=["customer_id", "product_id", "rank"])
@@ -553,40 +610,19 @@ class RecommendationService:
             "data_quality": self.data.quality.to_dict(),
         }
 
-    # ---------------------------------------------------------------- helpers
-
     def _observed_groups(self, attribute: ProtectedAttribute) -> list[str]:
         if attribute.column == "age_band":
             return self.settings.age_band_labels
         column = self.base.view.get(attribute.column)
         return [] if column is None else [str(v) for v in column.value_counts().index]
 
-    @staticmethod
-    def _group_rows(frame: pd.DataFrame) -> dict[str, tuple[int, int]]:
-        """Where each customer's rows are in a frame sorted by customer (slices, not copies)."""
-        if frame.empty:
-            return {}
-        frame.sort_values(["customer_id", "timestamp"], inplace=True, kind="stable")
-        frame.reset_index(drop=True, inplace=True)
-        ids = frame["customer_id"].to_numpy()
-        starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-        stops = np.r_[starts[1:], len(ids)]
-        return {str(ids[s]): (int(s), int(e)) for s, e in zip(starts, stops)}
 
-    @staticmethod
-    def _customer_rows(index: dict[str, tuple[int, int]], frame: pd.DataFrame, customer_id: str) -> pd.DataFrame:
-        start, stop = index.get(customer_id, (0, 0))
-        return frame.iloc[start:stop]
+def _object_columns(view: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """The view's columns as object arrays with None for missing: a customer's record in one index per column."""
+    return [(column, view[column].astype(object).where(view[column].notna(), None).to_numpy())
+            for column in view.columns]
 
 
 def _group_of(profile: Mapping[str, Any], attribute: ProtectedAttribute) -> str | None:
     value = profile.get(attribute.column)
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
-
-
-def _band_age(band: str, bounds: Sequence[int]) -> float:
-    """A representative age for an age band: its middle (the top band: ten years in)."""
-    if band.endswith("+"):
-        return float(int(band[:-1]) + 10)
-    low, high = band.split("-")
-    return (int(low) + int(high)) / 2

@@ -183,8 +183,7 @@ class CompiledForest:
         self.tree_start = np.asarray(tree_start, dtype=np.intp)
         self.n_products, self.n_features = n_products, n_features
         self.depth = TREE_DEPTH
-        self.tree_features = [set(self.feature[s:e][self.threshold[s:e] < np.inf].tolist())
-                              for s, e in zip(self.tree_start, list(self.tree_start[1:]) + [len(self.feature)])]
+        self.trees_of_product = [np.flatnonzero(self.tree_product == p) for p in range(n_products)]
 
     def raw(self, tensor: np.ndarray, products: np.ndarray | None = None) -> np.ndarray:
         """Raw log-odds, (variants, products), for the products asked (default: all with a model)."""
@@ -197,7 +196,7 @@ class CompiledForest:
 
     def raw_for_rows(self, rows: np.ndarray, product: int) -> np.ndarray:
         """Raw log-odds of one product for a design matrix (many customers, one product)."""
-        trees = self._trees_of(np.array([product]))
+        trees = self.trees_of_product[product]
         base = np.repeat(np.arange(len(rows)), len(trees)) * self.n_features
         leaves = self._leaves(np.ascontiguousarray(rows, dtype=np.float32).reshape(-1), base,
                               np.tile(self.tree_start[trees], len(rows)))
@@ -210,7 +209,7 @@ class CompiledForest:
         in the node's expected value is credited to the feature that was split on (Saabas).
         """
         out = np.zeros((len(products), self.n_features))
-        trees = self._trees_of(np.asarray(products, dtype=np.intp))
+        trees = self._trees_of(products)
         if not len(trees):
             return out
         position = {p: i for i, p in enumerate(products)}
@@ -224,10 +223,10 @@ class CompiledForest:
             node = child
         return out
 
-    def _trees_of(self, products: np.ndarray | None) -> np.ndarray:
+    def _trees_of(self, products: Sequence[int] | None) -> np.ndarray:
         if products is None:
             return np.arange(len(self.tree_product))
-        return np.flatnonzero(np.isin(self.tree_product, products))
+        return np.concatenate([self.trees_of_product[p] for p in products] or [np.zeros(0, np.intp)])
 
     def _leaves(self, flat: np.ndarray, base: np.ndarray, node: np.ndarray) -> np.ndarray:
         """Walks every (row, tree) slot down to its leaf: a split sends a value <= threshold left."""

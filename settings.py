@@ -146,10 +146,22 @@ class Settings(BaseSettings):
                 return f"{lower}-{upper - 1}"
         return f"{bounds[-1]}+"
 
+    @staticmethod
+    def band_age(band: str) -> float:
+        """A representative age for a band label: its middle (the open top band: ten years in)."""
+        if band.endswith("+"):
+            return float(int(band[:-1]) + 10)
+        low, high = band.split("-")
+        return (int(low) + int(high)) / 2
+
     @property
     def age_band_labels(self) -> list[str]:
-        bounds = self.age_bands
-        return [f"{lo}-{hi - 1}" for lo, hi in zip(bounds, bounds[1:])] + [f"{bounds[-1]}+"]
+        return band_labels(self.age_bands)
+
+
+def band_labels(bounds: list[int]) -> list[str]:
+    """Labels of the age bands that start at ``bounds``: ``18-29``, ..., ``60+``."""
+    return [f"{lo}-{hi - 1}" for lo, hi in zip(bounds, bounds[1:])] + [f"{bounds[-1]}+"]
 
 
 @lru_cache(maxsize=1)

@@ -18,7 +18,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import joblib
 import numpy as np
@@ -96,6 +96,28 @@ class PostAnalysis:
     embedding: np.ndarray  # (d,) float32, L2-normalised
     event_scores: np.ndarray  # (n_events,) best window similarity per event
     event_spans: tuple[tuple[int, int], ...]  # character span of the best window per event
+
+
+class DetectedEvent(NamedTuple):
+    """A life event seen in one post, with the words that showed it."""
+
+    event: str
+    post_id: str
+    timestamp: pd.Timestamp
+    score: float
+    evidence: str
+
+
+def events_by_customer(detected: pd.DataFrame) -> dict[str, list[DetectedEvent]]:
+    """Detected events grouped per customer, newest first: what request handling reads."""
+    if detected.empty:
+        return {}
+    ordered = detected.sort_values(["customer_id", "timestamp"], ascending=[True, False], kind="stable")
+    grouped: dict[str, list[DetectedEvent]] = {}
+    for row in ordered.itertuples(index=False):
+        grouped.setdefault(str(row.customer_id), []).append(
+            DetectedEvent(row.event, str(row.post_id), pd.Timestamp(row.timestamp), float(row.score), row.evidence))
+    return grouped
 
 
 class TextEncoder:

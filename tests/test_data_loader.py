@@ -106,9 +106,18 @@ def test_dates_already_typed_become_naive():
     ("Transaction Type", "transactions", "type"), ("Post_Id", "social_posts", "post_id"),
     ("Financial Needs", "organizations", "financial_needs"), ("Payment Mode", "transactions", "payment_mode"),
     ("Customr ID", "individuals", "customer_id"), ("Timestamp", "social_posts", "timestamp"),
+    ("Ammount", "transactions", "amount"), ("Annual Income (USD)", "individuals", "income"),
 ])
 def test_header_spellings_meet_their_canonical_column(label, table, field):
     assert canonical_field(label, table) == field
+
+
+@pytest.mark.parametrize("label, table", [
+    ("Customer Name", "individuals"), ("Transaction Time", "transactions"), ("Customer Type", "organizations"),
+    ("Sentiment", "social_posts"), ("Date of Birth", "individuals"),
+])
+def test_other_columns_are_not_taken_for_canonical_ones(label, table):
+    assert canonical_field(label, table) is None
 
 
 def test_tables_are_recognised_by_their_columns_not_their_names():
