@@ -588,16 +588,24 @@ def _stack_signals(signals: Sequence[CustomerSignals]) -> CustomerSignals:
         pd.DataFrame())
 
 
-def train(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEncoder, detector: LifeEventDetector,
-          disabled: frozenset[str] = frozenset()) -> tuple[HybridRecommender, TrainingSet]:
-    """Fits the feature pipeline and the recommender on everything known before ``end``."""
+def make_training_set(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEncoder,
+                      detector: LifeEventDetector, features: CustomerFeatures | None = None
+                      ) -> tuple[TrainingSet, CustomerFeatures, str]:
+    """The stacked training examples before ``end``, with the feature pipeline fitted on them (or given)."""
     scheme = label_scheme_of(data.holdings)
     views, signals, labels, candidates = build_training_set(data, end, settings, encoder, detector, scheme)
     stacked_view = pd.concat(views)
-    features = CustomerFeatures(settings.protected_attributes, settings.age_bands).fit(stacked_view)
+    features = features or CustomerFeatures(settings.protected_attributes, settings.age_bands).fit(stacked_view)
     stacked = _stack_signals(signals)
     training = TrainingSet(features.transform(stacked_view), stacked, np.vstack(labels), np.vstack(candidates),
                            customer_hash_holdout(stacked.customer_ids), len(views[0]))
+    return training, features, scheme
+
+
+def train(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEncoder, detector: LifeEventDetector,
+          disabled: frozenset[str] = frozenset()) -> tuple[HybridRecommender, TrainingSet]:
+    """Fits the feature pipeline and the recommender on everything known before ``end``."""
+    training, features, scheme = make_training_set(data, end, settings, encoder, detector)
     design = ProductDesign(features.feature_names_, data.products["name"].tolist(), detector.events)
     model = fit_recommender(training, features, design, data.products["product_id"].tolist(), detector.events,
                             settings, disabled, scheme)

@@ -65,3 +65,26 @@ def known_customer(trained_service) -> str:
     view = trained_service.base.view
     individuals = view[(view["customer_type"] == "individual") & (view["post_count"] > 0)]
     return str(individuals.index[0])
+
+
+@pytest.fixture(scope="session")
+def trained_training(trained_service):
+    """The training examples the session's service was fitted on (rebuilt with its fitted features)."""
+    from recommendation_service import data_end
+    from recommender import make_training_set
+
+    detector = trained_service.text_models()
+    training, _, _ = make_training_set(trained_service.data, data_end(trained_service.data), trained_service.settings,
+                                       detector.encoder, detector, trained_service.model.features)
+    return training
+
+
+@pytest.fixture(scope="session")
+def fallback_service(trained_service, tmp_path_factory):
+    """The same bank with a take-up threshold no product reaches: every product on the fallback."""
+    from recommendation_service import RecommendationService, train_artifacts
+
+    settings = trained_service.settings.model_copy(update={"min_positives_for_model": 10**6,
+                                                           "models_dir": tmp_path_factory.mktemp("fallback")})
+    artifacts, _ = train_artifacts(trained_service.data, settings, "fallback", trained_service.text_models().encoder)
+    return RecommendationService(settings, trained_service.data, trained_service.rules, artifacts)

@@ -518,3 +518,24 @@ def test_catalogue_indexed_by_product_id_is_accepted(tmp_path, catalogue):
     book = load(tmp_path, [rule()], catalogue.set_index("product_id"))
 
     assert book.product_ids == tuple(catalogue["product_id"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Re-scoring an outcome for a counterfactual the rules cannot see
+# ------------------------------------------------------------------------------------------------
+
+def test_rescore_equals_a_full_apply_when_the_context_is_unchanged(default_book: RuleBook, catalogue: pd.DataFrame):
+    customer = person(age=60, life_events=("retirement", "travel"), held=("current_account",), risk_level="Medium")
+    original = default_book.apply(customer, scores(catalogue), top_k=5)
+    other_scores = scores(catalogue, travel_insurance=0.9, retirement_pension=0.01, personal_loan=0.4)
+    full = default_book.apply(customer, other_scores, top_k=5)
+    fast = default_book.rescore(original, other_scores, top_k=5)
+    assert [(p.product_id, p.adjusted_score, p.effects) for p in fast.ranked] == \
+           [(p.product_id, p.adjusted_score, p.effects) for p in full.ranked]
+    assert fast.adjusted == pytest.approx(full.adjusted)
+    assert fast.excluded.keys() == full.excluded.keys()
+
+
+def test_rule_book_knows_which_customer_fields_it_reads(default_book: RuleBook):
+    assert default_book.reads("customer.age") and default_book.reads("life_events")
+    assert not default_book.reads("customer.gender") and not default_book.reads("customer.location")
