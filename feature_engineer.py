@@ -182,10 +182,10 @@ def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataF
 
 def _event_evidence(posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray, n_customers: int,
                     detector: LifeEventDetector) -> np.ndarray:
-    """Per customer and event, the strongest post evidence discounted by its age."""
+    """Per customer and event, the strongest post showing it, discounted by the post's age."""
     evidence = np.zeros((n_customers, len(detector.events)), dtype=np.float32)
     if len(posts):
-        scores = detector.event_scores(posts["content"].fillna("").astype(str).tolist()).clip(min=0)
+        scores = detector.detected_scores(posts["content"].fillna("").astype(str).tolist())
         np.maximum.at(evidence, row_of_post, scores * weights[:, None])
     return evidence
 

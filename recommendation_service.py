@@ -568,18 +568,24 @@ class RecommendationService:
                               popularity: bool = False) -> pd.DataFrame:
         """Top-k of known customers (default: all) after the business rules.
 
-        ``popularity`` ranks by the popularity prior instead of the model: the baseline of the
-        evaluation, held to the same rules.
+        ``popularity`` is the evaluation's baseline instead: the most popular products each
+        customer is eligible for and does not hold, with no model and no boosts.
         """
         rows = np.arange(len(self.base.view)) if rows is None else np.asarray(rows)
-        scores = np.tile(self.model.prior, (len(rows), 1)) if popularity else self.all_scores(rows)
+        scores = None if popularity else self.all_scores(rows)
+        popular_first = [self.product_ids[i] for i in np.argsort(-self.model.prior, kind="stable")]
         ranked = []
         for position, row in enumerate(rows):
             state = self._known_state(int(row))
             level, score = self._original_risk(state)
-            outcome = self.rules.apply(self._context(state, state.profile, level, score, self._recent_events(state)),
-                                       dict(zip(self.product_ids, scores[position].tolist())), top_k)
-            ranked += [(state.customer_id, p.product_id, rank) for rank, p in enumerate(outcome.ranked, start=1)]
+            context = self._context(state, state.profile, level, score, self._recent_events(state))
+            if popularity:
+                eligible = self.rules.eligible(context)
+                chosen = [p for p in popular_first if p in eligible][:top_k]
+            else:
+                outcome = self.rules.apply(context, dict(zip(self.product_ids, scores[position].tolist())), top_k)
+                chosen = [p.product_id for p in outcome.ranked]
+            ranked += [(state.customer_id, product, rank) for rank, product in enumerate(chosen, start=1)]
         return pd.DataFrame(ranked, columns=["customer_id", "product_id", "rank"])
 
     def all_scores(self, rows: np.ndarray) -> np.ndarray:

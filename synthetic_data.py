@@ -1161,7 +1161,9 @@ EVENT_POST_SHARE = {
     "cash_flow_stress": 0.4, "hiring": 0.6, "equipment_purchase": 0.45, "sustainability": 0.6,
 }
 SECOND_EVENT_POST_SHARE = 0.35
-EVENT_POST_WINDOW_DAYS = (-45, 21)
+# People talk about plans before they happen (house hunting, a pregnancy, wedding planning), so
+# event posts run from four months before the event to a week after it.
+EVENT_POST_WINDOW_DAYS = (-120, 7)
 NOISE_POSTS_PER_YEAR = 0.65
 # (kind of noise post, share) for individuals and organizations
 INDIVIDUAL_NOISE = (("noise_individual", 0.75), ("negative_individual", 0.15), ("near_miss", 0.10))

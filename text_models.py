@@ -272,10 +272,8 @@ class LifeEventDetector:
             return pd.DataFrame(columns=columns)
         contents = posts["content"].fillna("").astype(str).tolist()
         analyses = self.analyse(contents)
-        scores = np.stack([a.event_scores for a in analyses])
-        neutral = np.stack([a.embedding for a in analyses]) @ self._neutral_vectors.T
-        detected = (scores >= DETECTION_THRESHOLD) & (scores >= neutral.max(axis=1, keepdims=True) + NEUTRAL_MARGIN)
-        rows, events = np.nonzero(detected)
+        scores = self.detected_scores(contents)
+        rows, events = np.nonzero(scores)
         evidence = [_excerpt(contents[r], analyses[r].event_spans[e]) for r, e in zip(rows, events)]
         return pd.DataFrame({
             "post_id": posts["post_id"].to_numpy()[rows],
@@ -286,11 +284,19 @@ class LifeEventDetector:
             "evidence": evidence,
         }, columns=columns)
 
-    def event_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """(n_texts, n_events) best-window similarities, for model features."""
+    def detected_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """(n_texts, n_events): the score where the text shows the event, 0 where it does not.
+
+        A text shows an event when its best window passes the threshold and beats the text's
+        similarity to everyday small talk by a margin.
+        """
         if not len(texts):
             return np.zeros((0, len(self.events)), dtype=np.float32)
-        return np.stack([a.event_scores for a in self.analyse(texts)]).astype(np.float32)
+        analyses = self.analyse(texts)
+        scores = np.stack([a.event_scores for a in analyses]).astype(np.float32)
+        neutral = (np.stack([a.embedding for a in analyses]) @ self._neutral_vectors.T).max(axis=1, keepdims=True)
+        shown = (scores >= DETECTION_THRESHOLD) & (scores >= neutral + NEUTRAL_MARGIN)
+        return np.where(shown, scores, 0.0).astype(np.float32)
 
     def _analyse_states(self, states: np.ndarray, offsets: np.ndarray, words: np.ndarray) -> PostAnalysis:
         sentence = _normalised(states.mean(axis=0, keepdims=True))[0]  # the model's own mean pooling
