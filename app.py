@@ -12,11 +12,12 @@ import logging
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -24,14 +25,13 @@ from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from recommendation_service import RecommendationService, UnknownCustomer
+from recommendation_service import RecommendationService, UnknownReference, UnknownCustomer
 from schemas import (CUSTOMER_ID_PATTERN, CustomerViewResponse, ErrorResponse, HealthResponse, ProductPublic,
                      RecommendRequest, RecommendResponse)
 from settings import Settings, get_settings
 
 logger = logging.getLogger("api")
 OPEN_PATHS = {"/health", "/metrics"}
-ERROR_RESPONSES = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def create_app(settings: Settings | None = None,
     app = FastAPI(title="Next-best-product recommender", version="1.0.0", lifespan=lifespan,
                   description="Ranks the financial products to offer a customer next, explains each one, applies "
                               "the bank's rules and checks every answer for bias across gender, age and location.",
-                  dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+                  responses={503: {"model": ErrorResponse}})
     app.state.settings = settings
     app.state.service_state = state
     metrics = Metrics()
@@ -236,7 +236,11 @@ def create_app(settings: Settings | None = None,
 
 
 def _add_routes(app: FastAPI, metrics: Metrics) -> None:
-    @app.post("/recommend", response_model=RecommendResponse, tags=["recommendations"],
+    """/health and /metrics stay open for probes and scrapers; every other route needs a key when keys are set."""
+    protected = APIRouter(dependencies=[Depends(require_api_key)],
+                          responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
+
+    @protected.post("/recommend", response_model=RecommendResponse, tags=["recommendations"],
               responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
     async def recommend(body: RecommendRequest, request: Request, service: Service) -> Any:
         """Ranked products for a known customer, or for a new one described by `profile`.
@@ -244,7 +248,7 @@ def _add_routes(app: FastAPI, metrics: Metrics) -> None:
         Every answer carries scores, explanations, the business rules applied, the risk profile,
         the individual bias check and whether a fallback was used.
         """
-        if service.base.row_of(body.customer_id) is not None:
+        if service.knows(body.customer_id):
             result = service.recommend(body.customer_id, body.top_k, body.include_explanation)
         elif body.profile is not None:
             result = await run_in_threadpool(service.recommend_for_profile, body.customer_id, body.profile.fields(),
@@ -253,9 +257,10 @@ def _add_routes(app: FastAPI, metrics: Metrics) -> None:
         else:
             raise HTTPException(404, f"unknown customer {body.customer_id!r}; send a 'profile' to score a new customer")
         metrics.record_recommendation(result)
-        return RecommendResponse.model_validate(result).model_copy(update={"request_id": request.state.request_id})
+        answer = RecommendResponse.model_validate(SimpleNamespace(**vars(result), request_id=request.state.request_id))
+        return Response(answer.model_dump_json(), media_type="application/json")  # validated once, not twice
 
-    @app.get("/health", response_model=HealthResponse, tags=["operations"], dependencies=[],
+    @app.get("/health", response_model=HealthResponse, tags=["operations"],
              responses={503: {"model": HealthResponse}})
     async def health(request: Request, response: Response) -> Any:
         """Ready (200) once the models are loaded; 503 while starting or after a failed start."""
@@ -265,12 +270,12 @@ def _add_routes(app: FastAPI, metrics: Metrics) -> None:
         response.status_code = 503
         return HealthResponse(status="failed" if state.failure else "starting", ready=False, detail=state.failure)
 
-    @app.get("/metrics", tags=["operations"], response_class=Response, dependencies=[])
+    @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus_metrics() -> Response:
         """Prometheus metrics: requests and latency by endpoint and status, products served, bias failures."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/customers/{customer_id}", response_model=CustomerViewResponse, tags=["analysts"],
+    @protected.get("/customers/{customer_id}", response_model=CustomerViewResponse, tags=["analysts"],
              responses={404: {"model": ErrorResponse}})
     async def customer(customer_id: Annotated[str, PathId], service: Service) -> Any:
         """The unified customer view: profile and aggregates, products held, life events, risk profile."""
@@ -279,25 +284,27 @@ def _add_routes(app: FastAPI, metrics: Metrics) -> None:
         except UnknownCustomer:
             raise HTTPException(404, f"unknown customer {customer_id!r}") from None
 
-    @app.get("/products", response_model=list[ProductPublic], tags=["analysts"])
+    @protected.get("/products", response_model=list[ProductPublic], tags=["analysts"])
     async def products(service: Service) -> Any:
         """The product catalogue."""
         return service.products.astype(object).where(service.products.notna(), None).to_dict("records")
 
-    @app.get("/fairness", tags=["fairness"])
+    @protected.get("/fairness", tags=["fairness"])
     async def fairness(service: Service) -> dict[str, Any]:
         """The latest AIF360 group audit (recommendations, holdings, held-out equal opportunity)."""
         return service.artifacts.audit
 
-    @app.post("/fairness/run", tags=["fairness"])
+    @protected.post("/fairness/run", tags=["fairness"])
     async def rerun_fairness(service: Service) -> dict[str, Any]:
         """Re-runs the group audit now and returns it."""
         return await run_in_threadpool(service.run_audit)
 
-    @app.get("/model", tags=["analysts"])
+    @protected.get("/model", tags=["analysts"])
     async def model_card(service: Service) -> dict[str, Any]:
         """Model card: version, training time, data fingerprint, data quality, offline metrics, fallbacks."""
         return service.model_card()
+
+    app.include_router(protected)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -308,6 +315,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         fields = ", ".join(p["field"] or "body" for p in problems)
         return JSONResponse({"error": f"invalid request: {fields}", "detail": problems,
                              "request_id": _id_of(request)}, status_code=422)
+
+    @app.exception_handler(UnknownReference)
+    async def unknown_reference(request: Request, error: UnknownReference) -> JSONResponse:
+        return JSONResponse({"error": f"{error.field}: {error.message}", "request_id": _id_of(request)},
+                            status_code=404)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:

@@ -54,6 +54,15 @@ class UnknownCustomer(KeyError):
     """No customer with this id in the data."""
 
 
+class UnknownReference(ValueError):
+    """A request names something the data does not hold (like an unknown customer: a 404)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
 @dataclass(frozen=True)
 class RecommendedProduct:
     product_id: str
@@ -496,7 +505,7 @@ class RecommendationService:
         detector = self.text_models()
         unknown = [p for p in held_products if p not in self._product_index]
         if unknown:
-            raise ValueError(f"held_products names unknown products: {', '.join(unknown)}")
+            raise UnknownReference("profile.held_products", f"unknown products: {', '.join(map(repr, unknown))}")
         view = self._cold_view(customer_id, profile)
         now = self.base.as_of
         post_frame = pd.DataFrame({"post_id": [f"request-{i + 1}" for i in range(len(posts))],

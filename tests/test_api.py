@@ -35,8 +35,8 @@ def test_failed_start_reports_the_reason_and_never_serves(api_settings):
         raise ValueError("rules file: rule 'x' uses unknown operator '=~'")
 
     with TestClient(create_app(api_settings, factory=broken, on_failure=reasons.append)) as client:
-        for _ in range(100):
-            if reasons:
+        for _ in range(250):
+            if reasons and client.get("/health").json()["status"] == "failed":
                 break
             threading.Event().wait(0.02)
         health = client.get("/health")
@@ -73,6 +73,9 @@ def test_unknown_customer_is_404_with_a_clear_message(client):
     assert response.status_code == 404
     assert "NOBODY-123" in response.json()["error"] and "profile" in response.json()["error"]
     assert client.get("/customers/NOBODY-123").status_code == 404
+    unknown_product = client.post("/recommend", json={"customer_id": "NEW-1", "profile": {"held_products": ["gold_bars"]}})
+    assert unknown_product.status_code == 404
+    assert "profile.held_products" in unknown_product.json()["error"] and "gold_bars" in unknown_product.json()["error"]
 
 
 @pytest.mark.parametrize("body, field", [

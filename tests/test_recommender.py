@@ -13,7 +13,7 @@ def test_compiled_trees_equal_scikit_learn(trained_service):
     """The flat-array trees are checked against scikit-learn at fit time; here again, end to end."""
     model = trained_service.model
     modelled = np.flatnonzero(model.forest.has_model)
-    assert len(modelled) >= 5, "the small bank should give several products enough take-ups for a model"
+    assert len(modelled) >= 3, "the small bank should give some products enough take-ups for a model"
     view = trained_service.base
     for product in modelled[:5]:
         rows = model.design.rows(view.tabular[:50], view.signals.held[:50], view.signals.events[:50],
