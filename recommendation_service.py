@@ -182,7 +182,8 @@ def data_fingerprint(settings: Settings) -> str:
     digest.update(model_fingerprint(settings.resolved_text_model_dir).encode())
     digest.update(MODEL_VERSION.encode())
     digest.update(settings.model_dump_json(include={"protected_attributes", "age_bands", "min_positives_for_model",
-                                                    "min_positives_for_smote", "training_horizon_days"}).encode())
+                                                    "training_snapshots", "min_positives_for_smote",
+                                                    "training_horizon_days"}).encode())
     return digest.hexdigest()
 
 

@@ -494,7 +494,7 @@ def label_scheme_of(holdings: pd.DataFrame) -> str:
     return "next_takeup" if holdings["start_date"].notna().mean() >= 0.5 else "holds"
 
 
-def snapshot_dates(holdings: pd.DataFrame, end: pd.Timestamp, horizon_days: int, count: int = 2) -> list[pd.Timestamp]:
+def snapshot_dates(holdings: pd.DataFrame, end: pd.Timestamp, horizon_days: int, count: int) -> list[pd.Timestamp]:
     """Training snapshots before ``end``, each followed by a window of take-ups to learn from."""
     horizon = pd.Timedelta(days=horizon_days)
     first_holding = holdings["start_date"].min()
@@ -567,7 +567,7 @@ def build_training_set(data: BankData, end: pd.Timestamp, settings: Settings, en
         labels = signals.held.astype(bool)
         return [view], [signals], [labels], [segment_eligibility(view["customer_type"], data.products)]
     views, all_signals, labels, candidates = [], [], [], []
-    for start in snapshot_dates(data.holdings, end, settings.training_horizon_days):
+    for start in snapshot_dates(data.holdings, end, settings.training_horizon_days, settings.training_snapshots):
         view, signals, _ = snapshot_signals(data, start, encoder, detector)
         window = data.holdings[(data.holdings["start_date"] >= start)
                                & (data.holdings["start_date"] < start + pd.Timedelta(days=settings.training_horizon_days))

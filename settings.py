@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     min_positives_for_smote: int = Field(default=40, ge=6)
     training_horizon_days: int = Field(default=180, ge=7,
                                        description="Window after the training snapshot whose take-ups are the labels.")
+    training_snapshots: int = Field(default=4, ge=1, le=12,
+                                    description="Snapshots (one horizon apart) stacked as training examples.")
 
     @field_validator("api_keys", mode="before")
     @classmethod

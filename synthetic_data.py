@@ -894,6 +894,10 @@ class EventTakeUp:
     mean_delay_days: float
 
 
+# Customers shop around before taking a product up: the delays above stretch by this factor, so
+# that a life event talked about today shows in take-ups over the following months.
+DECISION_DELAY_FACTOR = 3.0
+
 EVENT_TAKE_UPS = (
     EventTakeUp("home_purchase", "first_home_mortgage", 0.75, 14),
     EventTakeUp("home_purchase", "home_insurance", 0.6, 30),
@@ -1079,7 +1083,7 @@ def _event_take_ups(events: LifeEvents, catalogue: Catalogue, rules: Sequence[_B
         rows = np.flatnonzero(events.event == ALL_EVENTS.index(rule.event))
         chance = rule.probability * _bias_factor(rules, events.customer[rows], product)
         rows = rows[rng.random(len(rows)) < chance]
-        delay = rng.gamma(2.0, rule.mean_delay_days / 2.0, len(rows))
+        delay = rng.gamma(2.0, rule.mean_delay_days * DECISION_DELAY_FACTOR / 2.0, len(rows))
         parts.append(Holdings(events.customer[rows], np.full(len(rows), product), events.day[rows] + delay))
     return Holdings.concat(parts)
 
@@ -1160,7 +1164,7 @@ EVENT_POST_SHARE = {
     "car_purchase": 0.45, "financial_stress": 0.35, "investing": 0.4, "international_trade": 0.5,
     "cash_flow_stress": 0.4, "hiring": 0.6, "equipment_purchase": 0.45, "sustainability": 0.6,
 }
-SECOND_EVENT_POST_SHARE = 0.35
+SECOND_EVENT_POST_SHARE = 0.6
 # People talk about plans before they happen (house hunting, a pregnancy, wedding planning), so
 # event posts run from four months before the event to a week after it.
 EVENT_POST_WINDOW_DAYS = (-120, 7)
