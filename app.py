@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from types import SimpleNamespace
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -95,6 +96,45 @@ class Metrics:
             self.degraded.inc()
         if recommendation.cold_start:
             self.cold_starts.inc()
+
+
+class AnswerCache:
+    """Serialized answers for known customers, most recently used kept.
+
+    An answer for a known customer depends only on the customer, the request's options and the
+    models and rules loaded at start-up, so it is computed once per process; the request id is
+    spliced into the cached JSON. Cold-start answers are never cached.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._answers: OrderedDict[tuple[str, int, bool], tuple[Any, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, int, bool]) -> tuple[Any, bytes] | None:
+        with self._lock:
+            answer = self._answers.get(key)
+            if answer is not None:
+                self._answers.move_to_end(key)
+            return answer
+
+    def put(self, key: tuple[str, int, bool], result: Any, body: bytes) -> None:
+        if self.size == 0:
+            return
+        with self._lock:
+            self._answers[key] = (result, body)
+            if len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+
+
+def answer_body(result: Any) -> bytes:
+    """The response JSON without its request id (validated against the public schema once)."""
+    public = RecommendResponse.model_validate(SimpleNamespace(**vars(result), request_id=""))
+    return public.model_dump_json(exclude={"request_id"}).encode()
+
+
+def with_request_id(body: bytes, request_id: str) -> bytes:
+    return b'{"request_id":"' + request_id.encode() + b'",' + body[1:]
 
 
 class RequestContext:
@@ -231,11 +271,11 @@ def create_app(settings: Settings | None = None,
     app.state.metrics = metrics
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     _add_error_handlers(app)
-    _add_routes(app, metrics)
+    _add_routes(app, metrics, AnswerCache(settings.answer_cache_size))
     return app
 
 
-def _add_routes(app: FastAPI, metrics: Metrics) -> None:
+def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
     """/health and /metrics stay open for probes and scrapers; every other route needs a key when keys are set."""
     protected = APIRouter(dependencies=[Depends(require_api_key)],
                           responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
@@ -248,17 +288,23 @@ def _add_routes(app: FastAPI, metrics: Metrics) -> None:
         Every answer carries scores, explanations, the business rules applied, the risk profile,
         the individual bias check and whether a fallback was used.
         """
-        if service.knows(body.customer_id):
+        key = (body.customer_id, body.top_k, body.include_explanation)
+        cached = cache.get(key) if service.knows(body.customer_id) else None
+        if cached is not None:
+            result, answer = cached
+        elif service.knows(body.customer_id):
             result = service.recommend(body.customer_id, body.top_k, body.include_explanation)
+            answer = answer_body(result)
+            cache.put(key, result, answer)
         elif body.profile is not None:
             result = await run_in_threadpool(service.recommend_for_profile, body.customer_id, body.profile.fields(),
                                              body.profile.held_products, body.profile.posts, body.top_k,
                                              body.include_explanation)
+            answer = answer_body(result)
         else:
             raise HTTPException(404, f"unknown customer {body.customer_id!r}; send a 'profile' to score a new customer")
         metrics.record_recommendation(result)
-        answer = RecommendResponse.model_validate(SimpleNamespace(**vars(result), request_id=request.state.request_id))
-        return Response(answer.model_dump_json(), media_type="application/json")  # validated once, not twice
+        return Response(with_request_id(answer, request.state.request_id), media_type="application/json")
 
     @app.get("/health", response_model=HealthResponse, tags=["operations"],
              responses={503: {"model": HealthResponse}})

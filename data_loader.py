@@ -903,7 +903,8 @@ def _evidence_holdings(customers: pd.DataFrame, transactions: pd.DataFrame, prod
     report.table("holdings").add("unmatched_evidence", evidence["product_id"].isna().sum(),
                                  "preference or transaction items close to no catalogue product",
                                  "not used as evidence")
-    holdings = evidence.dropna(subset=["product_id"])[HOLDINGS_COLUMNS].reset_index(drop=True)
+    holdings = (evidence.dropna(subset=["product_id"])[HOLDINGS_COLUMNS + ["text"]]
+                .rename(columns={"text": "evidence"}).reset_index(drop=True))  # the customer's own words for it
     holdings["start_date"] = holdings["start_date"].astype("datetime64[us]")
     return holdings
 

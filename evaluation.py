@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -121,9 +122,8 @@ def _leave_one_out(data: BankData, cutoff: pd.Timestamp) -> tuple[BankData, dict
     candidates = holdings[counts >= 2]
     hidden = candidates.groupby("customer_id").sample(n=1, random_state=LEAVE_ONE_OUT_SEED)
     truth = {str(c): {str(p)} for c, p in zip(hidden["customer_id"], hidden["product_id"])}
-    past.holdings = holdings.drop(index=hidden.index).reset_index(drop=True)
-    if "evidence" in hidden.columns:
-        past.customers = _without_evidence(past.customers, hidden)
+    customers = _without_evidence(past.customers, hidden) if "evidence" in hidden.columns else past.customers
+    past = replace(past, holdings=holdings.drop(index=hidden.index).reset_index(drop=True), customers=customers)
     return past, truth, data_end(past), "leave_one_out"
 
 

@@ -45,6 +45,7 @@ TREE_DEPTH = 5
 MAX_TREES = 80
 HOLDOUT_SHARE = 0.2
 SMOTE_RATIO = 0.3
+MIN_LEAF_EXAMPLES = 5  # rare signals (a life event few customers show) must be able to split
 
 
 # --------------------------------------------------------------------------------------------------
@@ -395,7 +396,7 @@ def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, 
     if positives < settings.min_positives_for_model or positives == train.sum():
         return report, None, None
     classifier = HistGradientBoostingClassifier(max_iter=MAX_TREES, max_depth=TREE_DEPTH, learning_rate=0.1,
-                                                l2_regularization=1.0, min_samples_leaf=20, early_stopping=True,
+                                                l2_regularization=1.0, min_samples_leaf=MIN_LEAF_EXAMPLES, early_stopping=True,
                                                 validation_fraction=0.15, n_iter_no_change=8, random_state=0)
     negatives = int(train.sum()) - positives
     if positives / max(negatives, 1) >= SMOTE_RATIO:

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     max_body_bytes: int = Field(default=65536, ge=1024)
 
+    answer_cache_size: int = Field(default=100_000, ge=0,
+                                   description="Answers for known customers kept in memory (0: no cache).")
     default_customers: int = Field(default=2000, ge=50, description="Size of the data set generated on first start.")
     default_seed: int = 42
 
