@@ -7,6 +7,7 @@ the service never serves half a model.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -61,6 +62,8 @@ def start_service(state: ServiceState, settings: Settings, factory: Callable[[Se
         state.service.text_models()  # cold-start requests need them; loading them does not delay readiness
     except Exception as error:
         logger.warning("text models unavailable: cold-start requests will fail", extra={"reason": str(error)})
+    gc.collect()
+    gc.freeze()  # the start-up state lives as long as the process: keep it out of every later collection
 
 
 # --------------------------------------------------------------------------------------------------
@@ -224,7 +227,7 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="Required on every endpoint but /health and /metrics when API_KEYS is set.")
 
 
-def require_api_key(request: Request, key: Annotated[str | None, Depends(api_key_header)]) -> None:
+async def require_api_key(request: Request, key: Annotated[str | None, Depends(api_key_header)]) -> None:
     keys = request.app.state.settings.api_keys
     if not keys:
         return
@@ -234,7 +237,7 @@ def require_api_key(request: Request, key: Annotated[str | None, Depends(api_key
         raise HTTPException(403, "invalid API key")
 
 
-def ready_service(request: Request) -> RecommendationService:
+async def ready_service(request: Request) -> RecommendationService:
     state: ServiceState = request.app.state.service_state
     if state.service is None:
         raise HTTPException(503, "service is starting" if state.failure is None else "service failed to start")

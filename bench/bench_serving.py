@@ -138,7 +138,7 @@ def main() -> None:
         response_file = Path(scratch) / "response.json"
         response_file.write_text(json.dumps(template))
         results["response_bytes"] = len(json.dumps(template))
-        run_wrk(port, 8, 2, ids_file)  # warm-up: first touches of every code path
+        run_wrk(port, 8, 10, ids_file)  # warm-up: every customer once, text models loaded in the background
         results["recommend"] = {f"c{c}": run_wrk(port, c, args.duration, ids_file) for c in args.concurrency}
         results["server_peak_rss_mb"] = round(peak_rss_mb(process.pid), 1)
         stop(process)
