@@ -483,8 +483,10 @@ class RecommendationService:
         for item in recommended:
             if item.scored_by == "content_prior":
                 report = self.model.reports[self._product_index[item.product_id]]
-                reasons.append(f"{item.product_id}: too few take-ups to learn from ({report.positives}); scored by "
-                               "text match times popularity")
+                why = (f"too few take-ups to learn from ({report.positives})"
+                       if report.positives < self.settings.min_positives_for_model
+                       else f"its trees did not beat the fallback on held-out customers (AUC {report.content_auc})")
+                reasons.append(f"{item.product_id}: {why}; scored by text match times popularity")
         return reasons
 
     # ---------------------------------------------------------------- customer state

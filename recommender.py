@@ -274,6 +274,7 @@ class ProductReport:
     holdout_positives: int
     auc: float | None = None
     brier: float | None = None
+    content_auc: float | None = None  # the content-times-popularity fallback on the same customers
 
 
 @dataclass
@@ -370,6 +371,10 @@ def fit_recommender(training: TrainingSet, features: CustomerFeatures, design: P
     model.calibration = _calibrate(holdout_raw, n_products)
     model.content_model = _fit_content_model(training, model)
     _score_holdout(training, model)
+    weak = _weaker_than_content(model)
+    if weak:
+        model.forest = CompiledForest({p: c for p, c in fitted.items() if p not in weak}, n_products, n_features)
+        _score_holdout(training, model)
     model.training_seconds = round(time.perf_counter() - started, 2)
     logger.info("recommender fitted", extra={"products": n_products, "with_model": len(fitted),
                                               "seconds": model.training_seconds})
@@ -462,17 +467,34 @@ def _fit_content_model(training: TrainingSet, model: HybridRecommender) -> np.nd
 
 
 def _score_holdout(training: TrainingSet, model: HybridRecommender) -> None:
-    """AUC and Brier score of the final calibrated scores on held-out customers, per product."""
+    """AUC and Brier score of the final calibrated scores on held-out customers, per product,
+    and the AUC the content fallback would have had."""
     for product, report in enumerate(model.reports):
         held_out = training.candidates[:, product] & training.holdout
         if not held_out.any():
             continue
         rows, labels = product_rows(training, model, product)
-        scores = model.product_scores(rows[held_out], product)
-        labels = labels[held_out]
+        rows, labels = rows[held_out], labels[held_out]
+        scores = model.product_scores(rows, product)
         report.brier = round(float(brier_score_loss(labels, scores)), 5)
         if labels.min() != labels.max():
             report.auc = round(float(roc_auc_score(labels, scores)), 4)
+            content = model.content_scores(rows[:, -2:-1], rows[:, -1:], np.array([product]))[:, 0]
+            report.content_auc = round(float(roc_auc_score(labels, content)), 4)
+
+
+def _weaker_than_content(model: HybridRecommender) -> set[int]:
+    """Products whose trees rank held-out customers worse than the simple fallback: use the fallback.
+
+    Progressive enhancement decided by the data: a gradient-boosted model earns its place only
+    where it beats content similarity times popularity on customers it never saw.
+    """
+    weak = set()
+    for product, report in enumerate(model.reports):
+        if report.auc is not None and report.content_auc is not None and report.auc < report.content_auc:
+            report.strategy = "content_prior"
+            weak.add(product)
+    return weak
 
 
 def _check_compilation(forest: CompiledForest, classifier: HistGradientBoostingClassifier, rows: np.ndarray,
