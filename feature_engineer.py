@@ -122,10 +122,31 @@ class CustomerFeatures(BaseEstimator, TransformerMixin):
             return {str(v): v for v in view[attribute.column].dropna().unique()}
         return {band: Settings.band_age(band) for band in band_labels(list(self.age_bands))}
 
-    @staticmethod
-    def _readable(name: str) -> str:
-        kind, _, column = name.partition("__")
-        return column.replace("_", " ") if kind == "num" else column.replace("_", " = ", 1)
+    def _readable(self, name: str) -> str:
+        """``num__tx_trend``: recent change in spending; ``cat__location_Austin``: location = Austin."""
+        kind, _, encoded = name.partition("__")
+        if kind == "num":
+            return readable_feature(encoded)
+        column = next(c for c in self.categorical_columns_ if encoded.startswith(f"{c}_"))
+        return f"{column.replace('_', ' ')} = {encoded.removeprefix(column + '_')}"
+
+
+FEATURE_WORDS = {
+    "tx_count": "number of transactions", "tx_total": "total spending", "tx_mean_amount": "average transaction",
+    "tx_monthly_mean": "average monthly spending", "tx_monthly_volatility": "month-to-month swings in spending",
+    "tx_recency_days": "days since the last transaction", "tx_tenure_days": "days since the first transaction",
+    "tx_trend": "recent change in spending", "debt_payment_share": "share of spending on debt repayments",
+    "post_count": "number of posts", "sentiment_mean": "average mood of the posts",
+    "sentiment_min": "mood of the most negative post", "sentiment_recent_trend": "recent change in the mood of posts",
+    "post_recency_days": "days since the last post",
+}
+
+
+def readable_feature(column: str) -> str:
+    """A view column in words a customer or an adviser reads (``spend_share__travel``: share of spending on travel)."""
+    if column.startswith("spend_share__"):
+        return "share of spending on " + column.removeprefix("spend_share__").replace("_", " ")
+    return FEATURE_WORDS.get(column, column.replace("_", " "))
 
 
 @dataclass

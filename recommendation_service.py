@@ -30,7 +30,7 @@ from business_rules import AdjustedProduct, CustomerContext, RuleBook, RuleEffec
 from data_loader import BankData, DataLoadError, customer_view, load_bank_data
 from explanations import (Explanation, Factor, ProductContext, event_factors, explain, model_factors,
                           popularity_factor, rule_factors, suitability_factor, text_factor)
-from feature_engineer import customer_signals
+from feature_engineer import customer_signals, readable_feature
 from recommender import (MODEL_VERSION, CustomerBase, HybridRecommender, RiskProfile, TrainingSet,
                          build_customer_base, product_rows, risk_inputs, risk_level, risk_profile_at, risk_scores,
                          stress_evidence, train)
@@ -436,7 +436,7 @@ class RecommendationService:
         forest = self.model.forest
         modelled = [i for i in indices if forest is not None and forest.has_model[i]]
         contributions = dict(zip(modelled, forest.contributions(design, modelled))) if modelled else {}
-        raw_values = {column.replace("_", " "): value for column, value in state.profile.items()}
+        raw_values = {readable_feature(column): value for column, value in state.profile.items()}
         max_risk = self.rules.max_risk_level(risk.level)
         return [self._explain(state, index, item, risk, max_risk, design, contributions.get(index), raw_values)
                 for index, item in zip(indices, ranked)]
