@@ -415,7 +415,7 @@ class RecommendationService:
         return results
 
     def _original_risk(self, state: CustomerState) -> tuple[str, float]:
-        score, _ = risk_scores(state.risk, state.stress)
+        score, _, _ = risk_scores(state.risk, state.stress)
         return risk_level(float(score[0])), float(score[0])
 
     def _risk_levels_for_ages(self, state: CustomerState, ages: Sequence[float]) -> list[tuple[str, float]]:
@@ -424,7 +424,7 @@ class RecommendationService:
             return []
         inputs = {k: np.repeat(v, len(ages)) for k, v in state.risk.items()}
         inputs["age"] = np.asarray(ages, dtype=float)
-        scores, _ = risk_scores(inputs, np.repeat(state.stress, len(ages)))
+        scores, _, _ = risk_scores(inputs, np.repeat(state.stress, len(ages)))
         return [(risk_level(float(s)), float(s)) for s in scores]
 
     # ---------------------------------------------------------------- explanations

@@ -75,11 +75,13 @@ RISK_BASE_POINTS = 50.0
 RISK_LEVELS = ((40.0, "Low"), (65.0, "Medium"), (float("inf"), "High"))
 
 
-def risk_scores(columns: dict[str, np.ndarray], financial_stress: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def risk_scores(columns: dict[str, np.ndarray], financial_stress: np.ndarray
+                ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Risk capacity for many customers at once, from plain arrays (cheap for one row too).
 
     Points: income and a long investment horizon add capacity; spending most of one's income,
     volatile spending, debt repayments and signs of financial stress in posts take it away.
+    Returns the scores, each component's points and each component's input value.
     """
     income = np.asarray(columns["income"], dtype=float)
     age = np.asarray(columns["age"], dtype=float)
@@ -98,7 +100,10 @@ def risk_scores(columns: dict[str, np.ndarray], financial_stress: np.ndarray) ->
         "financial_stress_in_posts": -np.clip(np.asarray(financial_stress, dtype=float) / 0.7, 0, 1) * 20,
     }
     score = np.clip(RISK_BASE_POINTS + sum(points.values()), 0, 100)
-    return score, points
+    values = {"income": income, "investment_horizon": np.where(is_org, np.nan, 67 - age),
+              "spend_to_income": annual_spend / np.fmax(income, 1), "spending_volatility": volatility,
+              "debt_repayments": debt_share, "financial_stress_in_posts": np.asarray(financial_stress, dtype=float)}
+    return score, points, values
 
 
 def risk_level(score: float) -> str:
@@ -113,9 +118,6 @@ RISK_MEANINGS = {
     "debt_repayments": "share of spending that repays loans, mortgages or credit",
     "financial_stress_in_posts": "recent posts about money worries",
 }
-RISK_VALUE_COLUMNS = {"income": "income", "investment_horizon": "age", "spend_to_income": "tx_monthly_mean",
-                      "spending_volatility": "tx_monthly_volatility", "debt_repayments": "debt_payment_share"}
-
 
 def risk_inputs(view: pd.DataFrame) -> dict[str, np.ndarray]:
     """The view columns the risk profile reads, as arrays (missing columns count as unknown)."""
@@ -130,12 +132,12 @@ def risk_inputs(view: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def risk_profile_at(inputs: dict[str, np.ndarray], stress: np.ndarray, row: int) -> RiskProfile:
     """The risk profile of one customer, with every component it was computed from."""
-    score, points = risk_scores({k: v[row:row + 1] for k, v in inputs.items()}, stress[row:row + 1])
+    score, points, values = risk_scores({k: v[row:row + 1] for k, v in inputs.items()}, stress[row:row + 1])
     components = []
-    for name, values in points.items():
-        raw = inputs[RISK_VALUE_COLUMNS[name]][row] if name in RISK_VALUE_COLUMNS else stress[row]
+    for name, component_points in points.items():
+        raw = values[name][0]
         components.append(RiskComponent(name, None if np.isnan(raw) else round(float(raw), 4),
-                                        round(float(values[0]), 2), RISK_MEANINGS[name]))
+                                        round(float(component_points[0]), 2), RISK_MEANINGS[name]))
     return RiskProfile(risk_level(float(score[0])), round(float(score[0]), 1), tuple(components))
 
 
@@ -407,11 +409,8 @@ def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, 
     if positives / max(negatives, 1) >= SMOTE_RATIO:
         report.strategy = "gbm"  # balanced enough: resampling would only add noise
         classifier.fit(rows[train], labels[train])
-    elif positives >= settings.min_positives_for_smote:
+    elif positives >= settings.min_positives_for_smote and _fitted_with_smote(classifier, rows[train], labels[train]):
         report.strategy = "smote+gbm"
-        pipeline = ImbalancedPipeline([("smote", SMOTE(sampling_strategy=SMOTE_RATIO, k_neighbors=5, random_state=0)),
-                                       ("gbm", classifier)])
-        pipeline.fit(rows[train], labels[train])
     else:
         report.strategy = "balanced_gbm"
         classifier.set_params(class_weight="balanced")
@@ -419,6 +418,18 @@ def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, 
     calibration_rows = held_out if labels[held_out].sum() >= 3 else train
     raw = classifier._raw_predict(rows[calibration_rows]).ravel()
     return report, classifier, (raw, labels[calibration_rows])
+
+
+def _fitted_with_smote(classifier: HistGradientBoostingClassifier, rows: np.ndarray, labels: np.ndarray) -> bool:
+    """SMOTE up to SMOTE_RATIO, then the trees; False (nothing fitted) where SMOTE refuses the data."""
+    pipeline = ImbalancedPipeline([("smote", SMOTE(sampling_strategy=SMOTE_RATIO, k_neighbors=5, random_state=0)),
+                                   ("gbm", classifier)])
+    try:
+        pipeline.fit(rows, labels)
+    except ValueError as error:
+        logger.warning("SMOTE refused the data; using balanced class weights", extra={"error": str(error)[:120]})
+        return False
+    return True
 
 
 def _calibrate(holdout_raw: dict[int, tuple[np.ndarray, np.ndarray]], n_products: int) -> np.ndarray:

@@ -17,7 +17,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     sizes = ["10000"] if args.quick else ["10000", "100000"]
-    runs = [["bench_data.py"], ["bench_generator.py"], ["bench_training.py", "--sizes", *sizes], ["bench_serving.py"]]
+    runs = [["bench_data.py"], ["bench_generator.py"], ["bench_training.py", "--sizes", *sizes],
+            ["bench_request_parts.py"], ["bench_serving.py"]]
     for script, *options in runs:
         print(f"== {script}", flush=True)
         subprocess.run([sys.executable, str(BENCH / script), *options], check=True)
