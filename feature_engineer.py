@@ -215,7 +215,6 @@ def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, ro
                 products: pd.DataFrame, encoder: TextEncoder, detector: LifeEventDetector
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Similarity of the customer's own words (profile text and posts) to each product description."""
-    n = len(view)
     product_vectors = encoder.encode(product_texts(products))
     profile_text = view.get("profile_text", pd.Series("", index=view.index)).fillna("").astype(str)
     profile_vectors = encoder.encode(profile_text.tolist())

@@ -27,7 +27,7 @@ def measure(data_dir: Path, models_dir: Path) -> dict:
     """Runs in the child process: every figure of one size."""
     import numpy as np
 
-    from recommendation_service import RecommendationService, data_end, load_data, train_artifacts, data_fingerprint, load_rules
+    from recommendation_service import RecommendationService, load_data, train_artifacts, data_fingerprint, load_rules
     from data_loader import customer_view
     from settings import Settings
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
