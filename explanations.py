@@ -10,7 +10,6 @@ explanations for the same product.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -51,7 +50,6 @@ class ProductContext:
     product_risk: int
     max_risk: int
     risk_level: str
-    strategy: str
     score: float
 
 
@@ -75,14 +73,14 @@ def model_factors(contributions: np.ndarray, feature_names: Sequence[str], desig
     return factors
 
 
-def event_factors(contributions: np.ndarray, feature_names: Sequence[str], customer_events: Sequence[DetectedEvent],
-                  fired_rules: Sequence[RuleEffect]) -> list[Factor]:
+def event_factors(contributions: np.ndarray, event_features: Sequence[tuple[int, str]],
+                  customer_events: Sequence[DetectedEvent], fired_rules: Sequence[RuleEffect]) -> list[Factor]:
     """Life events that raised the score (per the trees or a rule), each with the post that showed it.
 
     ``customer_events`` come newest first; the newest post showing an event is the one quoted.
     """
     weights: dict[str, float] = {}
-    for index, event in _event_features(tuple(feature_names)):
+    for index, event in event_features:
         if contributions[index] >= MIN_FACTOR_WEIGHT:
             weights[event] = float(contributions[index])
     newest = {}
@@ -99,13 +97,6 @@ def event_factors(contributions: np.ndarray, feature_names: Sequence[str], custo
             factors.append(Factor("life_event", event.replace("_", " "), round(weight, 3), round(post.score, 3),
                                   _quote(post.evidence), f"post {post.post_id} on {_day(post.timestamp)}"))
     return factors
-
-
-@lru_cache(maxsize=8)
-def _event_features(feature_names: tuple[str, ...]) -> list[tuple[int, str]]:
-    """(position, event name) of the life-event features of a model's design."""
-    return [(index, name.removeprefix("life event: ").replace(" ", "_")) for index, name in enumerate(feature_names)
-            if name.startswith("life event: ")]
 
 
 def text_factor(best_match: float, source_text: str | None, source: str, contribution: float) -> list[Factor]:

@@ -251,6 +251,9 @@ class ProductDesign:
                               + ["text match", "best text match"])
         self.n_tabular = len(self.tabular_names)
         self.n_products = len(product_names)
+        start = self.n_tabular + self.n_products
+        self.event_features = [(start + i, event) for i, event in enumerate(event_names)]
+        """(column, event name) of each life-event feature, for explanations."""
 
     def rows(self, tabular: np.ndarray, held: np.ndarray, events: np.ndarray, text_match: np.ndarray,
              best_text_match: np.ndarray, product: int) -> np.ndarray:

@@ -448,7 +448,7 @@ class RecommendationService:
         if not has_model:
             contributions = np.zeros(len(feature_names))
         factors: list[Factor] = []
-        factors += event_factors(contributions, feature_names, state.detected_events, item.effects)
+        factors += event_factors(contributions, self.model.design.event_features, state.detected_events, item.effects)
         text, source = self._best_text(state, index)
         factors += text_factor(float(state.best_text_match[index]), text, source, float(contributions[-2:].sum()))
         factors += model_factors(contributions, feature_names, design[index], raw_values)
@@ -457,7 +457,7 @@ class RecommendationService:
         factors += rule_factors(item.effects)
         product = self._product_records[index]
         context = ProductContext(str(product["name"]), int(product["risk_level"]), max_risk, risk.level,
-                                 self.model.reports[index].strategy, item.model_score)
+                                 item.model_score)
         factors.append(suitability_factor(context))
         return explain(context, factors)
 

@@ -40,7 +40,7 @@ from text_models import LifeEventDetector, TextEncoder
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "1.2.0"
+MODEL_VERSION = "1.3.0"
 TREE_DEPTH = 5
 MAX_TREES = 80
 HOLDOUT_SHARE = 0.2
@@ -561,10 +561,6 @@ class CustomerBase:
     stress: np.ndarray
     segment_ok: np.ndarray
     posts: pd.DataFrame  # post_id, customer_id, content, timestamp: the customers' words behind the evidence
-
-    def row_of(self, customer_id: str) -> int | None:
-        position = self.view.index.get_indexer([customer_id])[0]
-        return None if position < 0 else int(position)
 
 
 def snapshot_signals(data: BankData, as_of: pd.Timestamp, encoder: TextEncoder, detector: LifeEventDetector
