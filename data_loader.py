@@ -1142,9 +1142,9 @@ def social_aggregates(posts: pd.DataFrame, customers: pd.Index, as_of: pd.Timest
 
 def profile_text(customers: pd.DataFrame) -> pd.Series:
     """The customer's own words in one readable string, for matching against product descriptions."""
-    text = pd.Series("", index=customers.index, dtype="str")
+    text = pd.Series("", index=customers.index, dtype="string")
     for column, label in PROFILE_TEXT_PARTS:
         if column in customers:
-            text = text + (label + ": " + customers[column] + ". ").fillna("")
-    text = text.str.strip()
-    return text.where(text != "").rename("profile_text")
+            text = text + (label + ": " + customers[column].astype("string") + ". ").fillna("")
+    text = text.str.strip().astype(object)
+    return text.where(text != "", np.nan).rename("profile_text")

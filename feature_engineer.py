@@ -32,6 +32,9 @@ from text_models import LifeEventDetector, TextEncoder
 
 RECENCY_HALF_LIFE_DAYS = 120.0
 PROFILE_TEXT_WEIGHT = 1.0
+PROFILE_FIELD_BREAK = r"\.\s+(?=[A-Za-z ]{1,40}:)"  # "Interests: golf, tennis. Preferences: ..." (data_loader.profile_text)
+PROFILE_FIELD_LABEL = r"^\s*[A-Za-z ]{1,40}:\s*"
+PROFILE_ITEM_BREAK = r"\s*[,;]\s*"
 CATEGORICAL_COLUMNS = ("customer_type", "education", "occupation", "industry", "location")
 NOT_FEATURES = ("customer_id", "age_band", "revenue_min", "revenue_max", "employees_min", "employees_max")
 MIN_CATEGORY_FREQUENCY = 5
@@ -158,7 +161,7 @@ class CustomerSignals:
     events: np.ndarray  # (n, E) float32 recency-weighted event evidence
     text_match: np.ndarray  # (n, P) float32 recency-weighted similarity to each product
     best_text_match: np.ndarray  # (n, P) float32 best single text's similarity
-    best_text_source: np.ndarray  # (n, P) int: -1 profile text, else row index in the posts frame used
+    best_text_source: np.ndarray  # (n, P) int: k >= 0 row k of the posts frame used; -1 - k the k-th profile phrase
     event_posts: pd.DataFrame  # detected events with post id, date, evidence (for explanations)
 
 
@@ -211,34 +214,78 @@ def _event_evidence(posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.nd
     return evidence
 
 
+def profile_phrases(profile_text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Each customer's profile split into the phrases they chose ("golf", "retirement saving").
+
+    Returns the row of each phrase and the phrase. Profiles are lists of short phrases, so a
+    customer's words are matched phrase by phrase: "paying down the mortgage" is not diluted by
+    "golf, tennis", and the few thousand distinct phrases of a bank are encoded instead of one
+    distinct string per customer.
+    """
+    fields = profile_text.fillna("").astype(str).reset_index(drop=True).str.split(PROFILE_FIELD_BREAK, regex=True).explode()
+    items = fields.str.replace(PROFILE_FIELD_LABEL, "", regex=True).str.split(PROFILE_ITEM_BREAK, regex=True).explode()
+    items = items.str.strip(" .").dropna()
+    items = items[items.str.len() > 0]
+    return items.index.to_numpy(dtype=np.int64), items.to_numpy(dtype=object)
+
+
+def profile_phrase(profile_text: str | None, number: int) -> str | None:
+    """The ``number``-th phrase of one profile, as :func:`profile_phrases` numbers them."""
+    _, phrases = profile_phrases(pd.Series([profile_text or ""]))
+    return str(phrases[number]) if 0 <= number < len(phrases) else None
+
+
 def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray,
                 products: pd.DataFrame, encoder: TextEncoder, detector: LifeEventDetector
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Similarity of the customer's own words (profile text and posts) to each product description."""
-    product_vectors = encoder.encode(product_texts(products))
-    profile_text = view.get("profile_text", pd.Series("", index=view.index)).fillna("").astype(str)
-    profile_vectors = encoder.encode(profile_text.tolist())
-    has_profile = (profile_text.str.len() > 0).to_numpy()
-    profile_similarity = profile_vectors @ product_vectors.T
-    profile_similarity[~has_profile] = 0.0
+    """Similarity of the customer's own words (profile phrases and posts) to each product description.
 
-    customer_vectors = profile_vectors * (PROFILE_TEXT_WEIGHT * has_profile)[:, None]
-    best = profile_similarity.copy()
+    ``text_match`` compares the customer's average meaning (profile phrases, plus recency-weighted
+    posts) with each product; ``best_text_match`` is the single closest phrase or post, whose
+    source (see :class:`CustomerSignals`) the explanations quote.
+    """
+    n_customers = len(view)
+    product_vectors = encoder.encode(product_texts(products))
+    profile = view.get("profile_text", pd.Series("", index=view.index))
+    phrase_row, phrases = profile_phrases(profile)
+    distinct, phrase_code = np.unique(phrases.astype(str), return_inverse=True)
+    distinct_vectors = encoder.encode(distinct.tolist())
+    customer_vectors = np.zeros((n_customers, product_vectors.shape[1]), dtype=np.float32)
+    np.add.at(customer_vectors, phrase_row, distinct_vectors[phrase_code])
+    profile_norms = np.linalg.norm(customer_vectors, axis=1, keepdims=True)
+    customer_vectors *= PROFILE_TEXT_WEIGHT / np.maximum(profile_norms, 1e-12)  # the profile counts as one text
+
+    best = np.zeros((n_customers, len(product_vectors)), dtype=np.float32)
     source = np.full(best.shape, -1, dtype=np.int32)
+    if len(phrase_row):
+        phrase_number = phrase_row_numbers(phrase_row)
+        _keep_best(best, source, phrase_row, (distinct_vectors @ product_vectors.T)[phrase_code], -1 - phrase_number)
     if len(posts):
         post_vectors = np.stack([a.embedding for a in detector.analyse(posts["content"].fillna("").astype(str).tolist())])
         np.add.at(customer_vectors, row_of_post, post_vectors * weights[:, None])
-        post_similarity = post_vectors @ product_vectors.T
-        order = np.argsort(post_similarity, axis=0, kind="stable")  # the best post per customer ends up last
-        for column in range(product_vectors.shape[0]):
-            rows = row_of_post[order[:, column]]
-            values = post_similarity[order[:, column], column]
-            better = values > best[rows, column]
-            best[rows[better], column] = values[better]
-            source[rows[better], column] = order[better, column]
+        _keep_best(best, source, row_of_post, post_vectors @ product_vectors.T, np.arange(len(posts)))
     norms = np.linalg.norm(customer_vectors, axis=1, keepdims=True)
     text_match = np.where(norms > 0, (customer_vectors / np.maximum(norms, 1e-12)) @ product_vectors.T, 0.0)
-    return text_match.astype(np.float32), best.astype(np.float32), source
+    return text_match.astype(np.float32), best, source
+
+
+def phrase_row_numbers(rows: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within each run of equal (sorted) rows: a phrase's number in its profile."""
+    starts = np.r_[0, np.flatnonzero(np.diff(rows)) + 1]
+    return np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+
+
+def _keep_best(best: np.ndarray, source: np.ndarray, rows: np.ndarray, similarity: np.ndarray,
+               labels: np.ndarray) -> None:
+    """Where a text beats a customer's best match so far for a product, keep it and its label."""
+    order = np.argsort(similarity, axis=0, kind="stable")  # the best text per customer ends up last
+    for column in range(similarity.shape[1]):
+        texts = order[:, column]
+        customers = rows[texts]
+        values = similarity[texts, column]
+        better = values > best[customers, column]
+        best[customers[better], column] = values[better]
+        source[customers[better], column] = labels[texts[better]]
 
 
 class ProductDesign:

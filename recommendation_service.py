@@ -27,10 +27,10 @@ import pandas as pd
 from bias_detector import (CounterfactualResult, IndividualBiasCheck, counterfactual_groups, group_audit,
                            individual_bias_check)
 from business_rules import AdjustedProduct, CustomerContext, RuleBook, RuleEffect, RuleOutcome
-from data_loader import BankData, DataLoadError, customer_view, load_bank_data
+from data_loader import BankData, DataLoadError, customer_view, load_bank_data, profile_text
 from explanations import (Explanation, Factor, ProductContext, event_factors, explain, model_factors,
                           popularity_factor, rule_factors, suitability_factor, text_factor)
-from feature_engineer import customer_signals, readable_feature
+from feature_engineer import customer_signals, profile_phrase, readable_feature
 from recommender import (MODEL_VERSION, CustomerBase, HybridRecommender, RiskProfile, TrainingSet,
                          build_customer_base, product_rows, risk_inputs, risk_level, risk_profile_at, risk_scores,
                          stress_evidence, train)
@@ -119,7 +119,7 @@ class CustomerState:
     events: np.ndarray  # (E,)
     text_match: np.ndarray
     best_text_match: np.ndarray
-    best_text_source: np.ndarray  # (P,) -1: the profile text, else a row of ``posts``
+    best_text_source: np.ndarray  # (P,) k >= 0: row k of ``posts``; -1 - k: the k-th phrase of the profile
     detected_events: list[DetectedEvent]  # newest first
     posts: "PostTexts"
     risk: dict[str, np.ndarray]
@@ -464,7 +464,7 @@ class RecommendationService:
     def _best_text(self, state: CustomerState, index: int) -> tuple[str | None, str]:
         source = int(state.best_text_source[index])
         if source < 0:
-            return state.profile.get("profile_text") or None, "your profile (interests, preferences, needs)"
+            return profile_phrase(state.profile.get("profile_text"), -1 - source), "your profile (interests, preferences, needs)"
         posts = state.posts
         return str(posts.content[source]), f"post {posts.post_id[source]} on {posts.timestamp[source]}"
 
@@ -530,9 +530,7 @@ class RecommendationService:
         record: dict[str, Any] = {column: np.nan for column in self.base.view.columns}
         record.update({k: v for k, v in profile.items() if v is not None})
         record["age_band"] = self.settings.age_band(record.get("age"))
-        record["profile_text"] = ". ".join(str(record[c]) for c in ("interests", "preferences", "financial_needs",
-                                                                     "industry", "occupation")
-                                           if isinstance(record.get(c), str) and record[c])
+        record["profile_text"] = profile_text(pd.DataFrame([record])).iloc[0]
         for column in self.base.view.columns:
             if column.endswith("_count"):
                 record[column] = 0

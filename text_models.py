@@ -258,7 +258,7 @@ class LifeEventDetector:
     def analyse(self, texts: Sequence[str]) -> list[PostAnalysis]:
         """One BERT pass per distinct text gives its embedding and its event evidence."""
         texts = [text if isinstance(text, str) else "" for text in texts]
-        missing = sorted({t for t in texts if t not in self._analyses})
+        missing = sorted({t for t in texts if t not in self._analyses}, key=lambda t: (len(t), t))  # less padding
         for text, (states, offsets, words) in zip(missing, self.encoder.token_states(missing)):
             self._analyses[text] = self._analyse_states(states, offsets, words)
         if missing:
