@@ -204,6 +204,41 @@ def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataF
                            text_match, best, source, detected)
 
 
+def without_naming_words(signals: CustomerSignals, view: pd.DataFrame, posts: pd.DataFrame,
+                         holdings: pd.DataFrame, products: pd.DataFrame, as_of: pd.Timestamp,
+                         encoder: TextEncoder, detector: LifeEventDetector) -> CustomerSignals:
+    """Text match of each held product as if the customer had not named it, for "holds" training.
+
+    Where holdings are the products customers asked for (``evidence`` is the phrase that asked),
+    the phrase sits in the profile, and a model trained with it learns only "names the product,
+    holds it". That never helps when serving, where every named product is already held and
+    excluded, and it drowns what does help (the other products held, the other words). So the
+    text features of those (customer, product) cells are recomputed with the phrase removed, as
+    leave-one-out evaluation removes it. Sources of the best match are left as they were:
+    training signals are never quoted.
+    """
+    if "evidence" not in holdings.columns or "profile_text" not in view.columns:
+        return signals
+    named = holdings.dropna(subset=["evidence"])
+    row = view.index.get_indexer(named["customer_id"])
+    column = pd.Index(products["product_id"]).get_indexer(named["product_id"])
+    profile = view["profile_text"].to_numpy()[row]
+    keep = (row >= 0) & (column >= 0) & pd.notna(profile)
+    row, column, phrase, profile = row[keep], column[keep], named["evidence"].to_numpy()[keep], profile[keep]
+    if not len(row):
+        return signals
+    pairs = pd.Index([f"{r}:{c}" for r, c in zip(row, column)], name="customer_id")
+    reduced = pd.DataFrame({"profile_text": [str(t).replace(str(w), "") for t, w in zip(profile, phrase)]}, index=pairs)
+    pair_of = pd.DataFrame({"pair": pairs, "customer_id": view.index.to_numpy()[row]})
+    pair_posts = posts.merge(pair_of, on="customer_id").drop(columns="customer_id").rename(columns={"pair": "customer_id"})
+    text_match, best, _ = _text_match(reduced, pair_posts, recency_weight(pair_posts["timestamp"], as_of),
+                                      pairs.get_indexer(pair_posts["customer_id"]), products, encoder, detector)
+    position = np.arange(len(row))
+    signals.text_match[row, column] = text_match[position, column]
+    signals.best_text_match[row, column] = best[position, column]
+    return signals
+
+
 def _event_evidence(posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray, n_customers: int,
                     detector: LifeEventDetector) -> np.ndarray:
     """Per customer and event, the strongest post showing it, discounted by the post's age."""
@@ -222,7 +257,7 @@ def profile_phrases(profile_text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     "golf, tennis", and the few thousand distinct phrases of a bank are encoded instead of one
     distinct string per customer.
     """
-    fields = profile_text.fillna("").astype(str).reset_index(drop=True).str.split(PROFILE_FIELD_BREAK, regex=True).explode()
+    fields = profile_text.astype(object).fillna("").astype(str).reset_index(drop=True).str.split(PROFILE_FIELD_BREAK, regex=True).explode()
     items = fields.str.replace(PROFILE_FIELD_LABEL, "", regex=True).str.split(PROFILE_ITEM_BREAK, regex=True).explode()
     items = items.str.strip(" .").dropna()
     items = items[items.str.len() > 0]

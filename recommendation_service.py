@@ -252,9 +252,8 @@ def holdout_recommendations(model: HybridRecommender, training: TrainingSet, top
     rows_mask = training.holdout & latest
     scores = np.full((rows_mask.sum(), len(model.product_ids)), -1.0)
     for product in range(len(model.product_ids)):
-        rows, _ = product_rows(training, model, product)
-        scores[:, product] = np.where(training.candidates[rows_mask, product],
-                                      model.product_scores(rows[rows_mask], product), -1.0)
+        rows, _ = product_rows(training, model, product, np.flatnonzero(rows_mask))
+        scores[:, product] = np.where(training.candidates[rows_mask, product], model.product_scores(rows, product), -1.0)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
     recommended = np.zeros_like(scores, dtype=bool)
     np.put_along_axis(recommended, top, True, axis=1)

@@ -34,7 +34,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from data_loader import BankData, customer_view
-from feature_engineer import CustomerFeatures, CustomerSignals, ProductDesign, customer_signals, held_matrix
+from feature_engineer import (CustomerFeatures, CustomerSignals, ProductDesign, customer_signals, held_matrix,
+                              without_naming_words)
 from settings import Settings
 from text_models import LifeEventDetector, TextEncoder
 
@@ -369,7 +370,8 @@ def fit_recommender(training: TrainingSet, features: CustomerFeatures, design: P
     n_features = len(design.feature_names)
     model.forest = CompiledForest(fitted, n_products, n_features)
     for product, classifier in fitted.items():
-        _check_compilation(model.forest, classifier, product_rows(training, model, product)[0], product)
+        _check_compilation(model.forest, classifier, product_rows(training, model, product, np.arange(min(200, len(training.labels))))[0],
+                           product)
     model.calibration = _calibrate(holdout_raw, n_products)
     model.content_model = _fit_content_model(training, model)
     _score_holdout(training, model)
@@ -383,21 +385,27 @@ def fit_recommender(training: TrainingSet, features: CustomerFeatures, design: P
     return model
 
 
-def product_rows(training: TrainingSet, model: HybridRecommender, product: int) -> tuple[np.ndarray, np.ndarray]:
-    """The design matrix and labels of one product's candidate examples (its own holding zeroed)."""
+def product_rows(training: TrainingSet, model: HybridRecommender, product: int, which: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The design matrix and labels of one product's examples selected by ``which`` (its own holding zeroed).
+
+    Built only for the examples asked for: on a large bank the full matrix of every snapshot is
+    hundreds of megabytes per product.
+    """
     signals = training.signals
-    held = signals.held.copy()
+    held = signals.held[which]
     held[:, product] = 0.0
-    rows = model.design.rows(training.tabular, held, signals.events, signals.text_match, signals.best_text_match, product)
-    return model.mask(rows), training.labels[:, product]
+    rows = model.design.rows(training.tabular[which], held, signals.events[which], signals.text_match[which],
+                             signals.best_text_match[which], product)
+    return model.mask(rows), training.labels[which, product]
 
 
 def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, product_id: str,
                  settings: Settings) -> tuple[ProductReport, HistGradientBoostingClassifier | None, tuple | None]:
     candidates = training.candidates[:, product]
-    train = candidates & ~training.holdout
+    labels = training.labels[:, product]
     held_out = candidates & training.holdout
-    rows, labels = product_rows(training, model, product)
+    train = _with_negatives_bounded(candidates & ~training.holdout, labels, settings.max_negatives_per_product)
     positives = int(labels[train].sum())
     report = ProductReport(product_id, "content_prior", positives, int(train.sum()), int(labels[held_out].sum()))
     if positives < settings.min_positives_for_model or positives == train.sum():
@@ -405,19 +413,34 @@ def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, 
     classifier = HistGradientBoostingClassifier(max_iter=MAX_TREES, max_depth=TREE_DEPTH, learning_rate=0.1,
                                                 l2_regularization=1.0, min_samples_leaf=MIN_LEAF_EXAMPLES, early_stopping=True,
                                                 validation_fraction=0.15, n_iter_no_change=8, random_state=0)
-    negatives = int(train.sum()) - positives
-    if positives / max(negatives, 1) >= SMOTE_RATIO:
+    rows, train_labels = product_rows(training, model, product, np.flatnonzero(train))
+    if positives / max(len(train_labels) - positives, 1) >= SMOTE_RATIO:
         report.strategy = "gbm"  # balanced enough: resampling would only add noise
-        classifier.fit(rows[train], labels[train])
-    elif positives >= settings.min_positives_for_smote and _fitted_with_smote(classifier, rows[train], labels[train]):
+        classifier.fit(rows, train_labels)
+    elif positives >= settings.min_positives_for_smote and _fitted_with_smote(classifier, rows, train_labels):
         report.strategy = "smote+gbm"
     else:
         report.strategy = "balanced_gbm"
         classifier.set_params(class_weight="balanced")
-        classifier.fit(rows[train], labels[train])
-    calibration_rows = held_out if labels[held_out].sum() >= 3 else train
-    raw = classifier._raw_predict(rows[calibration_rows]).ravel()
-    return report, classifier, (raw, labels[calibration_rows])
+        classifier.fit(rows, train_labels)
+    calibration = held_out if labels[held_out].sum() >= 3 else candidates & ~training.holdout
+    rows, calibration_labels = product_rows(training, model, product, np.flatnonzero(calibration))
+    return report, classifier, (classifier._raw_predict(rows).ravel(), calibration_labels)
+
+
+def _with_negatives_bounded(train: np.ndarray, labels: np.ndarray, limit: int) -> np.ndarray:
+    """The training mask with every take-up and at most ``limit`` randomly chosen examples without one.
+
+    Trees learn a product from its take-ups; past some tens of thousands of non-take-ups, more
+    add fitting time, not ranking quality. The scores stay on the true scale because Platt
+    scaling is fitted on held-out customers, who are never subsampled.
+    """
+    negatives = np.flatnonzero(train & (labels == 0))
+    if len(negatives) <= limit:
+        return train
+    bounded = train & (labels == 1)
+    bounded[np.random.default_rng(0).choice(negatives, size=limit, replace=False)] = True
+    return bounded
 
 
 def _fitted_with_smote(classifier: HistGradientBoostingClassifier, rows: np.ndarray, labels: np.ndarray) -> bool:
@@ -484,8 +507,7 @@ def _score_holdout(training: TrainingSet, model: HybridRecommender) -> None:
         held_out = training.candidates[:, product] & training.holdout
         if not held_out.any():
             continue
-        rows, labels = product_rows(training, model, product)
-        rows, labels = rows[held_out], labels[held_out]
+        rows, labels = product_rows(training, model, product, np.flatnonzero(held_out))
         scores = model.product_scores(rows, product)
         report.brier = round(float(brier_score_loss(labels, scores)), 5)
         if labels.min() != labels.max():
@@ -593,8 +615,10 @@ def build_training_set(data: BankData, end: pd.Timestamp, settings: Settings, en
     """Views, signals, labels and candidate masks of every training snapshot before ``end``."""
     products = data.products["product_id"].tolist()
     if scheme == "holds":
-        view, signals, _ = snapshot_signals(data, end, encoder, detector)
+        view, signals, posts = snapshot_signals(data, end, encoder, detector)
         labels = signals.held.astype(bool)
+        signals = without_naming_words(signals, view, posts, data.as_of(end).holdings, data.products, end, encoder,
+                                       detector)
         return [view], [signals], [labels], [segment_eligibility(view["customer_type"], data.products)]
     views, all_signals, labels, candidates = [], [], [], []
     for start in snapshot_dates(data.holdings, end, settings.training_horizon_days, settings.training_snapshots):

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
                                        description="Window after the training snapshot whose take-ups are the labels.")
     training_snapshots: int = Field(default=4, ge=1, le=12,
                                     description="Snapshots (one horizon apart) stacked as training examples.")
+    max_negatives_per_product: int = Field(
+        default=60_000, ge=1_000,
+        description="Training examples without a take-up kept per product (all take-ups are kept); bounds training "
+                    "time on large banks, and calibration on untouched held-out customers keeps scores true.")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.results_file import RESULTS, record  # noqa: E402
 
 TRANSACTIONS_PER_CUSTOMER = 10
 POSTS_PER_CUSTOMER = 3
@@ -147,7 +148,9 @@ def main() -> None:
         print(f"generated {out_dir} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     result = subprocess.run([sys.executable, __file__, "--measure", str(out_dir)], check=True,
                             capture_output=True, text=True)
-    print(json.dumps({"data_dir": str(out_dir), **json.loads(result.stdout)}, indent=2))
+    figures = json.loads(result.stdout)
+    record(RESULTS / "data.json", str(args.customers), figures)
+    print(json.dumps({"data_dir": str(out_dir), **figures}, indent=2))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.results_file import RESULTS, record  # noqa: E402
 
 DEFAULT_SIZES = (100_000, 1_000_000)
 DEFAULT_OUT = ROOT / "bench" / "output" / "generator"
@@ -67,6 +68,8 @@ def main() -> None:
         results.append(measure_in_fresh_process(size, args.seed, args.format, out_dir))
         if not args.keep:
             shutil.rmtree(out_dir, ignore_errors=True)
+    for size, figures in zip(args.sizes, results):
+        record(RESULTS / "generator.json", f"{size}_{args.format}", figures)
     print(json.dumps({"benchmark": "synthetic_data.generate_bank_data", "results": results}, indent=2))
 
 

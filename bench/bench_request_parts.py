@@ -23,6 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.results_file import RESULTS, record  # noqa: E402
 
 
 def timed(call, customers: list[str]) -> np.ndarray:
@@ -37,7 +38,7 @@ def timed(call, customers: list[str]) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=1000)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "request_parts.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "request_parts.json")
     args = parser.parse_args()
     from recommendation_service import RecommendationService
     from settings import get_settings
@@ -58,8 +59,7 @@ def main() -> None:
     result["added_by_bias_check_and_explanation_median_ms"] = round(
         result["with_bias_check_and_explanation"]["median_ms"] - result["scoring_and_rules"]["median_ms"], 3)
     result["customers"] = len(customers)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    record(args.out, f"{args.customers}_customers", result)
     print(json.dumps(result, indent=2))
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.results_file import RESULTS, record  # noqa: E402
 BENCH = ROOT / "bench"
 PYTHON = sys.executable
 
@@ -118,7 +119,7 @@ def main() -> None:
     settings = get_settings()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "API_KEYS": ""}
     serve = [PYTHON, "cli.py", "serve"]
-    results: dict = {"machine": machine(), "startup": {}}
+    results: dict = {"startup": {}}
 
     if not args.skip_cold:
         shutil.rmtree(settings.models_dir, ignore_errors=True)
@@ -154,8 +155,7 @@ def main() -> None:
         stop(ceiling)
 
     results["ratios"] = ratios(results)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    record(args.out, "default_data", results)
     print(json.dumps(results, indent=2))
 
 
@@ -181,13 +181,6 @@ def ratios(results: dict) -> dict:
                     "p99_multiple": round(ours["p99_ms"] / bare["p99_ms"], 2),
                     "p50_difference_ms": round(ours["p50_ms"] - bare["p50_ms"], 3)}
     return out
-
-
-def machine() -> dict:
-    import platform
-
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.results_file import RESULTS, record  # noqa: E402
 
 
 def measure(data_dir: Path, models_dir: Path) -> dict:
@@ -75,7 +76,7 @@ def measure(data_dir: Path, models_dir: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "training.json")
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -83,7 +84,6 @@ def main() -> None:
         return
     from synthetic_data import generate_bank_data
 
-    results = {}
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as scratch:
             data_dir, models_dir = Path(scratch) / "data", Path(scratch) / "models"
@@ -92,10 +92,9 @@ def main() -> None:
                                    capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             if child.returncode != 0:
                 raise RuntimeError(child.stderr[-2000:])
-            results[str(size)] = json.loads(child.stdout.strip().splitlines()[-1])
-            print(json.dumps({size: results[str(size)]}), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+            figures = json.loads(child.stdout.strip().splitlines()[-1])
+            record(args.out, str(size), figures)
+            print(json.dumps({size: figures}), flush=True)
 
 
 if __name__ == "__main__":

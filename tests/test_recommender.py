@@ -35,9 +35,9 @@ def test_calibration_in_the_large_on_held_out_customers(trained_service, trained
     predicted, observed = [], []
     for product in np.flatnonzero(model.forest.has_model):
         held_out = training.candidates[:, product] & training.holdout
-        rows, labels = product_rows(training, model, product)
-        predicted.append(model.product_scores(rows[held_out], product).sum())
-        observed.append(labels[held_out].sum())
+        rows, labels = product_rows(training, model, product, np.flatnonzero(held_out))
+        predicted.append(model.product_scores(rows, product).sum())
+        observed.append(labels.sum())
     assert sum(observed) > 20
     assert abs(sum(predicted) - sum(observed)) / sum(observed) < 0.35
 
