@@ -15,6 +15,7 @@ columns of a protected attribute set to another group, so a counterfactual costs
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -32,9 +33,9 @@ from text_models import LifeEventDetector, TextEncoder
 
 RECENCY_HALF_LIFE_DAYS = 120.0
 PROFILE_TEXT_WEIGHT = 1.0
-PROFILE_FIELD_BREAK = r"\.\s+(?=[A-Za-z ]{1,40}:)"  # "Interests: golf, tennis. Preferences: ..." (data_loader.profile_text)
-PROFILE_FIELD_LABEL = r"^\s*[A-Za-z ]{1,40}:\s*"
-PROFILE_ITEM_BREAK = r"\s*[,;]\s*"
+PROFILE_FIELD_BREAK = re.compile(r"\.\s+(?=[A-Za-z ]{1,40}:)")  # between "Label: ..." fields (data_loader.profile_text)
+PROFILE_FIELD_LABEL = re.compile(r"^\s*[A-Za-z ]{1,40}:\s*")
+PROFILE_ITEM_BREAK = re.compile(r"\s*[,;]\s*")
 CATEGORICAL_COLUMNS = ("customer_type", "education", "occupation", "industry", "location")
 NOT_FEATURES = ("customer_id", "age_band", "revenue_min", "revenue_max", "employees_min", "employees_max")
 MIN_CATEGORY_FREQUENCY = 5
@@ -257,17 +258,24 @@ def profile_phrases(profile_text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     "golf, tennis", and the few thousand distinct phrases of a bank are encoded instead of one
     distinct string per customer.
     """
-    fields = profile_text.astype(object).fillna("").astype(str).reset_index(drop=True).str.split(PROFILE_FIELD_BREAK, regex=True).explode()
-    items = fields.str.replace(PROFILE_FIELD_LABEL, "", regex=True).str.split(PROFILE_ITEM_BREAK, regex=True).explode()
-    items = items.str.strip(" .").dropna()
-    items = items[items.str.len() > 0]
-    return items.index.to_numpy(dtype=np.int64), items.to_numpy(dtype=object)
+    lists = [split_profile(text) for text in profile_text.tolist()]
+    rows = np.repeat(np.arange(len(lists), dtype=np.int64), [len(phrases) for phrases in lists])
+    return rows, np.array([phrase for phrases in lists for phrase in phrases], dtype=object)
+
+
+def split_profile(text: object) -> list[str]:
+    """The phrases of one profile text ("Interests: golf, tennis. Preferences: ..."), labels dropped."""
+    if not isinstance(text, str):
+        return []
+    phrases = (phrase.strip(" .") for field in PROFILE_FIELD_BREAK.split(text)
+               for phrase in PROFILE_ITEM_BREAK.split(PROFILE_FIELD_LABEL.sub("", field)))
+    return [phrase for phrase in phrases if phrase]
 
 
 def profile_phrase(profile_text: str | None, number: int) -> str | None:
     """The ``number``-th phrase of one profile, as :func:`profile_phrases` numbers them."""
-    _, phrases = profile_phrases(pd.Series([profile_text or ""]))
-    return str(phrases[number]) if 0 <= number < len(phrases) else None
+    phrases = split_profile(profile_text)
+    return phrases[number] if 0 <= number < len(phrases) else None
 
 
 def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray,

@@ -1,0 +1,66 @@
+"""Customer-to-product text match: phrase by phrase, and without the words that named a held product."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_loader import profile_text
+from feature_engineer import customer_signals, profile_phrase, profile_phrases, without_naming_words
+from text_models import LifeEventDetector
+
+CATALOGUE = pd.read_csv(Path(__file__).resolve().parents[1] / "config" / "products.csv")
+AS_OF = pd.Timestamp("2025-06-01")
+NO_POSTS = pd.DataFrame({"post_id": pd.Series(dtype=str), "customer_id": pd.Series(dtype=str),
+                         "content": pd.Series(dtype=str), "timestamp": pd.Series(dtype="datetime64[ns]")})
+
+
+@pytest.fixture(scope="module")
+def detector(text_encoder) -> LifeEventDetector:
+    return LifeEventDetector(text_encoder)
+
+
+def view_of(profiles: dict[str, dict[str, str | None]]) -> pd.DataFrame:
+    customers = pd.DataFrame.from_dict(profiles, orient="index")
+    return pd.DataFrame({"profile_text": profile_text(customers)}, index=pd.Index(list(profiles), name="customer_id"))
+
+
+def column_of(product_id: str) -> int:
+    return int(np.flatnonzero(CATALOGUE["product_id"] == product_id)[0])
+
+
+def test_profiles_split_into_the_phrases_customers_chose():
+    texts = pd.Series(["Occupation: Teacher. Interests: golf, tennis. Financial needs: retirement saving; "
+                       "paying down the mortgage.", None, "", "Interests: Dr. Who fandom, e.g. sci-fi"])
+    rows, phrases = profile_phrases(texts)
+    assert phrases.tolist() == ["Teacher", "golf", "tennis", "retirement saving", "paying down the mortgage",
+                                "Dr. Who fandom", "e.g. sci-fi"]
+    assert rows.tolist() == [0, 0, 0, 0, 0, 3, 3]
+    assert profile_phrase(texts[0], 3) == "retirement saving"
+    assert profile_phrase(texts[1], 0) is None and profile_phrase(texts[0], 99) is None
+
+
+def test_one_stated_need_is_found_among_unrelated_interests(text_encoder, detector):
+    view = view_of({"c1": {"interests": "golf, tennis, wine, cruises, gardening, classic cars",
+                           "financial_needs": "retirement saving"}})
+    signals = customer_signals(view, NO_POSTS, pd.DataFrame(columns=["customer_id", "product_id"]), CATALOGUE,
+                               AS_OF, text_encoder, detector)
+    pension = column_of("retirement_pension")
+    assert signals.best_text_match[0].argmax() == pension
+    source = int(signals.best_text_source[0, pension])
+    assert source < 0 and profile_phrase(view["profile_text"].iloc[0], -1 - source) == "retirement saving"
+
+
+def test_training_text_match_forgets_the_words_that_named_a_held_product(text_encoder, detector):
+    view = view_of({"asked": {"preferences": "Home Loan, ETFs"}, "other": {"preferences": "Home Loan, ETFs"}})
+    holdings = pd.DataFrame({"customer_id": ["asked"], "product_id": ["first_home_mortgage"],
+                             "start_date": [pd.NaT], "evidence": ["Home Loan"]})
+    signals = customer_signals(view, NO_POSTS, holdings, CATALOGUE, AS_OF, text_encoder, detector)
+    before = signals.best_text_match.copy()
+    after = without_naming_words(signals, view, NO_POSTS, holdings, CATALOGUE, AS_OF, text_encoder, detector)
+    mortgage, index_funds = column_of("first_home_mortgage"), column_of("index_fund_portfolio")
+    assert after.best_text_match[0, mortgage] < before[0, mortgage] - 0.1  # "Home Loan" no longer counts for it
+    assert after.best_text_match[0, index_funds] == before[0, index_funds]  # the other words still do
+    assert np.array_equal(after.best_text_match[1], before[1])  # a customer whose holding named nothing
