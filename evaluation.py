@@ -7,13 +7,14 @@ part adds is measured rather than claimed.
 
 Data whose holdings carry no dates (the hackathon format, where holdings are the products a
 customer asked for) is evaluated by leave-one-out instead: one product per customer is hidden,
-together with the words that asked for it, and the model must find it again.
+together with the words that asked for it, and the model must find it again; the customers are
+split into folds so that each is scored by a model that saw the others' holdings complete.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 ABLATIONS = {"without_text": frozenset({"text"}), "without_life_events": frozenset({"events"})}
 LEAVE_ONE_OUT_SEED = 0
+LEAVE_ONE_OUT_FOLDS = 5
 
 
 def ranking_metrics(ranked: dict[str, list[str]], truth: dict[str, set[str]], ks: Sequence[int]) -> dict[str, float]:
@@ -57,6 +59,16 @@ def ranking_metrics(ranked: dict[str, list[str]], truth: dict[str, set[str]], ks
     return metrics
 
 
+@dataclass
+class Split:
+    """What the model may learn from, and what it must then find."""
+
+    past: BankData
+    truth: dict[str, set[str]]
+    end: pd.Timestamp
+    audience: list[str] | None  # customers whose recommendations count in the fairness audit (None: everyone)
+
+
 def evaluate(settings: Settings, cutoff: pd.Timestamp, ks: Sequence[int] = (1, 3, 5),
              ablations: bool = True) -> dict[str, Any]:
     """The JSON of SPEC section 6 for the data directory in ``settings``."""
@@ -64,30 +76,42 @@ def evaluate(settings: Settings, cutoff: pd.Timestamp, ks: Sequence[int] = (1, 3
     data = load_data(settings)
     rules = load_rules(settings, data, list(customer_view(data).columns))
     if label_scheme_of(data.holdings) == "next_takeup":
-        past, truth, end, protocol = _time_split(data, cutoff)
+        protocol, splits = "time_split", [_time_split(data, cutoff)]
     else:
-        past, truth, end, protocol = _leave_one_out(data, cutoff)
-    if not any(truth.values()):
+        protocol, splits = "leave_one_out", _leave_one_out(data, cutoff)
+    truth = {customer: items for split in splits for customer, items in split.truth.items() if items}
+    if not truth:
         raise ValueError(f"nothing to evaluate: no customer has a product to find after the split at {cutoff.date()}")
     detector = LifeEventDetector(get_text_encoder(settings))
     k_max = max(ks)
+    variants = {"model": frozenset(), **(ABLATIONS if ablations else {})}
+    ranked: dict[str, dict[str, list[str]]] = {name: {} for name in [*variants, "popularity_baseline"]}
+    recommended: list[pd.DataFrame] = []
+    services = []
+    for split in splits:
+        for name, disabled in variants.items():
+            service = _fitted_service(settings, split.past, rules, split.end, detector, disabled)
+            rows = _rows_of(service, split.truth)
+            ranked[name].update(_ranked(service.batch_recommendations(k_max, rows)))
+            if name == "model":
+                ranked["popularity_baseline"].update(_ranked(service.batch_recommendations(k_max, rows,
+                                                                                           popularity=True)))
+                audience = None if split.audience is None else _rows_of(service, dict.fromkeys(split.audience))
+                recommended.append(service.batch_recommendations(k_max, audience))
+                services.append(service)
     result: dict[str, Any] = {"protocol": protocol, "cutoff": cutoff.date().isoformat(),
-                              "customers_evaluated": sum(1 for t in truth.values() if t),
-                              "products_to_find": int(sum(len(t) for t in truth.values()))}
-    service = _fitted_service(settings, past, rules, end, detector, frozenset())
-    rows = _rows_of(service, truth)
-    result["model"] = ranking_metrics(_ranked(service.batch_recommendations(k_max, rows)), truth, ks)
-    result["popularity_baseline"] = ranking_metrics(_ranked(service.batch_recommendations(k_max, rows, popularity=True)),
-                                                    truth, ks)
-    result["fairness"] = _fairness(service, truth, k_max)
-    result["model_card"] = {"products_modelled": int(service.model.forest.has_model.sum()),
-                            "strategies": pd.Series(service.model.strategies).value_counts().to_dict(),
-                            "training_seconds": service.model.training_seconds}
+                              "customers_evaluated": len(truth),
+                              "products_to_find": int(sum(len(t) for t in truth.values())),
+                              "trainings": len(splits)}
+    result["model"] = ranking_metrics(ranked["model"], truth, ks)
+    result["popularity_baseline"] = ranking_metrics(ranked["popularity_baseline"], truth, ks)
+    result["fairness"] = _fairness(services[0], pd.concat(recommended), truth)
+    model = services[0].model
+    result["model_card"] = {"products_modelled": int(model.forest.has_model.sum()),
+                            "strategies": pd.Series(model.strategies).value_counts().to_dict(),
+                            "training_seconds": model.training_seconds}
     if ablations:
-        result["ablations"] = {name: ranking_metrics(_ranked(_fitted_service(settings, past, rules, end, detector,
-                                                                             disabled).batch_recommendations(k_max, rows)),
-                                                     truth, ks)
-                               for name, disabled in ABLATIONS.items()}
+        result["ablations"] = {name: ranking_metrics(ranked[name], truth, ks) for name in ABLATIONS}
     ndcg = f"ndcg@{k_max}"
     baseline = result["popularity_baseline"][ndcg]
     result["summary"] = {f"{ndcg}_lift_over_popularity": round(result["model"][ndcg] / baseline, 3) if baseline else None}
@@ -103,7 +127,7 @@ def _fitted_service(settings: Settings, data: BankData, rules, end: pd.Timestamp
     return RecommendationService(settings, data, rules, artifacts)
 
 
-def _time_split(data: BankData, cutoff: pd.Timestamp) -> tuple[BankData, dict[str, set[str]], pd.Timestamp, str]:
+def _time_split(data: BankData, cutoff: pd.Timestamp) -> Split:
     past = data.as_of(cutoff)
     held_before = set(zip(past.holdings["customer_id"], past.holdings["product_id"]))
     future = data.holdings[data.holdings["start_date"] >= cutoff]
@@ -111,20 +135,33 @@ def _time_split(data: BankData, cutoff: pd.Timestamp) -> tuple[BankData, dict[st
     for customer, product in zip(future["customer_id"], future["product_id"]):
         if (customer, product) not in held_before:
             truth.setdefault(str(customer), set()).add(str(product))
-    return past, truth, cutoff, "time_split"
+    return Split(past, truth, cutoff, None)
 
 
-def _leave_one_out(data: BankData, cutoff: pd.Timestamp) -> tuple[BankData, dict[str, set[str]], pd.Timestamp, str]:
-    """Hides one product of every customer holding two or more, and the words that asked for it."""
+def _leave_one_out(data: BankData, cutoff: pd.Timestamp) -> list[Split]:
+    """Hides one product of every customer holding two or more, and the words that asked for it.
+
+    The customers are split into folds, each evaluated by a model trained with the other folds'
+    holdings complete: hiding every multi-product customer's product at once would remove every
+    example of products held together, and the model would learn that they never are.
+    """
     past = data.as_of(cutoff)
     holdings = past.holdings.reset_index(drop=True)
     counts = holdings.groupby("customer_id")["product_id"].transform("size")
-    candidates = holdings[counts >= 2]
-    hidden = candidates.groupby("customer_id").sample(n=1, random_state=LEAVE_ONE_OUT_SEED)
-    truth = {str(c): {str(p)} for c, p in zip(hidden["customer_id"], hidden["product_id"])}
-    customers = _without_evidence(past.customers, hidden) if "evidence" in hidden.columns else past.customers
-    past = replace(past, holdings=holdings.drop(index=hidden.index).reset_index(drop=True), customers=customers)
-    return past, truth, data_end(past), "leave_one_out"
+    hidden = holdings[counts >= 2].groupby("customer_id").sample(n=1, random_state=LEAVE_ONE_OUT_SEED)
+    fold = pd.util.hash_array(hidden["customer_id"].astype(str).to_numpy(dtype=object)) % LEAVE_ONE_OUT_FOLDS
+    splits = []
+    for number in range(LEAVE_ONE_OUT_FOLDS):
+        hidden_here = hidden[fold == number]
+        if hidden_here.empty:
+            continue
+        truth = {str(c): {str(p)} for c, p in zip(hidden_here["customer_id"], hidden_here["product_id"])}
+        customers = (_without_evidence(past.customers, hidden_here) if "evidence" in hidden_here.columns
+                     else past.customers)
+        fold_data = replace(past, holdings=holdings.drop(index=hidden_here.index).reset_index(drop=True),
+                            customers=customers)
+        splits.append(Split(fold_data, truth, data_end(fold_data), list(truth)))
+    return splits
 
 
 def _without_evidence(customers: pd.DataFrame, hidden: pd.DataFrame) -> pd.DataFrame:
@@ -151,12 +188,10 @@ def _ranked(recommendations: pd.DataFrame) -> dict[str, list[str]]:
     return {str(c): list(g) for c, g in ordered.groupby("customer_id")["product_id"]}
 
 
-def _fairness(service: RecommendationService, truth: dict[str, set[str]], k: int) -> dict[str, Any]:
+def _fairness(service: RecommendationService, recommended: pd.DataFrame, truth: dict[str, set[str]]) -> dict[str, Any]:
     """The AIF360 audit of the evaluated recommendations, with the real take-ups as held-out truth."""
-    recommended = service.batch_recommendations(k)
     pairs = set(zip(recommended["customer_id"], recommended["product_id"]))
     rows = [(c, p, (c, p) in pairs, True) for c, items in truth.items() for p in items]
     rows += [(c, p, True, p in truth.get(c, set())) for c, p in pairs if p not in truth.get(c, set())]
-    held_out = pd.DataFrame(rows, columns=["customer_id", "product_id", "recommended", "took_up"])
-    service.artifacts.holdout = held_out
+    service.artifacts.holdout = pd.DataFrame(rows, columns=["customer_id", "product_id", "recommended", "took_up"])
     return service.run_audit()

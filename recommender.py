@@ -41,7 +41,7 @@ from text_models import LifeEventDetector, TextEncoder
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "1.3.0"
+MODEL_VERSION = "1.4.0"
 TREE_DEPTH = 5
 MAX_TREES = 80
 HOLDOUT_SHARE = 0.2
