@@ -7,8 +7,10 @@ unknown (the hackathon format), it learns who holds what instead.
 
 Progressive enhancement, chosen per product from the data:
 
-- enough positives for SMOTE: imbalanced-learn's SMOTE, then a ``HistGradientBoostingClassifier``;
-- fewer: the same classifier with balanced class weights;
+- enough positives to learn from: a ``HistGradientBoostingClassifier``, and where take-ups are
+  rare, a second fit that handles the imbalance (imbalanced-learn's SMOTE where there are enough
+  positives for it, balanced class weights otherwise); the one that ranks held-out customers
+  better is kept;
 - too few to learn from: content similarity times a popularity prior (a logistic model fitted on
   the other products, so its scores sit on the same scale);
 - a model that cannot score at all: popularity, flagged as degraded by the caller.
@@ -278,6 +280,7 @@ class ProductReport:
     auc: float | None = None
     brier: float | None = None
     content_auc: float | None = None  # the content-times-popularity fallback on the same customers
+    strategy_auc: dict[str, float] = field(default_factory=dict)  # held-out AUC of each fit that competed
 
 
 @dataclass
@@ -402,6 +405,14 @@ def product_rows(training: TrainingSet, model: HybridRecommender, product: int, 
 
 def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, product_id: str,
                  settings: Settings) -> tuple[ProductReport, HistGradientBoostingClassifier | None, tuple | None]:
+    """The product's trees, with the handling of class imbalance that ranks held-out customers best.
+
+    Plain boosting competes with an imbalance-aware fit (SMOTE where there are enough take-ups to
+    interpolate between, balanced class weights otherwise); resampling often helps a rare
+    product's recall yet blurs the probabilities that rank products against each other, so the
+    data decides, product by product. With too few held-out take-ups to judge, the imbalance-aware
+    fit is kept.
+    """
     candidates = training.candidates[:, product]
     labels = training.labels[:, product]
     held_out = candidates & training.holdout
@@ -410,22 +421,38 @@ def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, 
     report = ProductReport(product_id, "content_prior", positives, int(train.sum()), int(labels[held_out].sum()))
     if positives < settings.min_positives_for_model or positives == train.sum():
         return report, None, None
-    classifier = HistGradientBoostingClassifier(max_iter=MAX_TREES, max_depth=TREE_DEPTH, learning_rate=0.1,
-                                                l2_regularization=1.0, min_samples_leaf=MIN_LEAF_EXAMPLES, early_stopping=True,
-                                                validation_fraction=0.15, n_iter_no_change=8, random_state=0)
     rows, train_labels = product_rows(training, model, product, np.flatnonzero(train))
-    if positives / max(len(train_labels) - positives, 1) >= SMOTE_RATIO:
-        report.strategy = "gbm"  # balanced enough: resampling would only add noise
-        classifier.fit(rows, train_labels)
-    elif positives >= settings.min_positives_for_smote and _fitted_with_smote(classifier, rows, train_labels):
-        report.strategy = "smote+gbm"
-    else:
-        report.strategy = "balanced_gbm"
-        classifier.set_params(class_weight="balanced")
-        classifier.fit(rows, train_labels)
-    calibration = held_out if labels[held_out].sum() >= 3 else candidates & ~training.holdout
+    fits = {"gbm": _boosted_trees().fit(rows, train_labels)}
+    if positives / max(len(train_labels) - positives, 1) < SMOTE_RATIO:  # imbalanced: try handling it
+        strategy, classifier = _imbalance_aware_fit(rows, train_labels, positives, settings)
+        fits = {strategy: classifier, **fits}
+    judged = labels[held_out].sum() >= 3
+    calibration = held_out if judged else candidates & ~training.holdout
     rows, calibration_labels = product_rows(training, model, product, np.flatnonzero(calibration))
-    return report, classifier, (classifier._raw_predict(rows).ravel(), calibration_labels)
+    raw = {name: classifier._raw_predict(rows).ravel() for name, classifier in fits.items()}
+    if judged and calibration_labels.min() != calibration_labels.max():
+        report.strategy_auc = {name: round(float(roc_auc_score(calibration_labels, r)), 4) for name, r in raw.items()}
+        report.strategy = max(report.strategy_auc, key=report.strategy_auc.get)
+    else:
+        report.strategy = next(iter(fits))
+    return report, fits[report.strategy], (raw[report.strategy], calibration_labels)
+
+
+def _boosted_trees() -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(max_iter=MAX_TREES, max_depth=TREE_DEPTH, learning_rate=0.1,
+                                          l2_regularization=1.0, min_samples_leaf=MIN_LEAF_EXAMPLES,
+                                          early_stopping=True, validation_fraction=0.15, n_iter_no_change=8,
+                                          random_state=0)
+
+
+def _imbalance_aware_fit(rows: np.ndarray, labels: np.ndarray, positives: int, settings: Settings
+                         ) -> tuple[str, HistGradientBoostingClassifier]:
+    """SMOTE then trees where there are enough take-ups, else trees with balanced class weights."""
+    if positives >= settings.min_positives_for_smote:
+        classifier = _boosted_trees()
+        if _fitted_with_smote(classifier, rows, labels):
+            return "smote+gbm", classifier
+    return "balanced_gbm", _boosted_trees().set_params(class_weight="balanced").fit(rows, labels)
 
 
 def _with_negatives_bounded(train: np.ndarray, labels: np.ndarray, limit: int) -> np.ndarray:
