@@ -73,16 +73,14 @@ def model_factors(contributions: np.ndarray, feature_names: Sequence[str], desig
     return factors
 
 
-def event_factors(contributions: np.ndarray, event_features: Sequence[tuple[int, str]],
-                  customer_events: Sequence[DetectedEvent], fired_rules: Sequence[RuleEffect]) -> list[Factor]:
+def event_factors(event_weights: dict[str, float], customer_events: Sequence[DetectedEvent],
+                  fired_rules: Sequence[RuleEffect]) -> list[Factor]:
     """Life events that raised the score (per the trees or a rule), each with the post that showed it.
 
-    ``customer_events`` come newest first; the newest post showing an event is the one quoted.
+    ``event_weights`` are each event's contribution to the score; ``customer_events`` come newest
+    first, and the newest post showing an event is the one quoted.
     """
-    weights: dict[str, float] = {}
-    for index, event in event_features:
-        if contributions[index] >= MIN_FACTOR_WEIGHT:
-            weights[event] = float(contributions[index])
+    weights = {event: weight for event, weight in event_weights.items() if weight >= MIN_FACTOR_WEIGHT}
     newest = {}
     for detected in customer_events:
         newest.setdefault(detected.event, detected)

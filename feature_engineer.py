@@ -332,23 +332,44 @@ def _keep_best(best: np.ndarray, source: np.ndarray, rows: np.ndarray, similarit
 
 
 class ProductDesign:
-    """Lays out the model input of (customer, product) pairs: one column order for fit and serve."""
+    """Lays out the model input of (customer, product) pairs: one column order for fit and serve.
 
-    def __init__(self, tabular_names: Sequence[str], product_names: Sequence[str], event_names: Sequence[str]):
+    After the customer's own columns (tabular, holdings, life events) come the columns of the
+    customer *for this product*: how strongly a recent life event calls for it, and how close the
+    customer's words are to it (on average and at best). The first reads the detected events
+    through ``event_relevance``, the closeness in meaning of each event to each product, so one
+    column carries what the trees of a rare product could not learn from its few take-ups alone:
+    which events it serves.
+    """
+
+    def __init__(self, tabular_names: Sequence[str], product_names: Sequence[str], event_names: Sequence[str],
+                 event_relevance: np.ndarray):
         self.tabular_names = list(tabular_names)
         self.feature_names = (self.tabular_names + [f"holds {name}" for name in product_names]
                               + [f"life event: {event.replace('_', ' ')}" for event in event_names]
-                              + ["text match", "best text match"])
+                              + ["life event this product serves", "text match", "best text match"])
         self.n_tabular = len(self.tabular_names)
         self.n_products = len(product_names)
+        self.event_names = list(event_names)
         start = self.n_tabular + self.n_products
-        self.event_features = [(start + i, event) for i, event in enumerate(event_names)]
-        """(column, event name) of each life-event feature, for explanations."""
+        self.event_columns = slice(start, start + len(event_names) + 1)  # the events and the product's event need
+        self.event_relevance = np.asarray(event_relevance, dtype=np.float32)  # (events, products) in 0..1
+
+    def event_weights(self, contributions: np.ndarray, events: np.ndarray, product: int) -> dict[str, float]:
+        """Each life event's share of a product's score: its own column, plus the product's event-need
+        column credited to the event that set it."""
+        start = self.event_columns.start
+        weights = {event: float(contributions[start + i]) for i, event in enumerate(self.event_names)}
+        need = events * self.event_relevance[:, product]
+        if need.max(initial=0.0) > 0:
+            weights[self.event_names[int(need.argmax())]] += float(contributions[self.event_columns.stop - 1])
+        return weights
 
     def rows(self, tabular: np.ndarray, held: np.ndarray, events: np.ndarray, text_match: np.ndarray,
              best_text_match: np.ndarray, product: int) -> np.ndarray:
         """Design matrix of many customers for one product (training)."""
-        return np.hstack([tabular, held, events, text_match[:, [product]], best_text_match[:, [product]]]
+        need = (events * self.event_relevance[:, product]).max(axis=1, initial=0.0)[:, None]
+        return np.hstack([tabular, held, events, need, text_match[:, [product]], best_text_match[:, [product]]]
                          ).astype(np.float32)
 
     def customer_tensor(self, tabular: np.ndarray, held: np.ndarray, events: np.ndarray, text_match: np.ndarray,
@@ -357,8 +378,19 @@ class ProductDesign:
         variants = tabular.shape[0]
         shared = np.hstack([tabular, np.broadcast_to(held, (variants, held.size)),
                             np.broadcast_to(events, (variants, events.size))])
-        tensor = np.empty((variants, self.n_products, shared.shape[1] + 2), dtype=np.float32)
-        tensor[:, :, :-2] = shared[:, None, :]
+        tensor = np.empty((variants, self.n_products, shared.shape[1] + 3), dtype=np.float32)
+        tensor[:, :, :-3] = shared[:, None, :]
+        tensor[:, :, -3] = (events[:, None] * self.event_relevance).max(axis=0, initial=0.0)
         tensor[:, :, -2] = text_match
         tensor[:, :, -1] = best_text_match
         return tensor
+
+
+def event_relevance(encoder: TextEncoder, detector: LifeEventDetector, products: pd.DataFrame) -> np.ndarray:
+    """(events, products): how closely each life event's descriptions mean each product, scaled so
+    that the event's closest product is 1 and products no closer than the median are 0."""
+    event_vectors = np.stack([detector.event_vector(event) for event in detector.events])
+    similarity = event_vectors @ encoder.encode(product_texts(products)).T
+    median = np.median(similarity, axis=1, keepdims=True)
+    top = similarity.max(axis=1, keepdims=True)
+    return np.clip((similarity - median) / np.maximum(top - median, 1e-6), 0.0, 1.0).astype(np.float32)

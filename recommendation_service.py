@@ -447,7 +447,8 @@ class RecommendationService:
         if not has_model:
             contributions = np.zeros(len(feature_names))
         factors: list[Factor] = []
-        factors += event_factors(contributions, self.model.design.event_features, state.detected_events, item.effects)
+        factors += event_factors(self.model.design.event_weights(contributions, state.events, index),
+                                 state.detected_events, item.effects)
         text, source = self._best_text(state, index)
         factors += text_factor(float(state.best_text_match[index]), text, source, float(contributions[-2:].sum()))
         factors += model_factors(contributions, feature_names, design[index], raw_values)

@@ -36,14 +36,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from data_loader import BankData, customer_view
-from feature_engineer import (CustomerFeatures, CustomerSignals, ProductDesign, customer_signals, held_matrix,
-                              without_naming_words)
+from feature_engineer import (CustomerFeatures, CustomerSignals, ProductDesign, customer_signals, event_relevance,
+                              held_matrix, without_naming_words)
 from settings import Settings
 from text_models import LifeEventDetector, TextEncoder
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "1.4.0"
+MODEL_VERSION = "1.5.0"
 TREE_DEPTH = 5
 MAX_TREES = 80
 HOLDOUT_SHARE = 0.2
@@ -308,9 +308,8 @@ class HybridRecommender:
 
     def mask(self, tensor: np.ndarray) -> np.ndarray:
         """Zero the signals an ablation switched off (the same at fit and serve time)."""
-        start = self.design.n_tabular + self.design.n_products
         if "events" in self.disabled or "text" in self.disabled:
-            tensor[..., start:start + len(self.event_names)] = 0.0
+            tensor[..., self.design.event_columns] = 0.0
         if "text" in self.disabled:
             tensor[..., -2:] = 0.0
         return tensor
@@ -687,7 +686,8 @@ def train(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEn
           disabled: frozenset[str] = frozenset()) -> tuple[HybridRecommender, TrainingSet]:
     """Fits the feature pipeline and the recommender on everything known before ``end``."""
     training, features, scheme = make_training_set(data, end, settings, encoder, detector)
-    design = ProductDesign(features.feature_names_, data.products["name"].tolist(), detector.events)
+    design = ProductDesign(features.feature_names_, data.products["name"].tolist(), detector.events,
+                           event_relevance(encoder, detector, data.products))
     model = fit_recommender(training, features, design, data.products["product_id"].tolist(), detector.events,
                             settings, disabled, scheme)
     return model, training

@@ -255,6 +255,11 @@ class LifeEventDetector:
         self._neutral_vectors = encoder.encode(list(NEUTRAL_TEXTS))
         self._analyses: dict[str, PostAnalysis] = {}
 
+    def event_vector(self, event: str) -> np.ndarray:
+        """The meaning of an event: the normalised mean of its descriptions' embeddings."""
+        vectors = self._phrase_vectors[self._phrase_event == self.events.index(event)]
+        return _normalised(vectors.mean(axis=0, keepdims=True))[0]
+
     def analyse(self, texts: Sequence[str]) -> list[PostAnalysis]:
         """One BERT pass per distinct text gives its embedding and its event evidence."""
         texts = [text if isinstance(text, str) else "" for text in texts]

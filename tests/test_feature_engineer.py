@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from data_loader import profile_text
-from feature_engineer import customer_signals, profile_phrase, profile_phrases, without_naming_words
+from feature_engineer import (customer_signals, event_relevance, profile_phrase, profile_phrases,
+                              without_naming_words)
 from text_models import LifeEventDetector
 
 CATALOGUE = pd.read_csv(Path(__file__).resolve().parents[1] / "config" / "products.csv")
@@ -64,3 +65,12 @@ def test_training_text_match_forgets_the_words_that_named_a_held_product(text_en
     assert after.best_text_match[0, mortgage] < before[0, mortgage] - 0.1  # "Home Loan" no longer counts for it
     assert after.best_text_match[0, index_funds] == before[0, index_funds]  # the other words still do
     assert np.array_equal(after.best_text_match[1], before[1])  # a customer whose holding named nothing
+
+
+def test_life_events_are_linked_by_meaning_to_the_products_that_serve_them(text_encoder, detector):
+    relevance = event_relevance(text_encoder, detector, CATALOGUE)
+    assert relevance.shape == (len(detector.events), len(CATALOGUE)) and relevance.min() >= 0 and relevance.max() <= 1
+    closest = {event: CATALOGUE["product_id"].iloc[int(row.argmax())] for event, row in zip(detector.events, relevance)}
+    assert closest["home_purchase"] == "first_home_mortgage" and closest["car_purchase"] == "car_loan"
+    assert closest["equipment_purchase"] == "equipment_leasing" and closest["health"] == "health_insurance"
+    assert relevance[detector.events.index("car_purchase"), column_of("retirement_pension")] == 0.0
