@@ -618,7 +618,8 @@ class RecommendationService:
         return {
             "model_version": model.version, "trained_at": self.artifacts.trained_at,
             "data_fingerprint": self.artifacts.fingerprint, "label_scheme": model.label_scheme,
-            "training_seconds": model.training_seconds, "as_of": self.base.as_of.date().isoformat(),
+            "training_seconds": model.training_seconds, "tree_depth": model.tree_depth,
+            "as_of": self.base.as_of.date().isoformat(),
             "customers": int(len(self.base.view)), "products": len(self.product_ids),
             "offline_metrics": {"mean_holdout_auc": round(float(np.mean(aucs)), 4) if aucs else None,
                                 "per_product": reports},

@@ -9,8 +9,9 @@ Progressive enhancement, chosen per product from the data:
 
 - enough positives to learn from: a ``HistGradientBoostingClassifier``, and where take-ups are
   rare, a second fit that handles the imbalance (imbalanced-learn's SMOTE where there are enough
-  positives for it, balanced class weights otherwise); the one that ranks held-out customers
-  better is kept;
+  positives for it, balanced class weights otherwise), each with shallow trees (additive
+  effects) and deeper ones (interactions); held-out customers choose one depth for the model and
+  the strategy of each product;
 - too few to learn from: content similarity times a popularity prior (a logistic model fitted on
   the other products, so its scores sit on the same scale);
 - a model that cannot score at all: popularity, flagged as degraded by the caller.
@@ -43,9 +44,9 @@ from text_models import LifeEventDetector, TextEncoder
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "1.5.0"
-TREE_DEPTH = 5
-MAX_TREES = 80
+MODEL_VERSION = "1.6.0"
+TREE_DEPTHS = (1, 4)  # additive effects only, or interactions: chosen from held-out data
+MAX_TREES = 250  # early stopping decides; additive models need more rounds
 HOLDOUT_SHARE = 0.2
 SMOTE_RATIO = 0.3
 MIN_LEAF_EXAMPLES = 5  # rare signals (a life event few customers show) must be able to split
@@ -188,7 +189,7 @@ class CompiledForest:
         self.tree_product = np.asarray(tree_product, dtype=np.intp)
         self.tree_start = np.asarray(tree_start, dtype=np.intp)
         self.n_products, self.n_features = n_products, n_features
-        self.depth = TREE_DEPTH
+        self.depth = max((model.max_depth for model in models.values()), default=0)
         self.trees_of_product = [np.flatnonzero(self.tree_product == p) for p in range(n_products)]
 
     def raw(self, tensor: np.ndarray, products: np.ndarray | None = None) -> np.ndarray:
@@ -301,6 +302,7 @@ class HybridRecommender:
     reports: list[ProductReport] = field(default_factory=list)
     training_seconds: float = 0.0
     label_scheme: str = "next_takeup"
+    tree_depth: int = 0  # chosen at fit time (0: no product has trees)
 
     @property
     def strategies(self) -> np.ndarray:
@@ -361,14 +363,13 @@ def fit_recommender(training: TrainingSet, features: CustomerFeatures, design: P
     n_products = len(product_ids)
     model.prior = _take_up_rates(training)
     model.match_stats = _match_statistics(training)
-    fitted: dict[int, HistGradientBoostingClassifier] = {}
-    holdout_raw: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    candidates: dict[int, ProductFits] = {}
     for product, product_id in enumerate(product_ids):
-        report, estimator, raw = _fit_product(training, model, product, product_id, settings)
+        report, fits = _fit_product(training, model, product, product_id, settings)
         model.reports.append(report)
-        if estimator is not None:
-            fitted[product] = estimator
-            holdout_raw[product] = raw
+        if fits is not None:
+            candidates[product] = fits
+    model.tree_depth, fitted, holdout_raw = _choose_fits(model.reports, candidates)
     n_features = len(design.feature_names)
     model.forest = CompiledForest(fitted, n_products, n_features)
     for product, classifier in fitted.items():
@@ -402,15 +403,25 @@ def product_rows(training: TrainingSet, model: HybridRecommender, product: int, 
     return model.mask(rows), training.labels[which, product]
 
 
+@dataclass
+class ProductFits:
+    """The competing fits of one product and their raw scores on the customers used to judge them."""
+
+    fits: dict[tuple[int, str], HistGradientBoostingClassifier]  # (tree depth, strategy) -> fitted trees
+    raw: dict[tuple[int, str], np.ndarray]
+    labels: np.ndarray
+    judged: bool  # the raw scores are of held-out customers with enough take-ups to compare fits
+
+
 def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, product_id: str,
-                 settings: Settings) -> tuple[ProductReport, HistGradientBoostingClassifier | None, tuple | None]:
-    """The product's trees, with the handling of class imbalance that ranks held-out customers best.
+                 settings: Settings) -> tuple[ProductReport, ProductFits | None]:
+    """The product's candidate trees: each tree depth, plain and (where take-ups are rare) imbalance-aware.
 
     Plain boosting competes with an imbalance-aware fit (SMOTE where there are enough take-ups to
-    interpolate between, balanced class weights otherwise); resampling often helps a rare
-    product's recall yet blurs the probabilities that rank products against each other, so the
-    data decides, product by product. With too few held-out take-ups to judge, the imbalance-aware
-    fit is kept.
+    interpolate between, balanced class weights otherwise): resampling often helps a rare
+    product's recall yet blurs the probabilities that rank products against each other. Shallow
+    trees (additive effects) compete with deeper ones (interactions). The data decides: see
+    :func:`_choose_fits`.
     """
     candidates = training.candidates[:, product]
     labels = training.labels[:, product]
@@ -419,39 +430,64 @@ def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, 
     positives = int(labels[train].sum())
     report = ProductReport(product_id, "content_prior", positives, int(train.sum()), int(labels[held_out].sum()))
     if positives < settings.min_positives_for_model or positives == train.sum():
-        return report, None, None
+        return report, None
     rows, train_labels = product_rows(training, model, product, np.flatnonzero(train))
-    fits = {"gbm": _boosted_trees().fit(rows, train_labels)}
-    if positives / max(len(train_labels) - positives, 1) < SMOTE_RATIO:  # imbalanced: try handling it
-        strategy, classifier = _imbalance_aware_fit(rows, train_labels, positives, settings)
-        fits = {strategy: classifier, **fits}
-    judged = labels[held_out].sum() >= 3
+    imbalanced = positives / max(len(train_labels) - positives, 1) < SMOTE_RATIO
+    fits = {}
+    for depth in TREE_DEPTHS:
+        fits[depth, "gbm"] = _boosted_trees(depth).fit(rows, train_labels)
+        if imbalanced:
+            strategy, classifier = _imbalance_aware_fit(rows, train_labels, positives, depth, settings)
+            fits[depth, strategy] = classifier
+    judged = bool(labels[held_out].sum() >= 3)
     calibration = held_out if judged else candidates & ~training.holdout
     rows, calibration_labels = product_rows(training, model, product, np.flatnonzero(calibration))
-    raw = {name: classifier._raw_predict(rows).ravel() for name, classifier in fits.items()}
-    if judged and calibration_labels.min() != calibration_labels.max():
-        report.strategy_auc = {name: round(float(roc_auc_score(calibration_labels, r)), 4) for name, r in raw.items()}
-        report.strategy = max(report.strategy_auc, key=report.strategy_auc.get)
-    else:
-        report.strategy = next(iter(fits))
-    return report, fits[report.strategy], (raw[report.strategy], calibration_labels)
+    raw = {key: classifier._raw_predict(rows).ravel() for key, classifier in fits.items()}
+    return report, ProductFits(fits, raw, calibration_labels, judged and calibration_labels.min() != calibration_labels.max())
 
 
-def _boosted_trees() -> HistGradientBoostingClassifier:
-    return HistGradientBoostingClassifier(max_iter=MAX_TREES, max_depth=TREE_DEPTH, learning_rate=0.1,
+def _choose_fits(reports: list[ProductReport], candidates: dict[int, ProductFits]
+                 ) -> tuple[int, dict[int, HistGradientBoostingClassifier], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """One tree depth for the whole model, then each product's strategy, by held-out AUC.
+
+    The depth is chosen on all judged products pooled (take-up-weighted mean AUC of the plain
+    fits), which one product's few held-out take-ups could not decide reliably; the strategy is
+    chosen per product. A product too thin to judge keeps the imbalance-aware fit.
+    """
+    judged = [fits for fits in candidates.values() if fits.judged]
+    depth_auc = {depth: float(np.average([roc_auc_score(f.labels, f.raw[depth, "gbm"]) for f in judged],
+                                         weights=[f.labels.sum() for f in judged])) if judged else 0.0
+                 for depth in TREE_DEPTHS}
+    depth = max(depth_auc, key=depth_auc.get) if judged else TREE_DEPTHS[-1]
+    chosen, held_out_raw = {}, {}
+    for product, fits in candidates.items():
+        strategies = [strategy for (d, strategy) in fits.fits if d == depth]
+        report = reports[product]
+        if fits.judged:
+            report.strategy_auc = {s: round(float(roc_auc_score(fits.labels, fits.raw[depth, s])), 4) for s in strategies}
+            report.strategy = max(report.strategy_auc, key=report.strategy_auc.get)
+        else:
+            report.strategy = strategies[-1]  # the imbalance-aware fit where there is one
+        chosen[product] = fits.fits[depth, report.strategy]
+        held_out_raw[product] = (fits.raw[depth, report.strategy], fits.labels)
+    return depth, chosen, held_out_raw
+
+
+def _boosted_trees(depth: int) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(max_iter=MAX_TREES, max_depth=depth, learning_rate=0.1,
                                           l2_regularization=1.0, min_samples_leaf=MIN_LEAF_EXAMPLES,
                                           early_stopping=True, validation_fraction=0.15, n_iter_no_change=8,
                                           random_state=0)
 
 
-def _imbalance_aware_fit(rows: np.ndarray, labels: np.ndarray, positives: int, settings: Settings
+def _imbalance_aware_fit(rows: np.ndarray, labels: np.ndarray, positives: int, depth: int, settings: Settings
                          ) -> tuple[str, HistGradientBoostingClassifier]:
     """SMOTE then trees where there are enough take-ups, else trees with balanced class weights."""
     if positives >= settings.min_positives_for_smote:
-        classifier = _boosted_trees()
+        classifier = _boosted_trees(depth)
         if _fitted_with_smote(classifier, rows, labels):
             return "smote+gbm", classifier
-    return "balanced_gbm", _boosted_trees().set_params(class_weight="balanced").fit(rows, labels)
+    return "balanced_gbm", _boosted_trees(depth).set_params(class_weight="balanced").fit(rows, labels)
 
 
 def _with_negatives_bounded(train: np.ndarray, labels: np.ndarray, limit: int) -> np.ndarray:
