@@ -92,8 +92,9 @@ def event_factors(event_weights: dict[str, float], customer_events: Sequence[Det
     for event, weight in sorted(weights.items(), key=lambda item: -item[1]):
         if event in newest:
             post = newest[event]
+            kind = "post" if post.source == "post" else "transaction"
             factors.append(Factor("life_event", event.replace("_", " "), round(weight, 3), round(post.score, 3),
-                                  _quote(post.evidence), f"post {post.post_id} on {_day(post.timestamp)}"))
+                                  _quote(post.evidence), f"{kind} {post.post_id} on {_day(post.timestamp)}"))
     return factors
 
 
@@ -131,7 +132,8 @@ def _sentences(context: ProductContext, factors: Sequence[Factor]) -> str:
     reasons = []
     for factor in factors:
         if factor.kind == "life_event":
-            reasons.append(f"you posted about {factor.name} (\"{factor.evidence}\", {factor.source.split(' on ')[-1]})")
+            said = "you posted about" if factor.source.startswith("post") else "your spending shows"
+            reasons.append(f"{said} {factor.name} (\"{factor.evidence}\", {factor.source.split(' on ')[-1]})")
         elif factor.kind == "text_match":
             reasons.append(f"your own words (\"{factor.evidence}\") are close to what it offers")
         elif factor.kind == "feature":

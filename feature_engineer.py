@@ -5,7 +5,8 @@ Three kinds of features describe a customer, and a fourth describes the customer
 - tabular: the unified view's numbers and categories through a scikit-learn ``ColumnTransformer``
   (impute + scale; impute + one-hot that tolerates unseen values), fitted once and persisted;
 - holdings: which products the customer already has (cross-selling is the strongest signal);
-- life events: per event, the strongest recency-weighted evidence in the customer's posts;
+- life events: per event, the strongest recency-weighted evidence in the customer's posts and in
+  the new kinds of spending their transactions show;
 - text match (per product): how close the customer's own words are to the product description,
   as a recency-weighted average and as the single best-matching text.
 
@@ -29,7 +30,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from settings import ProtectedAttribute, Settings, band_labels
-from text_models import LifeEventDetector, TextEncoder
+from text_models import DETECTED_COLUMNS, LifeEventDetector, TextEncoder
 
 RECENCY_HALF_LIFE_DAYS = 120.0
 PROFILE_TEXT_WEIGHT = 1.0
@@ -163,7 +164,7 @@ class CustomerSignals:
     text_match: np.ndarray  # (n, P) float32 recency-weighted similarity to each product
     best_text_match: np.ndarray  # (n, P) float32 best single text's similarity
     best_text_source: np.ndarray  # (n, P) int: k >= 0 row k of the posts frame used; -1 - k the k-th profile phrase
-    event_posts: pd.DataFrame  # detected events with post id, date, evidence (for explanations)
+    event_posts: pd.DataFrame  # detected events with post (or transaction) id, date, evidence (for explanations)
 
 
 def recency_weight(timestamps: pd.Series, as_of: pd.Timestamp) -> np.ndarray:
@@ -192,15 +193,22 @@ def product_texts(products: pd.DataFrame) -> list[str]:
 
 
 def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataFrame, products: pd.DataFrame,
-                     as_of: pd.Timestamp, encoder: TextEncoder, detector: LifeEventDetector) -> CustomerSignals:
-    """Holdings, life events and text match for every customer of the view, as of a date."""
+                     as_of: pd.Timestamp, encoder: TextEncoder, detector: LifeEventDetector,
+                     transactions: pd.DataFrame | None = None) -> CustomerSignals:
+    """Holdings, life events (from posts and, where given, from what the customer spent on) and
+    text match for every customer of the view, as of a date."""
     customer_ids = view.index.to_numpy()
     posts = posts[posts["customer_id"].isin(view.index)].reset_index(drop=True)
     weights = recency_weight(posts["timestamp"], as_of)
     row_of_post = pd.Index(customer_ids).get_indexer(posts["customer_id"])
     events = _event_evidence(posts, weights, row_of_post, len(customer_ids), detector)
-    text_match, best, source = _text_match(view, posts, weights, row_of_post, products, encoder, detector)
     detected = detector.detect(posts)
+    if transactions is not None and len(transactions):
+        spending = spending_events(transactions, view.index, detector)
+        rows, event = view.index.get_indexer(spending["customer_id"]), pd.Index(detector.events).get_indexer(spending["event"])
+        np.maximum.at(events, (rows, event), spending["score"].to_numpy() * recency_weight(spending["timestamp"], as_of))
+        detected = pd.concat([detected, spending], ignore_index=True) if len(detected) else spending
+    text_match, best, source = _text_match(view, posts, weights, row_of_post, products, encoder, detector)
     return CustomerSignals(customer_ids, held_matrix(holdings, customer_ids, products["product_id"]), events,
                            text_match, best, source, detected)
 
@@ -276,6 +284,30 @@ def profile_phrase(profile_text: str | None, number: int) -> str | None:
     """The ``number``-th phrase of one profile, as :func:`profile_phrases` numbers them."""
     phrases = split_profile(profile_text)
     return phrases[number] if 0 <= number < len(phrases) else None
+
+
+def spending_events(transactions: pd.DataFrame, customers: pd.Index, detector: LifeEventDetector) -> pd.DataFrame:
+    """Life events shown by a *new* kind of spending, read by the same detector as posts
+    ("wedding: Wedding Venue", "housing: Mortgage Payment"), dated by its first occurrence: a
+    mortgage paid for years says nothing about this year, the first payment last month says a
+    home was bought. Columns as :meth:`LifeEventDetector.detect` gives them, source "spending"."""
+    rows = customers.get_indexer(transactions["customer_id"])
+    described = (transactions["category"].fillna("").astype(str) + ": " + transactions["type"].fillna("").astype(str))
+    codes, descriptions = pd.factorize(described)
+    keep = (rows >= 0) & (codes >= 0) & transactions["date"].notna().to_numpy()
+    identifiers = transactions.get("transaction_id", pd.Series(transactions.index.astype(str), index=transactions.index))
+    first = (pd.DataFrame({"row": rows[keep], "code": codes[keep], "timestamp": transactions["date"].to_numpy()[keep],
+                           "post_id": identifiers.astype(str).to_numpy()[keep]})
+             .sort_values("timestamp", kind="stable").drop_duplicates(["row", "code"]))
+    scores = detector.detected_scores(list(descriptions))
+    position, event = np.nonzero(scores[first["code"].to_numpy()])
+    shown = first.iloc[position]
+    return pd.DataFrame({
+        "post_id": shown["post_id"].to_numpy(), "customer_id": customers.to_numpy()[shown["row"].to_numpy()],
+        "timestamp": shown["timestamp"].to_numpy(), "event": np.asarray(detector.events, dtype=object)[event],
+        "score": scores[shown["code"].to_numpy(), event].astype(float),
+        "evidence": descriptions.to_numpy()[shown["code"].to_numpy()], "source": "spending",
+    }, columns=DETECTED_COLUMNS)
 
 
 def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray,

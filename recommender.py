@@ -44,7 +44,7 @@ from text_models import LifeEventDetector, TextEncoder
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "1.6.0"
+MODEL_VERSION = "1.7.0"
 TREE_DEPTHS = (1, 4)  # additive effects only, or interactions: chosen from held-out data
 MAX_TREES = 250  # early stopping decides; additive models need more rounds
 HOLDOUT_SHARE = 0.2
@@ -101,12 +101,12 @@ def risk_scores(columns: dict[str, np.ndarray], financial_stress: np.ndarray
         "spend_to_income": -np.nan_to_num(np.clip(annual_spend / np.fmax(income, 1), 0, 1.5) / 1.5 * 20, nan=0.0),
         "spending_volatility": -np.nan_to_num(np.clip(volatility, 0, 2) / 2 * 10, nan=0.0),
         "debt_repayments": -np.nan_to_num(np.clip(debt_share * 2, 0, 1) * 15, nan=0.0),
-        "financial_stress_in_posts": -np.clip(np.asarray(financial_stress, dtype=float) / 0.7, 0, 1) * 20,
+        "financial_stress_signals": -np.clip(np.asarray(financial_stress, dtype=float) / 0.7, 0, 1) * 20,
     }
     score = np.clip(RISK_BASE_POINTS + sum(points.values()), 0, 100)
     values = {"income": income, "investment_horizon": np.where(is_org, np.nan, 67 - age),
               "spend_to_income": annual_spend / np.fmax(income, 1), "spending_volatility": volatility,
-              "debt_repayments": debt_share, "financial_stress_in_posts": np.asarray(financial_stress, dtype=float)}
+              "debt_repayments": debt_share, "financial_stress_signals": np.asarray(financial_stress, dtype=float)}
     return score, points, values
 
 
@@ -120,7 +120,7 @@ RISK_MEANINGS = {
     "spend_to_income": "yearly card and account spending as a share of income",
     "spending_volatility": "how much monthly spending swings (std / mean)",
     "debt_repayments": "share of spending that repays loans, mortgages or credit",
-    "financial_stress_in_posts": "recent posts about money worries",
+    "financial_stress_signals": "recent posts about money worries, or new spending that shows them (overdraft fees)",
 }
 
 def risk_inputs(view: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -653,12 +653,12 @@ def snapshot_signals(data: BankData, as_of: pd.Timestamp, encoder: TextEncoder, 
     past = data.as_of(as_of)
     view = customer_view(past, as_of=as_of)
     posts = past.social_posts[past.social_posts["customer_id"].isin(view.index)].reset_index(drop=True)
-    signals = customer_signals(view, posts, past.holdings, data.products, as_of, encoder, detector)
+    signals = customer_signals(view, posts, past.holdings, data.products, as_of, encoder, detector, past.transactions)
     return view, signals, posts
 
 
 def stress_evidence(signals: CustomerSignals, event_names: Sequence[str]) -> np.ndarray:
-    """Recency-weighted evidence of money worries in posts, for the risk profile."""
+    """Recency-weighted evidence of money worries in posts and new spending, for the risk profile."""
     columns = [event_names.index(e) for e in ("financial_stress", "cash_flow_stress") if e in event_names]
     return signals.events[:, columns].max(axis=1) if columns else np.zeros(len(signals.customer_ids))
 

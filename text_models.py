@@ -80,6 +80,7 @@ NEUTRAL_TEXTS: tuple[str, ...] = (
     "new season of my favourite show", "went for a run this morning", "check out our latest product",
     "happy friday everyone", "this coffee is amazing",
 )
+DETECTED_COLUMNS = ["post_id", "customer_id", "timestamp", "event", "score", "evidence", "source"]
 DETECTION_THRESHOLD = 0.42
 NEUTRAL_MARGIN = 0.05
 
@@ -99,13 +100,14 @@ class PostAnalysis:
 
 
 class DetectedEvent(NamedTuple):
-    """A life event seen in one post, with the words that showed it."""
+    """A life event seen in one post (or one new kind of spending), with the words that showed it."""
 
     event: str
-    post_id: str
+    post_id: str  # the post's id, or the transaction's for spending
     timestamp: pd.Timestamp
     score: float
     evidence: str
+    source: str = "post"  # "post" or "spending"
 
 
 def events_by_customer(detected: pd.DataFrame) -> dict[str, list[DetectedEvent]]:
@@ -116,7 +118,8 @@ def events_by_customer(detected: pd.DataFrame) -> dict[str, list[DetectedEvent]]
     grouped: dict[str, list[DetectedEvent]] = {}
     for row in ordered.itertuples(index=False):
         grouped.setdefault(str(row.customer_id), []).append(
-            DetectedEvent(row.event, str(row.post_id), pd.Timestamp(row.timestamp), float(row.score), row.evidence))
+            DetectedEvent(row.event, str(row.post_id), pd.Timestamp(row.timestamp), float(row.score), row.evidence,
+                          row.source))
     return grouped
 
 
@@ -271,8 +274,8 @@ class LifeEventDetector:
         return [self._analyses[t] for t in texts]
 
     def detect(self, posts: pd.DataFrame) -> pd.DataFrame:
-        """Detected events, one row per (post, event): post_id, customer_id, timestamp, event, score, evidence."""
-        columns = ["post_id", "customer_id", "timestamp", "event", "score", "evidence"]
+        """Detected events, one row per (post, event): post_id, customer_id, timestamp, event, score, evidence, source."""
+        columns = DETECTED_COLUMNS
         if posts.empty:
             return pd.DataFrame(columns=columns)
         contents = posts["content"].fillna("").astype(str).tolist()
@@ -287,6 +290,7 @@ class LifeEventDetector:
             "event": np.asarray(self.events, dtype=object)[events],
             "score": scores[rows, events].astype(float),
             "evidence": evidence,
+            "source": "post",
         }, columns=columns)
 
     def detected_scores(self, texts: Sequence[str]) -> np.ndarray:

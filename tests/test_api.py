@@ -58,7 +58,7 @@ def test_recommend_known_customer_carries_everything(client, known_customer):
         assert item["explanation"]["summary"] and item["explanation"]["factors"]
         assert any(f["kind"] == "risk_suitability" for f in item["explanation"]["factors"])
     assert body["risk_profile"]["level"] in {"Low", "Medium", "High"}
-    assert {c["name"] for c in body["risk_profile"]["components"]} >= {"income", "financial_stress_in_posts"}
+    assert {c["name"] for c in body["risk_profile"]["components"]} >= {"income", "financial_stress_signals"}
     assert {a["attribute"] for a in body["bias_check"]["attributes"]} == {"gender", "age", "location"}
     assert body["model_version"] and isinstance(body["fallback"]["reasons"], list)
 
