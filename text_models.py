@@ -163,7 +163,7 @@ class TextEncoder:
         if missing:
             vectors = self.model.encode(missing, batch_size=EMBEDDING_BATCH, normalize_embeddings=True,
                                         convert_to_numpy=True, show_progress_bar=False)
-            self._store(missing, vectors.astype(np.float32))
+            self.remember(missing, vectors.astype(np.float32))
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([self._cache[text_key(t)] for t in texts])
@@ -198,7 +198,9 @@ class TextEncoder:
             temporary.replace(self.cache_path)
             self._dirty = False
 
-    def _store(self, texts: Iterable[str], vectors: np.ndarray) -> None:
+    def remember(self, texts: Iterable[str], vectors: np.ndarray) -> None:
+        """Keeps embeddings computed elsewhere with this encoder's weights (the detector's BERT pass
+        gives each post's sentence embedding), so they are never encoded again."""
         with self._lock:
             for text, vector in zip(texts, vectors):
                 self._cache[text_key(text)] = vector
@@ -270,7 +272,7 @@ class LifeEventDetector:
         for text, (states, offsets, words) in zip(missing, self.encoder.token_states(missing)):
             self._analyses[text] = self._analyse_states(states, offsets, words)
         if missing:
-            self.encoder._store(missing, np.stack([self._analyses[t].embedding for t in missing]))
+            self.encoder.remember(missing, np.stack([self._analyses[t].embedding for t in missing]))
         return [self._analyses[t] for t in texts]
 
     def detect(self, posts: pd.DataFrame) -> pd.DataFrame:
