@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from scipy.stats import fisher_exact
 
 from settings import ProtectedAttribute
 
@@ -208,6 +209,10 @@ AuditStatus = Literal["ok", "flagged", "insufficient_data"]
 BiasSource = Literal["data", "model", "both"]
 
 MIN_POSITIVES = 5
+# A rate ratio outside the band is flagged only when it is also unlikely to be chance: the
+# four-fifths rule read together with statistical significance, as employment-discrimination
+# practice reads it, so 9 against 4 recommendations among 200 customers each is not an alarm.
+SIGNIFICANCE_LEVEL = 0.05
 """Fewer customers than this with the product make a rate ratio noise, not evidence."""
 
 _SEGMENTS_BY_TYPE = ("individual", "organization")
@@ -219,7 +224,8 @@ class GroupRates:
     """How often each group receives (or holds) a product, with AIF360's comparisons of the two.
 
     ``disparate_impact`` is None when it is not a finite number (``note`` says why);
-    ``flagged`` only when both groups are large enough and enough customers have the product.
+    ``flagged`` only when both groups are large enough, enough customers have the product and the
+    gap is unlikely to be chance (``p_value`` below SIGNIFICANCE_LEVEL).
     """
 
     n_positives: int
@@ -230,6 +236,7 @@ class GroupRates:
     flagged: bool
     status: AuditStatus
     note: str | None = None
+    p_value: float | None = None  # Fisher's exact test of the two groups' rates
 
 
 @dataclass(frozen=True)
@@ -492,16 +499,27 @@ def _group_rates(population: _Population, has_product: np.ndarray, criteria: _Au
     metric = BinaryLabelDatasetMetric(_with_labels(population.dataset, has_product), **_groups(population.attribute))
     with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 and x/0 are handled below
         disparate_impact = float(metric.disparate_impact())
+    rate_privileged, rate_unprivileged = float(metric.base_rate(privileged=True)), float(metric.base_rate(privileged=False))
+    p_value = _chance_of_difference(population, rate_privileged, rate_unprivileged)
     shortfall = _data_shortfall(population, n_positives, criteria)
+    if shortfall is None and _outside_band(disparate_impact, criteria.fairness_band) and p_value >= SIGNIFICANCE_LEVEL:
+        shortfall = (f"outside the fairness band, but a difference this size could be chance "
+                     f"(Fisher exact p = {p_value:.2f}, {n_positives} customers with the product)")
     flagged = shortfall is None and _outside_band(disparate_impact, criteria.fairness_band)
     status: AuditStatus = "flagged" if flagged else "insufficient_data" if shortfall else "ok"
-    return GroupRates(n_positives=n_positives,
-                      rate_privileged=float(metric.base_rate(privileged=True)),
-                      rate_unprivileged=float(metric.base_rate(privileged=False)),
+    return GroupRates(n_positives=n_positives, rate_privileged=rate_privileged, rate_unprivileged=rate_unprivileged,
                       disparate_impact=disparate_impact if math.isfinite(disparate_impact) else None,
                       statistical_parity_difference=float(metric.statistical_parity_difference()),
-                      flagged=flagged, status=status,
-                      note=shortfall or _undefined_ratio_reason(disparate_impact))
+                      flagged=flagged, status=status, note=shortfall or _undefined_ratio_reason(disparate_impact),
+                      p_value=round(p_value, 4))
+
+
+def _chance_of_difference(population: _Population, rate_privileged: float, rate_unprivileged: float) -> float:
+    """Fisher's exact test of the two groups' rates: how likely a gap at least this large is by chance."""
+    privileged = round(rate_privileged * population.n_privileged)
+    unprivileged = round(rate_unprivileged * population.n_unprivileged)
+    table = [[privileged, population.n_privileged - privileged], [unprivileged, population.n_unprivileged - unprivileged]]
+    return float(fisher_exact(table).pvalue)
 
 
 def _data_shortfall(population: _Population, n_positives: int, criteria: _AuditCriteria) -> str | None:

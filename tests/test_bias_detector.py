@@ -299,6 +299,24 @@ def test_small_groups_are_insufficient_data_not_flagged():
     assert "too small" in entry.recommendations.note
 
 
+@pytest.mark.parametrize("women, men, flagged", [(4, 9, False), (20, 60, True)])
+def test_a_gap_outside_the_band_is_flagged_only_when_it_is_unlikely_to_be_chance(women, men, flagged):
+    """4 against 9 of 200 each (DI 0.44) could be chance; 20 against 60 (DI 0.33) could not."""
+    customers = pd.DataFrame({"customer_type": "individual", "gender": ["F"] * 200 + ["M"] * 200},
+                             index=[f"c{i}" for i in range(400)])
+    chosen = [f"c{i}" for i in range(women)] + [f"c{200 + i}" for i in range(men)]
+    recommended = pd.DataFrame({"customer_id": chosen, "product_id": "card"})
+    products = pd.DataFrame({"product_id": ["card"], "segment": ["individual"]})
+
+    (entry,) = group_audit(recommended, recommended.iloc[:0], customers, [GENDER], products).entries
+
+    rates = entry.recommendations
+    assert rates.disparate_impact == pytest.approx(women / men) and rates.flagged is flagged
+    assert (rates.p_value < 0.05) is flagged
+    if not flagged:
+        assert entry.status == "insufficient_data" and "could be chance" in rates.note
+
+
 def test_products_are_audited_over_their_own_segment(audit, bank):
     customers = bank["customers"]
     individual_product = _entry(audit, "biased_card", "location")
