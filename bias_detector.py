@@ -209,11 +209,11 @@ AuditStatus = Literal["ok", "flagged", "insufficient_data"]
 BiasSource = Literal["data", "model", "both"]
 
 MIN_POSITIVES = 5
-# A rate ratio outside the band is flagged only when it is also unlikely to be chance: the
-# four-fifths rule read together with statistical significance, as employment-discrimination
-# practice reads it, so 9 against 4 recommendations among 200 customers each is not an alarm.
-SIGNIFICANCE_LEVEL = 0.05
 """Fewer customers than this with the product make a rate ratio noise, not evidence."""
+SIGNIFICANCE_LEVEL = 0.05
+"""A rate ratio outside the band is flagged only when it is also unlikely to be chance: the
+four-fifths rule read together with statistical significance, as employment-discrimination
+practice reads it, so 9 against 4 recommendations among 200 customers each is not an alarm."""
 
 _SEGMENTS_BY_TYPE = ("individual", "organization")
 _PRIVILEGED, _UNPRIVILEGED = 1.0, 0.0
@@ -501,11 +501,12 @@ def _group_rates(population: _Population, has_product: np.ndarray, criteria: _Au
         disparate_impact = float(metric.disparate_impact())
     rate_privileged, rate_unprivileged = float(metric.base_rate(privileged=True)), float(metric.base_rate(privileged=False))
     p_value = _chance_of_difference(population, rate_privileged, rate_unprivileged)
+    outside = _outside_band(disparate_impact, criteria.fairness_band)
     shortfall = _data_shortfall(population, n_positives, criteria)
-    if shortfall is None and _outside_band(disparate_impact, criteria.fairness_band) and p_value >= SIGNIFICANCE_LEVEL:
+    if shortfall is None and outside and p_value >= SIGNIFICANCE_LEVEL:
         shortfall = (f"outside the fairness band, but a difference this size could be chance "
                      f"(Fisher exact p = {p_value:.2f}, {n_positives} customers with the product)")
-    flagged = shortfall is None and _outside_band(disparate_impact, criteria.fairness_band)
+    flagged = shortfall is None and outside
     status: AuditStatus = "flagged" if flagged else "insufficient_data" if shortfall else "ok"
     return GroupRates(n_positives=n_positives, rate_privileged=rate_privileged, rate_unprivileged=rate_unprivileged,
                       disparate_impact=disparate_impact if math.isfinite(disparate_impact) else None,

@@ -392,15 +392,22 @@ class ProductDesign:
         column credited to the event that set it."""
         start = self.event_columns.start
         weights = {event: float(contributions[start + i]) for i, event in enumerate(self.event_names)}
-        need = events * self.event_relevance[:, product]
+        need = self._needs(events, product)
         if need.max(initial=0.0) > 0:
             weights[self.event_names[int(need.argmax())]] += float(contributions[self.event_columns.stop - 1])
         return weights
 
+    def _needs(self, events: np.ndarray, products: int | slice) -> np.ndarray:
+        """Each event's call for a product: the event's evidence times its relevance to the product.
+
+        ``events`` (n, E) or (E,) with one product; (E, 1) with a slice of products gives (E, P).
+        """
+        return events * self.event_relevance[:, products]
+
     def rows(self, tabular: np.ndarray, held: np.ndarray, events: np.ndarray, text_match: np.ndarray,
              best_text_match: np.ndarray, product: int) -> np.ndarray:
         """Design matrix of many customers for one product (training)."""
-        need = (events * self.event_relevance[:, product]).max(axis=1, initial=0.0)[:, None]
+        need = self._needs(events, product).max(axis=1, initial=0.0)[:, None]
         return np.hstack([tabular, held, events, need, text_match[:, [product]], best_text_match[:, [product]]]
                          ).astype(np.float32)
 
@@ -412,7 +419,7 @@ class ProductDesign:
                             np.broadcast_to(events, (variants, events.size))])
         tensor = np.empty((variants, self.n_products, shared.shape[1] + 3), dtype=np.float32)
         tensor[:, :, :-3] = shared[:, None, :]
-        tensor[:, :, -3] = (events[:, None] * self.event_relevance).max(axis=0, initial=0.0)
+        tensor[:, :, -3] = self._needs(events[:, None], slice(None)).max(axis=0, initial=0.0)
         tensor[:, :, -2] = text_match
         tensor[:, :, -1] = best_text_match
         return tensor

@@ -464,7 +464,8 @@ class RecommendationService:
     def _best_text(self, state: CustomerState, index: int) -> tuple[str | None, str]:
         source = int(state.best_text_source[index])
         if source < 0:
-            return profile_phrase(state.profile.get("profile_text"), -1 - source), "your profile (interests, preferences, needs)"
+            phrase = profile_phrase(state.profile.get("profile_text"), -1 - source)
+            return phrase, "your profile (interests, preferences, needs)"
         posts = state.posts
         return str(posts.content[source]), f"post {posts.post_id[source]} on {posts.timestamp[source]}"
 

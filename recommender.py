@@ -49,6 +49,7 @@ TREE_DEPTHS = (1, 4)  # additive effects only, or interactions: chosen from held
 MAX_TREES = 250  # early stopping decides; additive models need more rounds
 HOLDOUT_SHARE = 0.2
 SMOTE_RATIO = 0.3
+COMPILATION_CHECK_ROWS = 200
 MIN_LEAF_EXAMPLES = 5  # rare signals (a life event few customers show) must be able to split
 
 
@@ -372,9 +373,9 @@ def fit_recommender(training: TrainingSet, features: CustomerFeatures, design: P
     model.tree_depth, fitted, holdout_raw = _choose_fits(model.reports, candidates)
     n_features = len(design.feature_names)
     model.forest = CompiledForest(fitted, n_products, n_features)
+    sample = np.arange(min(COMPILATION_CHECK_ROWS, len(training.labels)))
     for product, classifier in fitted.items():
-        _check_compilation(model.forest, classifier, product_rows(training, model, product, np.arange(min(200, len(training.labels))))[0],
-                           product)
+        _check_compilation(model.forest, classifier, product_rows(training, model, product, sample)[0], product)
     model.calibration = _calibrate(holdout_raw, n_products)
     model.content_model = _fit_content_model(training, model)
     _score_holdout(training, model)
@@ -595,9 +596,8 @@ def _weaker_than_content(model: HybridRecommender) -> set[int]:
 def _check_compilation(forest: CompiledForest, classifier: HistGradientBoostingClassifier, rows: np.ndarray,
                        product: int) -> None:
     """The flat trees must give scikit-learn's own log-odds; anything else is a bug, not noise."""
-    sample = rows[:200]
-    expected = classifier._raw_predict(sample).ravel()
-    if not np.allclose(forest.raw_for_rows(sample, product), expected, atol=1e-6):
+    expected = classifier._raw_predict(rows).ravel()
+    if not np.allclose(forest.raw_for_rows(rows, product), expected, atol=1e-6):
         raise RuntimeError(f"compiled trees disagree with scikit-learn for product #{product}")
 
 

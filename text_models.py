@@ -277,9 +277,8 @@ class LifeEventDetector:
 
     def detect(self, posts: pd.DataFrame) -> pd.DataFrame:
         """Detected events, one row per (post, event): post_id, customer_id, timestamp, event, score, evidence, source."""
-        columns = DETECTED_COLUMNS
         if posts.empty:
-            return pd.DataFrame(columns=columns)
+            return pd.DataFrame(columns=DETECTED_COLUMNS)
         contents = posts["content"].fillna("").astype(str).tolist()
         analyses = self.analyse(contents)
         scores = self.detected_scores(contents)
@@ -293,7 +292,7 @@ class LifeEventDetector:
             "score": scores[rows, events].astype(float),
             "evidence": evidence,
             "source": "post",
-        }, columns=columns)
+        }, columns=DETECTED_COLUMNS)
 
     def detected_scores(self, texts: Sequence[str]) -> np.ndarray:
         """(n_texts, n_events): the score where the text shows the event, 0 where it does not.
