@@ -27,6 +27,7 @@ from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from batch import run_audit
 from recommendation_service import RecommendationService, UnknownReference, UnknownCustomer
 from schemas import (CUSTOMER_ID_PATTERN, CustomerViewResponse, ErrorResponse, HealthResponse, ProductPublic,
                      RecommendRequest, RecommendResponse)
@@ -346,7 +347,7 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
     @protected.post("/fairness/run", tags=["fairness"])
     async def rerun_fairness(service: Service) -> dict[str, Any]:
         """Re-runs the group audit now and returns it."""
-        return await run_in_threadpool(service.run_audit)
+        return await run_in_threadpool(run_audit, service)
 
     @protected.get("/model", tags=["analysts"])
     async def model_card(service: Service) -> dict[str, Any]:

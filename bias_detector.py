@@ -16,14 +16,17 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
 from scipy.stats import fisher_exact
 
+from business_rules import CustomerContext, RuleBook, RuleOutcome
+from data_loader import is_missing, segment_eligibility
+from recommender import risk_level, risk_scores
 from settings import ProtectedAttribute
 
 
@@ -195,10 +198,107 @@ def _untested_reason(original_group: str | None) -> str:
 
 
 def _is_known(value: object) -> bool:
-    """False for the ways a missing protected value arrives: None, NaN, pandas NA, blank."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return False
-    return str(value).strip() != ""
+    return not is_missing(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Counterfactual variants: the customer with one protected attribute changed, through model and rules
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Variant:
+    """The customer with one protected attribute set to another group's value."""
+
+    attribute: str
+    group: str
+    profile: dict[str, Any]
+    tabular: np.ndarray | None  # None: not a model input, the model's scores are the original's
+    age: float | None  # set when the variant changes the age (risk profile and age rules)
+    rules_read_it: bool  # some rule or eligibility check reads the changed field
+
+
+def group_of(profile: Mapping[str, Any], attribute: ProtectedAttribute) -> str | None:
+    """The customer's group for a protected attribute; None when unknown."""
+    value = profile.get(attribute.column)
+    return str(value) if _is_known(value) else None
+
+
+def observed_groups(view: pd.DataFrame, attribute: ProtectedAttribute, age_band_labels: Sequence[str]) -> list[str]:
+    """The groups a counterfactual may move a customer to, most frequent first (age: every band)."""
+    if attribute.column == "age_band":
+        return list(age_band_labels)
+    column = view.get(attribute.column)
+    return [] if column is None else [str(v) for v in column.value_counts().index]
+
+
+def counterfactual_variants(profile: Mapping[str, Any], tabular: np.ndarray, attributes: Sequence[ProtectedAttribute],
+                            observed: Mapping[str, Sequence[str]], patches: Mapping[str, Mapping[str, Any]],
+                            rules: RuleBook, band_age: Callable[[str], float]) -> list[Variant]:
+    """The customer with each protected attribute set to each other group's value.
+
+    ``patches`` are the fitted features' exact encoded columns of each group (so a variant costs an
+    array copy); an attribute the model does not read gets no tabular row and is re-ranked by the
+    rules alone, and only where a rule reads it.
+    """
+    variants = []
+    for attribute in attributes:
+        changes_age = attribute.column == "age_band"
+        rules_read_it = rules.reads(f"customer.{attribute.column}") or (changes_age and rules.reads("customer.age"))
+        patch = patches.get(attribute.name, {})
+        for group in counterfactual_groups(attribute, observed[attribute.name], group_of(profile, attribute)):
+            varied = {**profile, attribute.column: group}
+            age = band_age(group) if changes_age else None
+            if age is not None:
+                varied["age"] = age
+            varied_tabular = None
+            if group in patch:
+                varied_tabular = tabular.copy()
+                varied_tabular[patch[group][0]] = patch[group][1]
+            variants.append(Variant(attribute.name, group, varied, varied_tabular, age, rules_read_it or changes_age))
+    return variants
+
+
+def counterfactual_results(variants: Sequence[Variant], probabilities: np.ndarray, product_ids: Sequence[str],
+                           original: CustomerContext, outcome: RuleOutcome, rules: RuleBook,
+                           risk_inputs: Mapping[str, np.ndarray], stress: np.ndarray,
+                           top_k: int) -> list[CounterfactualResult]:
+    """Each variant through the model and the rules; rules are re-run only where they could differ.
+
+    ``probabilities`` has the original's scores in row 0 and one row per variant with a tabular
+    change, in order. A variant of another age also gets the risk profile of that age.
+    """
+    ages = [v.age for v in variants if v.age is not None]
+    risk_of_age = dict(zip(ages, risk_levels_for_ages(risk_inputs, stress, ages)))
+    results, row = [], 0
+    for variant in variants:
+        scored_row = 0
+        if variant.tabular is not None:
+            row += 1
+            scored_row = row
+        scores = dict(zip(product_ids, probabilities[scored_row].tolist()))
+        if variant.rules_read_it:
+            level, score = risk_of_age[variant.age] if variant.age is not None else (original.risk_level,
+                                                                                      original.risk_score)
+            context = replace(original, profile=variant.profile, risk_level=level, risk_score=score)
+            varied = rules.apply(context, scores, top_k)
+        elif variant.tabular is not None:
+            varied = rules.rescore(outcome, scores, top_k)
+        else:
+            varied = outcome  # neither the model nor the rules see this attribute
+        results.append(CounterfactualResult(variant.attribute, variant.group, varied.adjusted,
+                                            [p.product_id for p in varied.ranked]))
+    return results
+
+
+def risk_levels_for_ages(risk_inputs: Mapping[str, np.ndarray], stress: np.ndarray,
+                         ages: Sequence[float]) -> list[tuple[str, float]]:
+    """Risk level and score of the customer at each counterfactual age, in one vectorised pass."""
+    if not ages:
+        return []
+    inputs = {k: np.repeat(v, len(ages)) for k, v in risk_inputs.items()}
+    inputs["age"] = np.asarray(ages, dtype=float)
+    scores, _, _ = risk_scores(inputs, np.repeat(stress, len(ages)))
+    return [(risk_level(float(s)), float(s)) for s in scores]
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,11 +541,8 @@ def _population(protected: pd.DataFrame, attribute: ProtectedAttribute, segment:
 
 
 def _segment_members(customer_types: pd.Series, segment: str) -> np.ndarray:
-    """Customers a product of ``segment`` is meant for; unknown types cannot be ruled out."""
-    if segment == "both":
-        return np.ones(len(customer_types), dtype=bool)
-    types = customer_types.astype("string").str.strip().str.lower()
-    return (types.isna() | types.eq(segment)).fillna(True).to_numpy(dtype=bool)
+    """Customers a product of ``segment`` can be offered to (the one segment rule of the data layer)."""
+    return segment_eligibility(customer_types, [segment])[:, 0]
 
 
 def _protected_dataset(attribute: str, codes: np.ndarray) -> BinaryLabelDataset:

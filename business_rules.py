@@ -49,9 +49,11 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from data_loader import CUSTOMER_SEGMENTS, PRODUCT_SEGMENTS, is_missing
+
 RISK_LEVELS = ("Low", "Medium", "High")
-SEGMENTS = ("individual", "organization", "both")
-CUSTOMER_TYPES = ("individual", "organization")
+SEGMENTS = PRODUCT_SEGMENTS
+CUSTOMER_TYPES = CUSTOMER_SEGMENTS
 DEFAULT_PROTECTED_FIELDS = ("gender", "location")
 
 Predicate = Callable[[Any], bool]
@@ -123,19 +125,6 @@ class RulesFileError(ValueError):
 # ----------------------------------------------------------------------------------------------
 
 _COLLECTIONS = (set, frozenset, list, tuple)
-
-
-def _is_missing(value: Any) -> bool:
-    """Whether a value is absent in any of the ways a data frame row or a request can say it."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    if isinstance(value, (float, np.floating)):
-        return math.isnan(value)
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, _COLLECTIONS):
-        return not value
-    return False
 
 
 def _as_number(value: Any) -> float | None:
@@ -307,8 +296,8 @@ def _compile_comparison(node: dict[str, Any], scope: _Scope, location: str, fiel
         if "value" in node:
             raise _RuleProblem(f"{location}: operator {op!r} takes no value")
         if op == "exists":
-            return lambda subject: not _is_missing(read(subject))
-        return lambda subject: _is_missing(read(subject))
+            return lambda subject: not is_missing(read(subject))
+        return lambda subject: is_missing(read(subject))
     if "value" not in node:
         raise _RuleProblem(f"{location}: operator {op!r} needs a value")
     expected = _expected_value(op, node["value"], name, field_spec, location)
@@ -316,7 +305,7 @@ def _compile_comparison(node: dict[str, Any], scope: _Scope, location: str, fiel
 
     def comparison(subject: Any) -> bool:
         actual = read(subject)
-        return not _is_missing(actual) and test(actual, expected)
+        return not is_missing(actual) and test(actual, expected)
 
     return comparison
 

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args, settings)
     except Exception as error:  # a clear reason on one line, not a stack trace
         from data_loader import DataLoadError
-        from recommendation_service import ServiceError
+        from artifacts import ServiceError
 
         if isinstance(error, (DataLoadError, ServiceError, ValueError, FileNotFoundError)):
             return _fail(str(error))
@@ -85,21 +85,21 @@ def generate_data(args: argparse.Namespace, settings: Settings) -> int:
 def check_data(args: argparse.Namespace, settings: Settings) -> int:
     from data_loader import load_bank_data
 
-    data = load_bank_data(_existing(args.data), settings.catalogue_file)
+    data = load_bank_data(_existing(args.data), settings)
     return _print(data.quality.to_dict())
 
 
 def train_models(args: argparse.Namespace, settings: Settings) -> int:
-    from recommendation_service import (ARTIFACT_FILE, RecommendationService, data_fingerprint, load_data,
-                                        load_rules, save_artifacts, train_artifacts)
-    from data_loader import customer_view
+    from artifacts import ARTIFACT_FILE, data_fingerprint, load_data, load_rules, save_artifacts, train_artifacts
+    from batch import run_audit
+    from recommendation_service import RecommendationService
 
     settings = settings.model_copy(update={"data_dir": _existing(args.data)})
     data = load_data(settings)
-    rules = load_rules(settings, data, list(customer_view(data).columns))
+    rules = load_rules(settings, data)
     artifacts, _ = train_artifacts(data, settings, data_fingerprint(settings))
     service = RecommendationService(settings, data, rules, artifacts)
-    service.run_audit()
+    run_audit(service)
     save_artifacts(artifacts, settings.models_dir / ARTIFACT_FILE)
     card = service.model_card()
     card.pop("data_quality")

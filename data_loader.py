@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Collection, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from settings import get_settings
+from settings import Settings, age_band
 
 if TYPE_CHECKING:
     from nltk.sentiment.vader import SentimentIntensityAnalyzer
@@ -160,6 +160,46 @@ class DataQualityReport:
 
 
 # ----------------------------------------------------------------------------------------------
+# Shared definitions: what counts as missing, who a product is for
+# ----------------------------------------------------------------------------------------------
+
+PRODUCT_SEGMENTS = ("individual", "organization", "both")
+CUSTOMER_SEGMENTS = ("individual", "organization")
+_COLLECTIONS = (set, frozenset, list, tuple)
+
+
+def is_missing(value: Any) -> bool:
+    """Whether a value is absent in any of the ways a data frame row or a request can say it:
+    None, NaN, NaT, pandas NA, blank text, an empty collection. The rules, the bias checks and
+    the view all ask this one function."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, _COLLECTIONS):
+        return not value
+    return False
+
+
+def segment_eligibility(customer_types: Sequence[object] | pd.Series,
+                        product_segments: Sequence[object] | pd.Series) -> np.ndarray:
+    """(customers, products): the product is offered to the customer's segment.
+
+    A product for 'both' is offered to everyone; a product for one segment only to customers known
+    to be of it. A customer of unknown type gets only products for both: neither a personal nor a
+    business product can be called right for them. Training candidates, the rules' eligibility, the
+    matching of hackathon evidence and the fairness audit's populations all use this definition.
+    """
+    segments = pd.Series(list(product_segments), dtype="string").str.strip().str.lower().fillna("both")
+    segments = segments.where(segments.isin(PRODUCT_SEGMENTS), "both").to_numpy(dtype=object)
+    kinds = pd.Series(list(customer_types), dtype="string").str.strip().str.lower().fillna("")
+    kinds = kinds.where(kinds.isin(CUSTOMER_SEGMENTS), "").to_numpy(dtype=object)
+    return (segments[None, :] == "both") | (segments[None, :] == kinds[:, None])
+
+
+# ----------------------------------------------------------------------------------------------
 # The loaded data
 # ----------------------------------------------------------------------------------------------
 
@@ -174,6 +214,7 @@ class BankData:
     holdings: pd.DataFrame
     quality: DataQualityReport
     source_format: str
+    age_bands: tuple[int, ...]  # the bands of the settings it was loaded with: the view and cold start agree
 
     def as_of(self, cutoff: pd.Timestamp) -> "BankData":
         """The data as it stood at ``cutoff``: events strictly before it; undated holdings (asked-for
@@ -806,7 +847,6 @@ def _load_hackathon(data_dir: Path, report: DataQualityReport) -> dict[str, pd.D
 # ----------------------------------------------------------------------------------------------
 
 EVIDENCE_THRESHOLD = 0.60
-SEGMENTS = {"individual": ("individual", "both"), "organization": ("organization", "both")}
 
 
 def _asked_items(customers: pd.DataFrame) -> pd.DataFrame:
@@ -863,10 +903,7 @@ def _match_products(evidence: pd.DataFrame, products: pd.DataFrame, encoder: Sen
     similarity = encoder.encode(distinct["text"].tolist()) @ encoder.encode(phrases).T
     per_product = np.full((len(distinct), len(products)), -1.0, dtype=np.float32)
     np.maximum.at(per_product.T, owners, similarity.T)
-    segment = products["segment"].fillna("both").str.lower().to_numpy()
-    for customer_type, segments in SEGMENTS.items():
-        rows = (distinct["customer_type"] == customer_type).to_numpy()
-        per_product[np.ix_(rows, ~np.isin(segment, segments))] = -1.0
+    per_product[~segment_eligibility(distinct["customer_type"], products["segment"])] = -1.0
     best = per_product.argmax(axis=1) if len(products) else np.zeros(len(distinct), dtype=int)
     distinct["best_product_id"] = products["product_id"].to_numpy()[best]
     distinct["similarity"] = per_product[np.arange(len(distinct)), best].round(3)
@@ -938,8 +975,9 @@ def sentiment_scores(contents: pd.Series) -> pd.Series:
 # Loading
 # ----------------------------------------------------------------------------------------------
 
-def _load_products(data_dir: Path, catalogue_file: Path | None, report: DataQualityReport) -> pd.DataFrame:
-    path = _canonical_path(data_dir, "products") or Path(catalogue_file or get_settings().catalogue_file)
+def _load_products(data_dir: Path, catalogue_file: Path, report: DataQualityReport) -> pd.DataFrame:
+    """The data directory's own products table when it has one, else the configured catalogue."""
+    path = _canonical_path(data_dir, "products") or Path(catalogue_file)
     if not path.is_file():
         raise DataLoadError(f"{path}: product catalogue not found")
     raw = _read_canonical_table(path, "products", report)
@@ -949,8 +987,7 @@ def _load_products(data_dir: Path, catalogue_file: Path | None, report: DataQual
     return products
 
 
-def load_bank_data(data_dir: str | Path, catalogue_file: str | Path | None = None,
-                   encoder: SentenceEncoder | None = None) -> BankData:
+def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEncoder | None = None) -> BankData:
     """Loads, cleans and reports a data directory in the canonical or the hackathon format.
 
     ``encoder`` maps hackathon preferences and transactions onto products; when it is not given
@@ -962,23 +999,24 @@ def load_bank_data(data_dir: str | Path, catalogue_file: str | Path | None = Non
     report = DataQualityReport(data_dir=str(data_dir))
     report.source_format = "canonical" if _canonical_path(data_dir, "customers") else "hackathon"
     tables = (_load_canonical if report.source_format == "canonical" else _load_hackathon)(data_dir, report)
-    tables["products"] = _load_products(data_dir, Path(catalogue_file) if catalogue_file else None, report)
+    tables["products"] = _load_products(data_dir, settings.catalogue_file, report)
     if report.source_format == "hackathon":
         tables["holdings"] = _evidence_holdings(tables["customers"], tables["transactions"], tables["products"],
-                                               encoder or _default_encoder(), report)
+                                               encoder or _default_encoder(settings), report)
     _drop_orphans(tables, report)
     tables["holdings"] = _deduplicated_holdings(tables["holdings"], report.table("holdings"))
     tables["social_posts"]["sentiment"] = sentiment_scores(tables["social_posts"]["content"])
     for table, frame in tables.items():
         report.table(table).finish(frame)
     report.log()
-    return BankData(**tables, quality=report, source_format=report.source_format)
+    return BankData(**tables, quality=report, source_format=report.source_format,
+                    age_bands=tuple(settings.age_bands))
 
 
-def _default_encoder() -> SentenceEncoder:
+def _default_encoder(settings: Settings) -> SentenceEncoder:
     from text_models import get_text_encoder  # the text layer loads a model: only when mapping needs it
 
-    return get_text_encoder(get_settings())
+    return get_text_encoder(settings)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -993,10 +1031,13 @@ PROFILE_TEXT_PARTS = (("occupation", "Occupation"), ("industry", "Industry"), ("
                       ("preferences", "Preferences"), ("financial_needs", "Financial needs"))
 
 
-def default_as_of(data: BankData) -> pd.Timestamp:
-    """The day after the last transaction or post: the view then sees every dated event."""
-    latest = pd.Series([data.transactions["date"].max(), data.social_posts["timestamp"].max()]).max()
-    return (latest if pd.notna(latest) else pd.Timestamp.now()).normalize() + pd.Timedelta(days=1)
+def data_now(data: BankData) -> pd.Timestamp:
+    """What "now" is for a data set: the day after its latest dated record (transaction, post or
+    take-up), so that every dated event is in the past. Training, serving, the view and evaluation
+    all read it here."""
+    dates = [data.transactions["date"].max(), data.social_posts["timestamp"].max(), data.holdings["start_date"].max()]
+    dates = [d for d in dates if pd.notna(d)]
+    return (max(dates) if dates else pd.Timestamp.now()).normalize() + pd.Timedelta(days=1)
 
 
 def customer_view(data: BankData, as_of: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -1004,13 +1045,12 @@ def customer_view(data: BankData, as_of: pd.Timestamp | None = None) -> pd.DataF
     aggregates from events strictly before ``as_of`` (undated events cannot be placed and are left
     out), and the customer's own words as ``profile_text``. Customers without events get counts 0
     and NaN for statistics that need events."""
-    as_of = default_as_of(data) if as_of is None else pd.Timestamp(as_of)
+    as_of = data_now(data) if as_of is None else pd.Timestamp(as_of)
     customers = data.customers.set_index("customer_id")
-    settings = get_settings()
-    bands = {age: settings.age_band(age) for age in customers["age"].dropna().unique()}
+    bands = {age: age_band(age, data.age_bands) for age in customers["age"].dropna().unique()}
     return pd.concat([
         customers,
-        customers["age"].map(bands).astype("str").rename("age_band"),
+        customers["age"].map(bands).astype(object).rename("age_band"),  # unknown age: no band, not "nan"
         transaction_aggregates(data.transactions, customers.index, as_of),
         social_aggregates(data.social_posts, customers.index, as_of),
         profile_text(customers),

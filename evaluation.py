@@ -20,9 +20,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from data_loader import BankData, customer_view
-from recommendation_service import (AUDIT_TOP_K, Artifacts, RecommendationService, data_end, holdout_recommendations,
-                                    load_data, load_rules)
+from artifacts import AUDIT_TOP_K, Artifacts, holdout_recommendations, load_data, load_rules
+from batch import batch_recommendations, popularity_recommendations, run_audit
+from data_loader import BankData, data_now
+from recommendation_service import RecommendationService
 from recommender import build_customer_base, label_scheme_of, train
 from settings import Settings
 from text_models import LifeEventDetector, get_text_encoder
@@ -74,7 +75,7 @@ def evaluate(settings: Settings, cutoff: pd.Timestamp, ks: Sequence[int] = (1, 3
     """The JSON of SPEC section 6 for the data directory in ``settings``."""
     started = time.perf_counter()
     data = load_data(settings)
-    rules = load_rules(settings, data, list(customer_view(data).columns))
+    rules = load_rules(settings, data)
     if label_scheme_of(data.holdings) == "next_takeup":
         protocol, splits = "time_split", [_time_split(data, cutoff)]
     else:
@@ -92,12 +93,11 @@ def evaluate(settings: Settings, cutoff: pd.Timestamp, ks: Sequence[int] = (1, 3
         for name, disabled in variants.items():
             service = _fitted_service(settings, split.past, rules, split.end, detector, disabled)
             rows = _rows_of(service, split.truth)
-            ranked[name].update(_ranked(service.batch_recommendations(k_max, rows)))
+            ranked[name].update(_ranked(batch_recommendations(service, k_max, rows)))
             if name == "model":
-                ranked["popularity_baseline"].update(_ranked(service.batch_recommendations(k_max, rows,
-                                                                                           popularity=True)))
+                ranked["popularity_baseline"].update(_ranked(popularity_recommendations(service, k_max, rows)))
                 audience = None if split.audience is None else _rows_of(service, dict.fromkeys(split.audience))
-                recommended.append(service.batch_recommendations(k_max, audience))
+                recommended.append(batch_recommendations(service, k_max, audience))
                 services.append(service)
     result: dict[str, Any] = {"protocol": protocol, "cutoff": cutoff.date().isoformat(),
                               "customers_evaluated": len(truth),
@@ -160,7 +160,7 @@ def _leave_one_out(data: BankData, cutoff: pd.Timestamp) -> list[Split]:
                      else past.customers)
         fold_data = replace(past, holdings=holdings.drop(index=hidden_here.index).reset_index(drop=True),
                             customers=customers)
-        splits.append(Split(fold_data, truth, data_end(fold_data), list(truth)))
+        splits.append(Split(fold_data, truth, data_now(fold_data), list(truth)))
     return splits
 
 
@@ -194,4 +194,4 @@ def _fairness(service: RecommendationService, recommended: pd.DataFrame, truth: 
     rows = [(c, p, (c, p) in pairs, True) for c, items in truth.items() for p in items]
     rows += [(c, p, True, p in truth.get(c, set())) for c, p in pairs if p not in truth.get(c, set())]
     service.artifacts.holdout = pd.DataFrame(rows, columns=["customer_id", "product_id", "recommended", "took_up"])
-    return service.run_audit()
+    return run_audit(service)

@@ -36,7 +36,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from data_loader import BankData, customer_view
+from data_loader import BankData, customer_view, segment_eligibility
 from feature_engineer import (CustomerFeatures, CustomerSignals, ProductDesign, customer_signals, event_relevance,
                               held_matrix, without_naming_words)
 from settings import Settings
@@ -620,13 +620,6 @@ def snapshot_dates(holdings: pd.DataFrame, end: pd.Timestamp, horizon_days: int,
     return [d for d in dates if pd.notna(first_holding) and d > first_holding] or [end - horizon]
 
 
-def segment_eligibility(customer_types: pd.Series, products: pd.DataFrame) -> np.ndarray:
-    """(customers, products): the product is offered to the customer's segment."""
-    segment = products["segment"].fillna("both").astype(str).str.lower().to_numpy()
-    kind = customer_types.fillna("individual").astype(str).str.lower().to_numpy()
-    return (segment[None, :] == "both") | (segment[None, :] == kind[:, None])
-
-
 def customer_hash_holdout(customer_ids: np.ndarray, share: float = HOLDOUT_SHARE) -> np.ndarray:
     """A stable split by customer id: the same customer is held out in every snapshot and run."""
     hashed = pd.util.hash_array(np.asarray(customer_ids, dtype=object).astype(str)) % 10_000
@@ -667,7 +660,7 @@ def build_customer_base(data: BankData, features: CustomerFeatures, as_of: pd.Ti
                         detector: LifeEventDetector) -> CustomerBase:
     view, signals, posts = snapshot_signals(data, as_of, encoder, detector)
     return CustomerBase(as_of, view, features.transform(view), signals, risk_inputs(view),
-                        stress_evidence(signals, detector.events), segment_eligibility(view["customer_type"], data.products),
+                        stress_evidence(signals, detector.events), segment_eligibility(view["customer_type"], data.products["segment"]),
                         posts[["post_id", "customer_id", "content", "timestamp"]])
 
 
@@ -681,7 +674,7 @@ def build_training_set(data: BankData, end: pd.Timestamp, settings: Settings, en
         labels = signals.held.astype(bool)
         signals = without_naming_words(signals, view, posts, data.as_of(end).holdings, data.products, end, encoder,
                                        detector)
-        return [view], [signals], [labels], [segment_eligibility(view["customer_type"], data.products)]
+        return [view], [signals], [labels], [segment_eligibility(view["customer_type"], data.products["segment"])]
     views, all_signals, labels, candidates = [], [], [], []
     for start in snapshot_dates(data.holdings, end, settings.training_horizon_days, settings.training_snapshots):
         view, signals, _ = snapshot_signals(data, start, encoder, detector)
@@ -692,7 +685,7 @@ def build_training_set(data: BankData, end: pd.Timestamp, settings: Settings, en
         views.append(view)
         all_signals.append(signals)
         labels.append(took_up)
-        candidates.append(segment_eligibility(view["customer_type"], data.products) & (signals.held == 0))
+        candidates.append(segment_eligibility(view["customer_type"], data.products["segment"]) & (signals.held == 0))
     return views, all_signals, labels, candidates
 
 

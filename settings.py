@@ -10,7 +10,7 @@ import os
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Sequence
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -145,14 +145,7 @@ class Settings(BaseSettings):
         return self.embedding_cache_dir or self.models_dir / "embedding_cache"
 
     def age_band(self, age: float | None) -> str | None:
-        """The band label (for example ``30-44``) that an age falls in; None when unknown."""
-        if age is None or age != age or age < self.age_bands[0]:
-            return None
-        bounds = self.age_bands
-        for lower, upper in zip(bounds, bounds[1:]):
-            if age < upper:
-                return f"{lower}-{upper - 1}"
-        return f"{bounds[-1]}+"
+        return age_band(age, self.age_bands)
 
     @staticmethod
     def band_age(band: str) -> float:
@@ -167,7 +160,18 @@ class Settings(BaseSettings):
         return band_labels(self.age_bands)
 
 
-def band_labels(bounds: list[int]) -> list[str]:
+def age_band(age: float | None, bounds: Sequence[int]) -> str | None:
+    """The band label (for example ``30-44``) that an age falls in; None when unknown or below the
+    first band. The one definition of age bands: the loader's view and cold start both use it."""
+    if age is None or age != age or age < bounds[0]:
+        return None
+    for lower, upper in zip(bounds, bounds[1:]):
+        if age < upper:
+            return f"{lower}-{upper - 1}"
+    return f"{bounds[-1]}+"
+
+
+def band_labels(bounds: Sequence[int]) -> list[str]:
     """Labels of the age bands that start at ``bounds``: ``18-29``, ..., ``60+``."""
     return [f"{lo}-{hi - 1}" for lo, hi in zip(bounds, bounds[1:])] + [f"{bounds[-1]}+"]
 

@@ -92,7 +92,7 @@ def customer_ids(data_dir: Path, count: int = 2000) -> list[str]:
     from data_loader import load_bank_data
     from settings import get_settings
 
-    data = load_bank_data(data_dir, get_settings().catalogue_file)
+    data = load_bank_data(data_dir, get_settings())
     ids = pd.Series(data.customers["customer_id"].astype(str))
     return ids.sample(min(count, len(ids)), random_state=0).tolist()
 

@@ -28,15 +28,15 @@ def measure(data_dir: Path, models_dir: Path) -> dict:
     """Runs in the child process: every figure of one size."""
     import numpy as np
 
-    from recommendation_service import RecommendationService, load_data, train_artifacts, data_fingerprint, load_rules
-    from data_loader import customer_view
+    from artifacts import data_fingerprint, load_data, load_rules, train_artifacts
+    from recommendation_service import RecommendationService
     from settings import Settings
 
     settings = Settings(data_dir=data_dir, models_dir=models_dir)
     started = time.perf_counter()
     data = load_data(settings)
     loaded = time.perf_counter()
-    rules = load_rules(settings, data, list(customer_view(data).columns))
+    rules = load_rules(settings, data)
     artifacts, _ = train_artifacts(data, settings, data_fingerprint(settings))
     trained = time.perf_counter()
     service = RecommendationService(settings, data, rules, artifacts)
@@ -44,7 +44,7 @@ def measure(data_dir: Path, models_dir: Path) -> dict:
     rows = np.random.default_rng(0).choice(len(base.view), size=min(500, len(base.view)), replace=False)
     one, batch, full = [], [], []
     for row in rows:
-        state = service._known_state(int(row))
+        state = service.customers.known(int(row))
         tensor = model.design.customer_tensor(state.tabular[None, :], state.held, state.events, state.text_match,
                                               state.best_text_match)
         tick = time.perf_counter()

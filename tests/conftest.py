@@ -70,11 +70,11 @@ def known_customer(trained_service) -> str:
 @pytest.fixture(scope="session")
 def trained_training(trained_service):
     """The training examples the session's service was fitted on (rebuilt with its fitted features)."""
-    from recommendation_service import data_end
+    from data_loader import data_now
     from recommender import make_training_set
 
     detector = trained_service.text_models()
-    training, _, _ = make_training_set(trained_service.data, data_end(trained_service.data), trained_service.settings,
+    training, _, _ = make_training_set(trained_service.data, data_now(trained_service.data), trained_service.settings,
                                        detector.encoder, detector, trained_service.model.features)
     return training
 
@@ -82,7 +82,8 @@ def trained_training(trained_service):
 @pytest.fixture(scope="session")
 def fallback_service(trained_service, tmp_path_factory):
     """The same bank with a take-up threshold no product reaches: every product on the fallback."""
-    from recommendation_service import RecommendationService, train_artifacts
+    from artifacts import train_artifacts
+    from recommendation_service import RecommendationService
 
     settings = trained_service.settings.model_copy(update={"min_positives_for_model": 10**6,
                                                            "models_dir": tmp_path_factory.mktemp("fallback")})

@@ -25,6 +25,7 @@ from data_loader import (
     parse_dates,
     recognise_table,
 )
+from settings import get_settings
 from tests.utils.data_files import (
     CANONICAL_SMALL,
     HACKATHON_FIXTURES,
@@ -135,7 +136,7 @@ def test_tables_are_recognised_by_their_columns_not_their_names():
 
 @pytest.fixture(scope="module")
 def canonical() -> BankData:
-    return load_bank_data(CANONICAL_SMALL)
+    return load_bank_data(CANONICAL_SMALL, get_settings())
 
 
 def test_canonical_customers_are_cleaned_and_typed(canonical):
@@ -202,7 +203,7 @@ def test_canonical_transactions_posts_and_holdings(canonical):
 def test_parquet_reads_like_csv(canonical, tmp_path):
     for path in CANONICAL_SMALL.glob("*.csv"):
         pd.read_csv(path, dtype=str, keep_default_na=False).to_parquet(tmp_path / f"{path.stem}.parquet")
-    from_parquet = load_bank_data(tmp_path)
+    from_parquet = load_bank_data(tmp_path, get_settings())
     pd.testing.assert_frame_equal(from_parquet.customers, canonical.customers)
     pd.testing.assert_frame_equal(from_parquet.transactions, canonical.transactions)
 
@@ -217,7 +218,7 @@ def test_as_of_keeps_what_was_known_before_the_cutoff(canonical):
 
 def test_only_customers_given(tmp_path):
     (tmp_path / "customers.csv").write_bytes((CANONICAL_SMALL / "customers.csv").read_bytes())
-    data = load_bank_data(tmp_path)
+    data = load_bank_data(tmp_path, get_settings())
     assert len(data.customers) == 10 and data.transactions.empty and data.holdings.empty
     assert list(data.holdings.columns) == ["customer_id", "product_id", "start_date", "source"]
     assert str(data.transactions["date"].dtype) == "datetime64[us]"
@@ -229,7 +230,7 @@ def test_only_customers_given(tmp_path):
 
 def test_report_is_json_and_logs_hold_counts_not_words(caplog):
     with caplog.at_level(logging.DEBUG, logger="data_loader"):
-        data = load_bank_data(CANONICAL_SMALL)
+        data = load_bank_data(CANONICAL_SMALL, get_settings())
     json.dumps(data.quality.to_dict())
     logged = " ".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)
     assert "orphan" in logged and "rows_kept" in logged
@@ -291,7 +292,8 @@ def test_trend_compares_the_last_90_days_with_the_90_before():
                                  "type": [None, None, None]})
     posts = pd.DataFrame({"customer_id": ["A", "A"], "timestamp": pd.to_datetime(["2025-01-20", "2024-06-01"]),
                           "sentiment": [0.5, -0.5]})
-    data = BankData(customers, transactions, posts, pd.DataFrame(), pd.DataFrame(), None, "canonical")
+    data = BankData(customers, transactions, posts, pd.DataFrame(), pd.DataFrame(columns=["start_date"]), None, "canonical",
+                    tuple(get_settings().age_bands))
     row = customer_view(data, as_of=T("2025-02-01")).loc["A"]
     assert row["tx_trend"] == pytest.approx((300 - 100) / (300 + 100))
     assert row["debt_payment_share"] == pytest.approx(300 / 1399)
@@ -313,7 +315,7 @@ LAYOUTS = {
 @pytest.fixture(scope="module", params=list(LAYOUTS))
 def hackathon(request, tmp_path_factory, text_encoder) -> BankData:
     data_dir = LAYOUTS[request.param](tmp_path_factory.mktemp(request.param))
-    return load_bank_data(data_dir, encoder=text_encoder)
+    return load_bank_data(data_dir, get_settings(), encoder=text_encoder)
 
 
 def test_hackathon_profiles(hackathon):
@@ -414,7 +416,7 @@ def test_hackathon_view_attaches_events_to_profiles(hackathon):
 
 
 def test_profile_without_age_column_still_loads(tmp_path, text_encoder):
-    data = load_bank_data(copy_csvs(tmp_path, drop_columns={"individual_profiles": "Age"}), encoder=text_encoder)
+    data = load_bank_data(copy_csvs(tmp_path, drop_columns={"individual_profiles": "Age"}), get_settings(), encoder=text_encoder)
     individuals = data.customers[data.customers["customer_type"] == "individual"]
     assert len(individuals) == 4 and individuals["age"].isna().all()
     assert issue_count(data, "individuals", "absent_column", "no age column") == 5  # rows with content
@@ -426,25 +428,25 @@ def test_profile_without_age_column_still_loads(tmp_path, text_encoder):
 
 def test_missing_or_empty_directory(tmp_path):
     with pytest.raises(DataLoadError, match="not found"):
-        load_bank_data(tmp_path / "nowhere")
+        load_bank_data(tmp_path / "nowhere", get_settings())
     (tmp_path / "notes.txt").write_text("nothing to see")
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataLoadError, match="no recognisable tables.*other.csv"):
-        load_bank_data(tmp_path)
+        load_bank_data(tmp_path, get_settings())
 
 
 def test_corrupt_workbook_is_named(tmp_path):
     copy_csvs(tmp_path)
     (tmp_path / "profiles.xlsx").write_bytes(b"this is not a zip file")
     with pytest.raises(DataLoadError, match=r"profiles\.xlsx.*not a readable workbook"):
-        load_bank_data(tmp_path)
+        load_bank_data(tmp_path, get_settings())
 
 
 def test_missing_customer_id_column_names_file_and_sheet(tmp_path):
     pd.DataFrame([["Transaction Type", "Amount", "Purchase Date"], ["Dining", 5, "1/1/2025"]]).to_excel(
         tmp_path / "history.xlsx", sheet_name="Payments", header=False, index=False)
     with pytest.raises(DataLoadError, match=r"history\.xlsx \[Payments\].*customer_id"):
-        load_bank_data(tmp_path)
+        load_bank_data(tmp_path, get_settings())
 
 
 @pytest.mark.parametrize("table, content", [
@@ -456,13 +458,13 @@ def test_canonical_table_without_its_id_column(tmp_path, table, content):
         (tmp_path / path.name).write_bytes(path.read_bytes())
     (tmp_path / f"{table}.csv").write_text(content)
     with pytest.raises(DataLoadError, match=rf"{table}\.csv: required column customer_id"):
-        load_bank_data(tmp_path)
+        load_bank_data(tmp_path, get_settings())
 
 
 def test_corrupt_parquet_is_named(tmp_path):
     (tmp_path / "customers.parquet").write_bytes(b"PAR1 broken")
     with pytest.raises(DataLoadError, match=r"customers\.parquet: cannot be read"):
-        load_bank_data(tmp_path)
+        load_bank_data(tmp_path, get_settings())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -470,7 +472,7 @@ def test_corrupt_parquet_is_named(tmp_path):
 # ----------------------------------------------------------------------------------------------
 
 def test_real_hackathon_files(hackathon_dir, text_encoder):
-    data = load_bank_data(hackathon_dir, encoder=text_encoder)
+    data = load_bank_data(hackathon_dir, get_settings(), encoder=text_encoder)
     assert issue_count(data, "individuals", "duplicate_id") == 17
     assert issue_count(data, "organizations", "duplicate_id") == 118
     assert issue_count(data, "transactions", "invalid_date", "'2/29/2025' in Purchase Date") == 3

@@ -5,7 +5,8 @@ import pytest
 
 from bias_detector import group_audit
 from data_loader import customer_view, load_bank_data
-from recommendation_service import RecommendationService, ServiceError
+from artifacts import ServiceError
+from recommendation_service import RecommendationService
 from settings import get_settings
 
 
@@ -16,7 +17,7 @@ def biased_bank(tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("biased") / "data"
     generate_bank_data(data_dir, 6000, seed=11)
-    return load_bank_data(data_dir, get_settings().catalogue_file)
+    return load_bank_data(data_dir, get_settings())
 
 
 def test_audit_flags_the_injected_bias_and_only_where_the_data_supports_it(biased_bank):

@@ -5,7 +5,9 @@ import joblib
 import numpy as np
 import pytest
 
-from recommendation_service import ARTIFACT_FILE, RecommendationService, save_artifacts
+from artifacts import ARTIFACT_FILE, save_artifacts
+from batch import all_scores
+from recommendation_service import RecommendationService
 from recommender import RISK_BASE_POINTS, product_rows
 
 
@@ -24,7 +26,7 @@ def test_compiled_trees_equal_scikit_learn(trained_service):
 
 
 def test_scores_are_probabilities_on_one_scale(trained_service):
-    scores = trained_service.all_scores(np.arange(len(trained_service.base.view)))
+    scores = all_scores(trained_service, np.arange(len(trained_service.base.view)))
     assert scores.min() >= 0 and scores.max() <= 1
     assert len(np.unique(scores.round(6))) > 100, "scores must vary by customer and product"
 
@@ -85,7 +87,7 @@ def test_products_with_too_few_take_ups_fall_back_to_content_times_popularity(fa
     assert all("too few take-ups" in r for r in answer.fallback.reasons)
     for item in answer.recommendations:
         assert any(f.kind == "popularity" for f in item.explanation.factors)
-    scores = fallback_service.all_scores(np.arange(50))
+    scores = all_scores(fallback_service, np.arange(50))
     assert 0 < scores.min() and scores.max() < 1
 
 

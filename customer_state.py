@@ -1,0 +1,168 @@
+"""One customer's inputs to scoring: read from the customer base, or built from a request.
+
+A known customer's features, text signals and risk inputs were computed once at start-up; reading
+them costs a few array indexings. A customer the data does not know (cold start) is built from the
+request's profile, held products and posts through the same feature and text pipeline that built
+the base, so both kinds of customer are scored, ruled and explained alike.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from data_loader import profile_text
+from feature_engineer import customer_signals
+from recommender import CustomerBase, HybridRecommender, risk_inputs, stress_evidence
+from settings import Settings, age_band
+from text_models import DetectedEvent, LifeEventDetector, events_by_customer, get_text_encoder
+
+RECENT_EVENT_DAYS = 365
+
+
+class UnknownCustomer(KeyError):
+    """No customer with this id in the data."""
+
+
+class UnknownReference(ValueError):
+    """A request names something the data does not hold (like an unknown customer: a 404)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PostTexts:
+    """Posts as plain arrays, so that quoting one in an explanation costs an index, not a pandas lookup."""
+
+    post_id: np.ndarray
+    content: np.ndarray
+    timestamp: np.ndarray
+
+    @classmethod
+    def of(cls, posts: pd.DataFrame) -> "PostTexts":
+        return cls(posts["post_id"].astype(str).to_numpy(), posts["content"].fillna("").astype(str).to_numpy(),
+                   pd.to_datetime(posts["timestamp"]).dt.strftime("%Y-%m-%d").fillna("an unknown date").to_numpy())
+
+
+@dataclass(frozen=True)
+class CustomerState:
+    """One customer's inputs to scoring, from the customer base or built from a request."""
+
+    customer_id: str
+    profile: dict[str, Any]
+    tabular: np.ndarray  # (F,)
+    held: np.ndarray  # (P,)
+    events: np.ndarray  # (E,)
+    text_match: np.ndarray  # (P,)
+    best_text_match: np.ndarray  # (P,)
+    best_text_source: np.ndarray  # (P,) k >= 0: row k of ``posts``; -1 - k: the k-th phrase of the profile
+    detected_events: list[DetectedEvent]  # newest first
+    posts: PostTexts
+    risk: dict[str, np.ndarray]  # risk_inputs of this one customer
+    stress: np.ndarray  # (1,)
+    cold_start: bool
+
+    def recent_events(self, as_of: pd.Timestamp) -> frozenset[str]:
+        """The life events shown in the year before ``as_of``: what the rules may react to."""
+        since = as_of - pd.Timedelta(days=RECENT_EVENT_DAYS)
+        return frozenset(e.event for e in self.detected_events if e.timestamp >= since)
+
+
+class CustomerStates:
+    """Builds the scoring inputs of known customers (from the base) and of new ones (from a request)."""
+
+    def __init__(self, settings: Settings, base: CustomerBase, model: HybridRecommender, products: pd.DataFrame):
+        self.settings = settings
+        self.base = base
+        self.model = model
+        self.products = products
+        self.product_ids: list[str] = products["product_id"].tolist()
+        self._row_of = {str(c): i for i, c in enumerate(base.view.index)}
+        self._view_columns = object_columns(base.view)
+        self._events_by_customer = events_by_customer(base.signals.event_posts)
+        self._posts = PostTexts.of(base.posts)
+        self._text_lock = threading.Lock()
+        self._detector: LifeEventDetector | None = None
+
+    def knows(self, customer_id: str) -> bool:
+        return customer_id in self._row_of
+
+    def row_of(self, customer_id: str) -> int:
+        row = self._row_of.get(customer_id)
+        if row is None:
+            raise UnknownCustomer(customer_id)
+        return row
+
+    def known(self, row: int) -> CustomerState:
+        base = self.base
+        signals = base.signals
+        customer_id = str(base.view.index[row])
+        profile = {column: values[row] for column, values in self._view_columns}
+        profile["customer_id"] = customer_id
+        return CustomerState(
+            customer_id=customer_id, profile=profile, tabular=base.tabular[row], held=signals.held[row],
+            events=signals.events[row], text_match=signals.text_match[row],
+            best_text_match=signals.best_text_match[row], best_text_source=signals.best_text_source[row],
+            detected_events=self._events_by_customer.get(customer_id, []), posts=self._posts,
+            risk={k: v[row:row + 1] for k, v in base.risk.items()}, stress=base.stress[row:row + 1],
+            cold_start=False)
+
+    def cold(self, customer_id: str, profile: Mapping[str, Any], held_products: Sequence[str],
+             posts: Sequence[str]) -> CustomerState:
+        """A customer the data does not know, from a request: dated today, with no history."""
+        unknown = [p for p in held_products if p not in self.product_ids]
+        if unknown:
+            raise UnknownReference("profile.held_products", f"unknown products: {', '.join(map(repr, unknown))}")
+        detector = self.text_models()
+        view = self._cold_view(customer_id, profile)
+        now = self.base.as_of
+        post_frame = pd.DataFrame({"post_id": [f"request-{i + 1}" for i in range(len(posts))],
+                                   "customer_id": customer_id, "content": list(posts),
+                                   "timestamp": [now - pd.Timedelta(days=1)] * len(posts)})
+        holdings = pd.DataFrame({"customer_id": customer_id, "product_id": list(held_products), "start_date": pd.NaT})
+        with self._text_lock:
+            signals = customer_signals(view, post_frame, holdings, self.products, now, detector.encoder, detector)
+        record = {column: values[0] for column, values in object_columns(view)}
+        record["customer_id"] = customer_id
+        return CustomerState(
+            customer_id=customer_id, profile=record, tabular=self.model.features.transform(view)[0],
+            held=signals.held[0], events=signals.events[0], text_match=signals.text_match[0],
+            best_text_match=signals.best_text_match[0], best_text_source=signals.best_text_source[0],
+            detected_events=events_by_customer(signals.event_posts).get(customer_id, []),
+            posts=PostTexts.of(post_frame), risk=risk_inputs(view), stress=stress_evidence(signals, detector.events),
+            cold_start=True)
+
+    def _cold_view(self, customer_id: str, profile: Mapping[str, Any]) -> pd.DataFrame:
+        """A one-row customer view from a request's profile: no history, so counts are zero."""
+        columns = self.base.view.columns
+        record: dict[str, Any] = {column: np.nan for column in columns}
+        record.update({k: v for k, v in profile.items() if v is not None})
+        record["age_band"] = age_band(record.get("age"), self.settings.age_bands)
+        record["profile_text"] = profile_text(pd.DataFrame([record])).iloc[0]
+        for column in columns:
+            if column.endswith("_count"):
+                record[column] = 0
+        view = pd.DataFrame([record], index=pd.Index([customer_id], name="customer_id"))
+        for column in view.columns:
+            if column in columns and pd.api.types.is_numeric_dtype(self.base.view[column]):
+                view[column] = pd.to_numeric(view[column], errors="coerce")
+        return view
+
+    def text_models(self) -> LifeEventDetector:
+        """The text models, loaded on first need (warm start-up does not wait for them)."""
+        with self._text_lock:
+            if self._detector is None:
+                self._detector = LifeEventDetector(get_text_encoder(self.settings))
+            return self._detector
+
+
+def object_columns(view: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """The view's columns as object arrays with None for missing: a customer's record in one index per column."""
+    return [(column, view[column].astype(object).where(view[column].notna(), None).to_numpy())
+            for column in view.columns]
