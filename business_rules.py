@@ -72,6 +72,7 @@ class CustomerContext:
     risk_score: float
     life_events: frozenset[str] = frozenset()
     held_products: frozenset[str] = frozenset()
+    asked_products: frozenset[str] = frozenset()  # named in the customer's preferences or financial needs
 
 
 @dataclass(frozen=True)
@@ -460,11 +461,19 @@ class _RuleSpec(BaseModel):
         return self
 
 
+class _StatedNeeds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    offer_first: bool = Field(default=True, description="Products the customer asked for and does not hold are "
+                                                         "ranked ahead of the others (still subject to every rule).")
+
+
 class _RulesDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     suitability: _Suitability
     diversity: _Diversity
+    stated_needs: _StatedNeeds = Field(default_factory=_StatedNeeds)
     rules: list[Any] = Field(default_factory=list)
 
 
@@ -642,6 +651,8 @@ def _exclusion(rule: str, reason: str) -> RuleEffect:
 
 
 _ALREADY_HELD = _exclusion("eligibility.already_held", "the customer already holds this product")
+_STATED_NEED = RuleEffect("stated_need", "boost", 1.0, "offered first: the customer asked for this kind of product")
+"""Orders rather than scales (factor 1): what a customer asked for comes before what the model guesses."""
 
 
 @dataclass(frozen=True)
@@ -705,8 +716,9 @@ class RuleBook:
     """
 
     def __init__(self, catalogue: _Catalogue, max_product_risk: Mapping[str, int], category_limits: Mapping[str, int],
-                 rules: Sequence[_CompiledRule]) -> None:
+                 rules: Sequence[_CompiledRule], stated_needs_first: bool = True) -> None:
         self.product_ids = catalogue.product_ids
+        self.stated_needs_first = stated_needs_first
         self.category_limits = dict(category_limits)
         self.rule_names = tuple(rule.effect.rule for rule in rules)
         self._max_product_risk = dict(max_product_risk)
@@ -748,7 +760,8 @@ class RuleBook:
         customer_scope = _customer_scope(known_customer_fields, known_life_events)
         category_limits = _category_limits(path, document.diversity, catalogue)
         rules = _compile_rules(path, document.rules, catalogue, customer_scope, tuple(protected_fields))
-        return cls(catalogue, document.suitability.max_product_risk, category_limits, rules)
+        return cls(catalogue, document.suitability.max_product_risk, category_limits, rules,
+                   document.stated_needs.offer_first)
 
     def max_risk_level(self, risk_level: str) -> int:
         """The highest product risk level a customer of this risk level may be offered."""
@@ -779,6 +792,7 @@ class RuleBook:
         adjusted = {position: score for position, score in model_score.items() if position not in hard}
         notes = self._unchecked_minimums(context, adjusted)
         effects = self._apply_rules(context, adjusted, excluded)
+        self._mark_stated_needs(context, adjusted, effects)
         ranked = self._diverse_top_k(adjusted, model_score, effects, excluded, top_k)
         return RuleOutcome(ranked, excluded, notes, {self.product_ids[p]: score for p, score in adjusted.items()},
                            {self.product_ids[p]: effects.get(p, []) for p in adjusted})
@@ -868,13 +882,28 @@ class RuleBook:
                         effects.setdefault(position, []).append(rule.effect)
         return effects
 
+    def _mark_stated_needs(self, context: CustomerContext, adjusted: dict[int, float],
+                           effects: dict[int, list[RuleEffect]]) -> None:
+        """The eligible products the customer asked for, marked to be offered first."""
+        if not self.stated_needs_first:
+            return
+        for product_id in context.asked_products:
+            position = self._position.get(product_id)
+            if position in adjusted:
+                effects.setdefault(position, []).append(_STATED_NEED)
+
     def _diverse_top_k(self, adjusted: dict[int, float], model_score: dict[int, float],
                        effects: dict[int, list[RuleEffect]], excluded: dict[str, list[RuleEffect]],
                        top_k: int) -> list[AdjustedProduct]:
-        """Fill the list best-first, skipping (and reporting) products whose category is already full."""
+        """Fill the list best-first (stated needs before the rest), skipping (and reporting) products
+        whose category is already full."""
         ranked: list[AdjustedProduct] = []
         shown_per_category: dict[str, int] = {}
-        for position in sorted(adjusted, key=adjusted.__getitem__, reverse=True):
+
+        def order(position: int) -> tuple[bool, float]:
+            return _STATED_NEED in effects.get(position, ()), adjusted[position]
+
+        for position in sorted(adjusted, key=order, reverse=True):
             if len(ranked) == top_k:
                 break
             category = self._category[position]

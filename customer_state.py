@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from data_loader import profile_text
+from data_loader import INTEREST_COLUMNS, INTEREST_FIELDS, profile_text, stated_interests
 from feature_engineer import customer_signals
 from recommender import CustomerBase, HybridRecommender, risk_inputs, stress_evidence
 from settings import Settings, age_band
@@ -51,6 +51,24 @@ class PostTexts:
 
 
 @dataclass(frozen=True)
+class StatedNeed:
+    """The words in which a customer asked for a product, and where they wrote them."""
+
+    words: str
+    field: str  # preferences | financial_needs
+
+
+def stated_needs_by_customer(interests: pd.DataFrame) -> dict[str, dict[str, StatedNeed]]:
+    """Each customer's stated needs by product, the closest-matching words first."""
+    ordered = interests.sort_values("similarity", ascending=False, kind="stable")
+    needs: dict[str, dict[str, StatedNeed]] = {}
+    for customer_id, product_id, words, field in zip(ordered["customer_id"], ordered["product_id"],
+                                                      ordered["evidence"], ordered["field"]):
+        needs.setdefault(str(customer_id), {}).setdefault(str(product_id), StatedNeed(str(words), str(field)))
+    return needs
+
+
+@dataclass(frozen=True)
 class CustomerState:
     """One customer's inputs to scoring, from the customer base or built from a request."""
 
@@ -67,6 +85,7 @@ class CustomerState:
     risk: dict[str, np.ndarray]  # risk_inputs of this one customer
     stress: np.ndarray  # (1,)
     cold_start: bool
+    stated_needs: dict[str, StatedNeed]  # product id -> the customer's own words that asked for it
 
     def recent_events(self, as_of: pd.Timestamp) -> frozenset[str]:
         """The life events shown in the year before ``as_of``: what the rules may react to."""
@@ -77,7 +96,8 @@ class CustomerState:
 class CustomerStates:
     """Builds the scoring inputs of known customers (from the base) and of new ones (from a request)."""
 
-    def __init__(self, settings: Settings, base: CustomerBase, model: HybridRecommender, products: pd.DataFrame):
+    def __init__(self, settings: Settings, base: CustomerBase, model: HybridRecommender, products: pd.DataFrame,
+                 interests: pd.DataFrame):
         self.settings = settings
         self.base = base
         self.model = model
@@ -87,6 +107,7 @@ class CustomerStates:
         self._view_columns = object_columns(base.view)
         self._events_by_customer = events_by_customer(base.signals.event_posts)
         self._posts = PostTexts.of(base.posts)
+        self._stated_needs = stated_needs_by_customer(interests)
         self._text_lock = threading.Lock()
         self._detector: LifeEventDetector | None = None
 
@@ -111,7 +132,7 @@ class CustomerStates:
             best_text_match=signals.best_text_match[row], best_text_source=signals.best_text_source[row],
             detected_events=self._events_by_customer.get(customer_id, []), posts=self._posts,
             risk={k: v[row:row + 1] for k, v in base.risk.items()}, stress=base.stress[row:row + 1],
-            cold_start=False)
+            cold_start=False, stated_needs=self._stated_needs.get(customer_id, {}))
 
     def cold(self, customer_id: str, profile: Mapping[str, Any], held_products: Sequence[str],
              posts: Sequence[str]) -> CustomerState:
@@ -127,7 +148,9 @@ class CustomerStates:
                                    "timestamp": [now - pd.Timedelta(days=1)] * len(posts)})
         holdings = pd.DataFrame({"customer_id": customer_id, "product_id": list(held_products), "start_date": pd.NaT})
         with self._text_lock:
-            signals = customer_signals(view, post_frame, holdings, self.products, now, detector.encoder, detector)
+            interests = self._stated_interests(view, detector)
+            signals = customer_signals(view, post_frame, holdings, interests, self.products, now, detector.encoder,
+                                       detector)
         record = {column: values[0] for column, values in object_columns(view)}
         record["customer_id"] = customer_id
         return CustomerState(
@@ -136,7 +159,15 @@ class CustomerStates:
             best_text_match=signals.best_text_match[0], best_text_source=signals.best_text_source[0],
             detected_events=events_by_customer(signals.event_posts).get(customer_id, []),
             posts=PostTexts.of(post_frame), risk=risk_inputs(view), stress=stress_evidence(signals, detector.events),
-            cold_start=True)
+            cold_start=True, stated_needs=stated_needs_by_customer(interests).get(customer_id, {}))
+
+    def _stated_interests(self, view: pd.DataFrame, detector: LifeEventDetector) -> pd.DataFrame:
+        """The products a request's preferences and needs name, read as the loader reads them."""
+        fields = [c for c in INTEREST_FIELDS if c in view.columns]
+        customer = view.reset_index()[["customer_id", "customer_type", *fields]]
+        if not customer[fields].map(lambda text: isinstance(text, str) and bool(text.strip())).any(axis=None):
+            return pd.DataFrame(columns=INTEREST_COLUMNS)
+        return stated_interests(customer, self.products, detector.encoder)
 
     def _cold_view(self, customer_id: str, profile: Mapping[str, Any]) -> pd.DataFrame:
         """A one-row customer view from a request's profile: no history, so counts are zero."""

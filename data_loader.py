@@ -66,6 +66,8 @@ REQUIRED_IDS: dict[str, tuple[str, ...]] = {
 UNIQUE_KEYS = {"customers": "customer_id", "products": "product_id",
                "transactions": "transaction_id", "social_posts": "post_id"}
 HOLDINGS_COLUMNS = ["customer_id", "product_id", "start_date", "source"]
+INTEREST_COLUMNS = ["customer_id", "product_id", "evidence", "field", "similarity"]
+INTEREST_FIELDS = ("preferences", "financial_needs")
 TABLE_SUFFIXES = (".csv", ".parquet")
 
 MISSING_MARKERS = frozenset({"", "nan", "NaN", "NAN", "none", "None", "NONE", "null", "NULL", "Null",
@@ -137,14 +139,17 @@ class DataQualityReport:
     tables: dict[str, TableQuality] = field(default_factory=dict)
     orphans: dict[str, int] = field(default_factory=dict)
     ignored_sources: list[str] = field(default_factory=list)
-    matched_evidence: list[dict[str, Any]] = field(default_factory=list)
+    matched_evidence: list[dict[str, Any]] = field(default_factory=list)  # source "asked" (interest) or "paid" (holding)
     unmatched_evidence: list[dict[str, Any]] = field(default_factory=list)
+    evidence_frames: list[pd.DataFrame] = field(default_factory=list, repr=False)  # summarised, then emptied
 
     def table(self, name: str) -> TableQuality:
         return self.tables.setdefault(name, TableQuality())
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        report = dataclasses.asdict(dataclasses.replace(self, evidence_frames=[]))
+        del report["evidence_frames"]
+        return report
 
     def log(self) -> None:
         """Counts only: the report's raw values stay out of logs, which outlive the data's access rules."""
@@ -211,14 +216,15 @@ class BankData:
     transactions: pd.DataFrame
     social_posts: pd.DataFrame
     products: pd.DataFrame
-    holdings: pd.DataFrame
+    holdings: pd.DataFrame  # what each customer holds (the hackathon format: products evidenced as paid for)
     quality: DataQualityReport
     source_format: str
     age_bands: tuple[int, ...]  # the bands of the settings it was loaded with: the view and cold start agree
+    interests: pd.DataFrame  # what each customer asked for (preferences, financial needs): candidates, not holdings
 
     def as_of(self, cutoff: pd.Timestamp) -> "BankData":
-        """The data as it stood at ``cutoff``: events strictly before it; undated holdings (asked-for
-        products) are kept because they describe the customer rather than a moment."""
+        """The data as it stood at ``cutoff``: events strictly before it; undated holdings and the
+        stated interests are kept because they describe the customer rather than a moment."""
         cutoff = pd.Timestamp(cutoff)
         holdings = self.holdings
         return dataclasses.replace(
@@ -847,21 +853,36 @@ def _load_hackathon(data_dir: Path, report: DataQualityReport) -> dict[str, pd.D
 # ----------------------------------------------------------------------------------------------
 
 EVIDENCE_THRESHOLD = 0.60
+INTEREST_MARGIN = 0.1  # an interest also names the products this close to its best match ("Health & Life Insurance")
+PRODUCT_PAYMENT_PATTERN = re.compile(r"\b(?:repayments?|emi|mortgage payments?|premiums?|contributions?|deposits?"
+                                     r"|loans?)\b", re.IGNORECASE)
 
 
 def _asked_items(customers: pd.DataFrame) -> pd.DataFrame:
-    """Each comma-separated item of Preferences / Financial Needs, one row per customer and item."""
-    columns = [c for c in ("preferences", "financial_needs") if c in customers]
-    listed = customers.melt(id_vars=["customer_id", "customer_type"], value_vars=columns, value_name="text")
+    """Each comma-separated item of preferences / financial needs, one row per customer and item."""
+    columns = [c for c in INTEREST_FIELDS if c in customers]
+    if not columns or customers.empty:
+        return pd.DataFrame(columns=["customer_id", "customer_type", "field", "text", "start_date", "source"])
+    listed = customers.melt(id_vars=["customer_id", "customer_type"], value_vars=columns, var_name="field",
+                            value_name="text")
+    listed = listed[listed["text"].map(lambda text: isinstance(text, str))]
     items = listed.assign(text=listed["text"].str.split(r"[,;]", regex=True)).explode("text")
-    items["text"] = items["text"].str.strip()
+    items["text"] = items["text"].str.strip(" .")
     items = items[items["text"].str.len() > 0]
-    return items[["customer_id", "customer_type", "text"]].assign(start_date=pd.NaT, source="asked")
+    return items[["customer_id", "customer_type", "field", "text"]].assign(start_date=pd.NaT, source="asked")
 
 
 def _paid_items(transactions: pd.DataFrame, customers: pd.DataFrame) -> pd.DataFrame:
-    """Transaction types and categories as candidate texts, dated by the purchase."""
-    kinds = transactions[["customer_id", "date", "type", "category"]].assign(payment=np.arange(len(transactions)))
+    """Payments to a financial product (a repayment, an EMI, a premium, a contribution, a deposit, a
+    loan drawn), their type and category as candidate texts, dated by the payment.
+
+    Spending is not holding: a travel booking, a BNPL purchase or a supplier payment shows a need
+    (read as such by the life-event detector), not a product the customer has.
+    """
+    described = transactions["type"].fillna("").astype(str) + " " + transactions["category"].fillna("").astype(str)
+    product_payment = described.str.contains(PRODUCT_PAYMENT_PATTERN).to_numpy()
+    kinds = (transactions.loc[product_payment, ["customer_id", "date", "type", "category"]]
+             .assign(payment=np.flatnonzero(product_payment)))
     kinds = kinds.merge(customers[["customer_id", "customer_type"]], on="customer_id")
     paid = kinds.melt(id_vars=["customer_id", "customer_type", "date", "payment"], value_vars=["type", "category"],
                       value_name="text").dropna(subset=["text"])
@@ -892,11 +913,14 @@ def _product_phrases(products: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     return phrases, np.asarray(owners)
 
 
-def _match_products(evidence: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder) -> pd.DataFrame:
-    """For each distinct (text, customer type): the closest eligible product and its similarity.
+def _match_products(evidence: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder,
+                    margin: float = 0.0) -> pd.DataFrame:
+    """For each distinct (text, customer type): the closest eligible product and its similarity,
+    and with a ``margin``, also every other product at least that close to the text's best.
 
     A product's similarity is its best over name, aliases and description, so a short item such as
-    'Home Loan' meets the alias 'home loan' rather than being diluted by a long description.
+    'Home Loan' meets the alias 'home loan' rather than being diluted by a long description. A
+    stated interest may name several products ("Health & Life Insurance"), a payment pays one.
     """
     distinct = evidence[["text", "customer_type"]].drop_duplicates().reset_index(drop=True)
     phrases, owners = _product_phrases(products)
@@ -904,14 +928,24 @@ def _match_products(evidence: pd.DataFrame, products: pd.DataFrame, encoder: Sen
     per_product = np.full((len(distinct), len(products)), -1.0, dtype=np.float32)
     np.maximum.at(per_product.T, owners, similarity.T)
     per_product[~segment_eligibility(distinct["customer_type"], products["segment"])] = -1.0
-    best = per_product.argmax(axis=1) if len(products) else np.zeros(len(distinct), dtype=int)
-    distinct["best_product_id"] = products["product_id"].to_numpy()[best]
-    distinct["similarity"] = per_product[np.arange(len(distinct)), best].round(3)
-    distinct["product_id"] = distinct["best_product_id"].where(distinct["similarity"] >= EVIDENCE_THRESHOLD)
-    return distinct
+    best = per_product.max(axis=1, initial=-1.0)
+    near_best = (per_product >= best[:, None] - margin) if margin else (per_product == best[:, None])
+    row, column = np.nonzero(near_best & (per_product >= -0.5))
+    matches = distinct.iloc[row].reset_index(drop=True)
+    matches["best_product_id"] = products["product_id"].to_numpy()[column]
+    matches["similarity"] = per_product[row, column].round(3)
+    matches["product_id"] = matches["best_product_id"].where(matches["similarity"] >= EVIDENCE_THRESHOLD)
+    matched = matches["product_id"].notna()
+    return pd.concat([matches[matched], matches[~matched].drop_duplicates(["text", "customer_type"])])
 
 
-def _summarise_evidence(evidence: pd.DataFrame, report: DataQualityReport) -> None:
+def _summarise_evidence(report: DataQualityReport) -> None:
+    """How each distinct text was read: the product it was matched to (and how closely), or none."""
+    frames = [frame for frame in report.evidence_frames if len(frame)]
+    report.evidence_frames.clear()
+    if not frames:
+        return
+    evidence = pd.concat(frames, ignore_index=True)
     counts = (evidence.groupby(["text", "customer_type", "source"], dropna=False)
               .agg(count=("customer_id", "size"), product_id=("product_id", "first"),
                    best_product_id=("best_product_id", "first"), similarity=("similarity", "first"))
@@ -925,25 +959,55 @@ def _summarise_evidence(evidence: pd.DataFrame, report: DataQualityReport) -> No
         row["count"], row["similarity"] = int(row["count"]), float(row["similarity"])
 
 
-def _evidence_holdings(customers: pd.DataFrame, transactions: pd.DataFrame, products: pd.DataFrame,
-                      encoder: SentenceEncoder, report: DataQualityReport) -> pd.DataFrame:
-    """Products customers asked for or paid for, as holdings rows ('asked' undated, 'paid' dated)."""
-    report.table("holdings").sources.append("preferences, financial needs and transaction types/categories")
-    evidence = pd.concat([_asked_items(customers), _paid_items(transactions, customers)], ignore_index=True)
+def _matched_evidence(evidence: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder,
+                      margin: float = 0.0) -> pd.DataFrame:
+    """Each evidence row with the catalogue product its text means (``product_id`` NaN: none is close)."""
     if evidence.empty:
-        return _clean_table("holdings", _empty_raw("holdings"), report.table("holdings")).assign(source="asked")
-    matches = _match_products(evidence, products, encoder)
-    evidence = evidence.merge(matches, on=["text", "customer_type"], how="left")
-    report.table("holdings").rows_read = len(evidence)
-    evidence = _one_product_per_payment(evidence, report.table("holdings"))
-    _summarise_evidence(evidence, report)
-    report.table("holdings").add("unmatched_evidence", evidence["product_id"].isna().sum(),
-                                 "preference or transaction items close to no catalogue product",
-                                 "not used as evidence")
+        return evidence.assign(best_product_id=pd.Series(dtype=object), similarity=pd.Series(dtype=float),
+                               product_id=pd.Series(dtype=object))
+    return evidence.merge(_match_products(evidence, products, encoder, margin), on=["text", "customer_type"],
+                          how="left")
+
+
+def _evidence_holdings(transactions: pd.DataFrame, customers: pd.DataFrame, products: pd.DataFrame,
+                       encoder: SentenceEncoder, report: DataQualityReport) -> pd.DataFrame:
+    """Products customers pay for (loan and mortgage repayments, premiums, contributions), as dated
+    holdings: a payment is evidence of a product held, never of a plan or a wish."""
+    quality = report.table("holdings")
+    quality.sources.append("transaction types and categories")
+    evidence = _matched_evidence(_paid_items(transactions, customers), products, encoder)
+    quality.rows_read = len(evidence)
+    if evidence.empty:
+        return _clean_table("holdings", _empty_raw("holdings"), quality).assign(source="paid", evidence=None)
+    evidence = _one_product_per_payment(evidence, quality)
+    quality.add("unmatched_evidence", evidence["product_id"].isna().sum(),
+                "transaction items close to no catalogue product", "not used as evidence")
+    report.evidence_frames.append(evidence)
     holdings = (evidence.dropna(subset=["product_id"])[HOLDINGS_COLUMNS + ["text"]]
-                .rename(columns={"text": "evidence"}).reset_index(drop=True))  # the customer's own words for it
+                .rename(columns={"text": "evidence"}).reset_index(drop=True))  # the payment that showed it
     holdings["start_date"] = holdings["start_date"].astype("datetime64[us]")
     return holdings
+
+
+def stated_interests(customers: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder,
+                     report: DataQualityReport | None = None) -> pd.DataFrame:
+    """The products customers asked for in their preferences and financial needs, each with the
+    customer's own words: candidates to offer (when not held), never holdings.
+
+    Each comma-separated item is matched to the closest catalogue product of the customer's segment
+    by meaning; an item close to none is reported and not used.
+    """
+    evidence = _matched_evidence(_asked_items(customers), products, encoder, INTEREST_MARGIN)
+    if report is not None:
+        quality = report.table("interests")
+        quality.sources.append(", ".join(INTEREST_FIELDS))
+        quality.rows_read = len(evidence)
+        quality.add("unmatched_interest", evidence["product_id"].isna().sum(),
+                    "preference or need items close to no catalogue product", "not used")
+        report.evidence_frames.append(evidence)
+    interests = (evidence.dropna(subset=["product_id"]).rename(columns={"text": "evidence"})
+                 .drop_duplicates(["customer_id", "product_id"]))
+    return interests.reindex(columns=INTEREST_COLUMNS).reset_index(drop=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1001,8 +1065,10 @@ def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEn
     tables = (_load_canonical if report.source_format == "canonical" else _load_hackathon)(data_dir, report)
     tables["products"] = _load_products(data_dir, settings.catalogue_file, report)
     if report.source_format == "hackathon":
-        tables["holdings"] = _evidence_holdings(tables["customers"], tables["transactions"], tables["products"],
-                                               encoder or _default_encoder(settings), report)
+        tables["holdings"] = _evidence_holdings(tables["transactions"], tables["customers"], tables["products"],
+                                                encoder or _default_encoder(settings), report)
+    tables["interests"] = _interests_of(tables["customers"], tables["products"], encoder, settings, report)
+    _summarise_evidence(report)
     _drop_orphans(tables, report)
     tables["holdings"] = _deduplicated_holdings(tables["holdings"], report.table("holdings"))
     tables["social_posts"]["sentiment"] = sentiment_scores(tables["social_posts"]["content"])
@@ -1011,6 +1077,15 @@ def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEn
     report.log()
     return BankData(**tables, quality=report, source_format=report.source_format,
                     age_bands=tuple(settings.age_bands))
+
+
+def _interests_of(customers: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder | None,
+                  settings: Settings, report: DataQualityReport) -> pd.DataFrame:
+    """Stated interests, with the text model loaded only when some customer stated something."""
+    if _asked_items(customers).empty:
+        report.table("interests").sources.append(", ".join(INTEREST_FIELDS))
+        return pd.DataFrame(columns=INTEREST_COLUMNS)
+    return stated_interests(customers, products, encoder or _default_encoder(settings), report)
 
 
 def _default_encoder(settings: Settings) -> SentenceEncoder:

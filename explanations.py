@@ -28,7 +28,7 @@ QUOTE_LIMIT = 100
 class Factor:
     """One reason: what it is, how strong (log-odds or score change), and where it comes from."""
 
-    kind: str  # feature | life_event | text_match | business_rule | risk_suitability | popularity
+    kind: str  # stated_need | feature | life_event | text_match | business_rule | risk_suitability | popularity
     name: str
     weight: float
     value: str | float | None = None
@@ -98,6 +98,14 @@ def event_factors(event_weights: dict[str, float], customer_events: Sequence[Det
     return factors
 
 
+STATED_FIELDS = {"preferences": "your preferences", "financial_needs": "your financial needs"}
+
+
+def stated_need_factor(words: str, field: str) -> Factor:
+    """The customer asked for the product: their own words, and where they wrote them."""
+    return Factor("stated_need", "you asked for it", 0.0, None, _quote(words), STATED_FIELDS.get(field, field))
+
+
 def text_factor(best_match: float, source_text: str | None, source: str, contribution: float) -> list[Factor]:
     """The customer's own words that came closest to the product description, when close enough."""
     if best_match < STRONG_TEXT_MATCH or not source_text:
@@ -131,7 +139,9 @@ def explain(context: ProductContext, factors: list[Factor]) -> Explanation:
 def _sentences(context: ProductContext, factors: Sequence[Factor]) -> str:
     reasons = []
     for factor in factors:
-        if factor.kind == "life_event":
+        if factor.kind == "stated_need":
+            reasons.append(f"you told us in {factor.source} that you are looking for \"{factor.evidence}\"")
+        elif factor.kind == "life_event":
             said = "you posted about" if factor.source.startswith("post") else "your spending shows"
             reasons.append(f"{said} {factor.name} (\"{factor.evidence}\", {factor.source.split(' on ')[-1]})")
         elif factor.kind == "text_match":

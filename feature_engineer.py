@@ -165,6 +165,7 @@ class CustomerSignals:
     best_text_match: np.ndarray  # (n, P) float32 best single text's similarity
     best_text_source: np.ndarray  # (n, P) int: k >= 0 row k of the posts frame used; -1 - k the k-th profile phrase
     event_posts: pd.DataFrame  # detected events with post (or transaction) id, date, evidence (for explanations)
+    asked: np.ndarray  # (n, P) float32 0/1: the customer named the product in their preferences or needs
 
 
 def recency_weight(timestamps: pd.Series, as_of: pd.Timestamp) -> np.ndarray:
@@ -192,11 +193,11 @@ def product_texts(products: pd.DataFrame) -> list[str]:
                                                  aliases)]
 
 
-def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataFrame, products: pd.DataFrame,
-                     as_of: pd.Timestamp, encoder: TextEncoder, detector: LifeEventDetector,
+def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataFrame, interests: pd.DataFrame,
+                     products: pd.DataFrame, as_of: pd.Timestamp, encoder: TextEncoder, detector: LifeEventDetector,
                      transactions: pd.DataFrame | None = None) -> CustomerSignals:
-    """Holdings, life events (from posts and, where given, from what the customer spent on) and
-    text match for every customer of the view, as of a date."""
+    """Holdings, stated interests, life events (from posts and, where given, from what the customer
+    spent on) and text match for every customer of the view, as of a date."""
     customer_ids = view.index.to_numpy()
     posts = posts[posts["customer_id"].isin(view.index)].reset_index(drop=True)
     weights = recency_weight(posts["timestamp"], as_of)
@@ -210,42 +211,8 @@ def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataF
         detected = pd.concat([detected, spending], ignore_index=True) if len(detected) else spending
     text_match, best, source = _text_match(view, posts, weights, row_of_post, products, encoder, detector)
     return CustomerSignals(customer_ids, held_matrix(holdings, customer_ids, products["product_id"]), events,
-                           text_match, best, source, detected)
-
-
-def without_naming_words(signals: CustomerSignals, view: pd.DataFrame, posts: pd.DataFrame,
-                         holdings: pd.DataFrame, products: pd.DataFrame, as_of: pd.Timestamp,
-                         encoder: TextEncoder, detector: LifeEventDetector) -> CustomerSignals:
-    """Text match of each held product as if the customer had not named it, for "holds" training.
-
-    Where holdings are the products customers asked for (``evidence`` is the phrase that asked),
-    the phrase sits in the profile, and a model trained with it learns only "names the product,
-    holds it". That never helps when serving, where every named product is already held and
-    excluded, and it drowns what does help (the other products held, the other words). So the
-    text features of those (customer, product) cells are recomputed with the phrase removed, as
-    leave-one-out evaluation removes it. Sources of the best match are left as they were:
-    training signals are never quoted.
-    """
-    if "evidence" not in holdings.columns or "profile_text" not in view.columns:
-        return signals
-    named = holdings.dropna(subset=["evidence"])
-    row = view.index.get_indexer(named["customer_id"])
-    column = pd.Index(products["product_id"]).get_indexer(named["product_id"])
-    profile = view["profile_text"].to_numpy()[row]
-    keep = (row >= 0) & (column >= 0) & pd.notna(profile)
-    row, column, phrase, profile = row[keep], column[keep], named["evidence"].to_numpy()[keep], profile[keep]
-    if not len(row):
-        return signals
-    pairs = pd.Index([f"{r}:{c}" for r, c in zip(row, column)], name="customer_id")
-    reduced = pd.DataFrame({"profile_text": [str(t).replace(str(w), "") for t, w in zip(profile, phrase)]}, index=pairs)
-    pair_of = pd.DataFrame({"pair": pairs, "customer_id": view.index.to_numpy()[row]})
-    pair_posts = posts.merge(pair_of, on="customer_id").drop(columns="customer_id").rename(columns={"pair": "customer_id"})
-    text_match, best, _ = _text_match(reduced, pair_posts, recency_weight(pair_posts["timestamp"], as_of),
-                                      pairs.get_indexer(pair_posts["customer_id"]), products, encoder, detector)
-    position = np.arange(len(row))
-    signals.text_match[row, column] = text_match[position, column]
-    signals.best_text_match[row, column] = best[position, column]
-    return signals
+                           text_match, best, source, detected,
+                           held_matrix(interests, customer_ids, products["product_id"]))
 
 
 def _event_evidence(posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray, n_customers: int,

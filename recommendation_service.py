@@ -26,7 +26,7 @@ from business_rules import AdjustedProduct, CustomerContext, RuleBook, RuleEffec
 from customer_state import CustomerState, CustomerStates, UnknownCustomer, UnknownReference
 from data_loader import BankData
 from explanations import (Explanation, Factor, ProductContext, event_factors, explain, model_factors,
-                          popularity_factor, rule_factors, suitability_factor, text_factor)
+                          popularity_factor, rule_factors, stated_need_factor, suitability_factor, text_factor)
 from feature_engineer import profile_phrase, readable_feature
 from recommender import RiskProfile, risk_profile_at
 from settings import Settings
@@ -83,7 +83,7 @@ class RecommendationService:
         self.base = artifacts.base
         self.products = data.products.reset_index(drop=True)
         self.product_ids: list[str] = self.products["product_id"].tolist()
-        self.customers = CustomerStates(settings, self.base, self.model, self.products)
+        self.customers = CustomerStates(settings, self.base, self.model, self.products, data.interests)
         self._product_index = {p: i for i, p in enumerate(self.product_ids)}
         self._product_records = self.products.astype(object).where(self.products.notna(), None).to_dict("records")
         self._observed = {a.name: observed_groups(self.base.view, a, settings.age_band_labels)
@@ -163,7 +163,8 @@ class RecommendationService:
         """What the rules may know about the customer: profile, risk, recent life events, holdings."""
         risk = risk or risk_profile_at(state.risk, state.stress, 0)
         held = frozenset(self.product_ids[i] for i in np.flatnonzero(state.held))
-        return CustomerContext(state.profile, risk.level, risk.score, state.recent_events(self.base.as_of), held)
+        return CustomerContext(state.profile, risk.level, risk.score, state.recent_events(self.base.as_of), held,
+                               frozenset(state.stated_needs))
 
     # ---------------------------------------------------------------- explanations
 
@@ -186,9 +187,14 @@ class RecommendationService:
         if not has_model:
             contributions = np.zeros(len(feature_names))
         factors: list[Factor] = []
+        need = state.stated_needs.get(item.product_id)
+        if need is not None:
+            factors.append(stated_need_factor(need.words, need.field))
         factors += event_factors(self.model.design.event_weights(contributions, state.events, index),
                                  state.detected_events, item.effects)
         text, source = self._best_text(state, index)
+        if need is not None and text == need.words:
+            text = None  # the stated need already quotes these words
         factors += text_factor(float(state.best_text_match[index]), text, source, float(contributions[-2:].sum()))
         factors += model_factors(contributions, feature_names, design[index], raw_values)
         if not has_model:

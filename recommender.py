@@ -38,7 +38,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from data_loader import BankData, customer_view, segment_eligibility
 from feature_engineer import (CustomerFeatures, CustomerSignals, ProductDesign, customer_signals, event_relevance,
-                              held_matrix, without_naming_words)
+                              held_matrix)
 from settings import Settings
 from text_models import LifeEventDetector, TextEncoder
 
@@ -646,7 +646,8 @@ def snapshot_signals(data: BankData, as_of: pd.Timestamp, encoder: TextEncoder, 
     past = data.as_of(as_of)
     view = customer_view(past, as_of=as_of)
     posts = past.social_posts[past.social_posts["customer_id"].isin(view.index)].reset_index(drop=True)
-    signals = customer_signals(view, posts, past.holdings, data.products, as_of, encoder, detector, past.transactions)
+    signals = customer_signals(view, posts, past.holdings, past.interests, data.products, as_of, encoder, detector,
+                               past.transactions)
     return view, signals, posts
 
 
@@ -670,10 +671,8 @@ def build_training_set(data: BankData, end: pd.Timestamp, settings: Settings, en
     """Views, signals, labels and candidate masks of every training snapshot before ``end``."""
     products = data.products["product_id"].tolist()
     if scheme == "holds":
-        view, signals, posts = snapshot_signals(data, end, encoder, detector)
+        view, signals, _ = snapshot_signals(data, end, encoder, detector)
         labels = signals.held.astype(bool)
-        signals = without_naming_words(signals, view, posts, data.as_of(end).holdings, data.products, end, encoder,
-                                       detector)
         return [view], [signals], [labels], [segment_eligibility(view["customer_type"], data.products["segment"])]
     views, all_signals, labels, candidates = [], [], [], []
     for start in snapshot_dates(data.holdings, end, settings.training_horizon_days, settings.training_snapshots):
@@ -694,7 +693,7 @@ def _stack_signals(signals: Sequence[CustomerSignals]) -> CustomerSignals:
         np.concatenate([s.customer_ids for s in signals]), np.vstack([s.held for s in signals]),
         np.vstack([s.events for s in signals]), np.vstack([s.text_match for s in signals]),
         np.vstack([s.best_text_match for s in signals]), np.vstack([s.best_text_source for s in signals]),
-        pd.DataFrame())
+        pd.DataFrame(), np.vstack([s.asked for s in signals]))
 
 
 def make_training_set(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEncoder,

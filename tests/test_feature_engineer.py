@@ -1,4 +1,4 @@
-"""Customer-to-product text match: phrase by phrase, and without the words that named a held product."""
+"""Customer-to-product text match, phrase by phrase; life events linked to products by meaning."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from data_loader import profile_text
-from feature_engineer import (customer_signals, event_relevance, profile_phrase, profile_phrases, spending_events,
-                              without_naming_words)
+from feature_engineer import customer_signals, event_relevance, profile_phrase, profile_phrases, spending_events
 from text_models import LifeEventDetector
 
 CATALOGUE = pd.read_csv(Path(__file__).resolve().parents[1] / "config" / "products.csv")
@@ -46,25 +45,13 @@ def test_profiles_split_into_the_phrases_customers_chose():
 def test_one_stated_need_is_found_among_unrelated_interests(text_encoder, detector):
     view = view_of({"c1": {"interests": "golf, tennis, wine, cruises, gardening, classic cars",
                            "financial_needs": "retirement saving"}})
-    signals = customer_signals(view, NO_POSTS, pd.DataFrame(columns=["customer_id", "product_id"]), CATALOGUE,
+    nothing = pd.DataFrame(columns=["customer_id", "product_id"])
+    signals = customer_signals(view, NO_POSTS, nothing, nothing, CATALOGUE,
                                AS_OF, text_encoder, detector)
     pension = column_of("retirement_pension")
     assert signals.best_text_match[0].argmax() == pension
     source = int(signals.best_text_source[0, pension])
     assert source < 0 and profile_phrase(view["profile_text"].iloc[0], -1 - source) == "retirement saving"
-
-
-def test_training_text_match_forgets_the_words_that_named_a_held_product(text_encoder, detector):
-    view = view_of({"asked": {"preferences": "Home Loan, ETFs"}, "other": {"preferences": "Home Loan, ETFs"}})
-    holdings = pd.DataFrame({"customer_id": ["asked"], "product_id": ["first_home_mortgage"],
-                             "start_date": [pd.NaT], "evidence": ["Home Loan"]})
-    signals = customer_signals(view, NO_POSTS, holdings, CATALOGUE, AS_OF, text_encoder, detector)
-    before = signals.best_text_match.copy()
-    after = without_naming_words(signals, view, NO_POSTS, holdings, CATALOGUE, AS_OF, text_encoder, detector)
-    mortgage, index_funds = column_of("first_home_mortgage"), column_of("index_fund_portfolio")
-    assert after.best_text_match[0, mortgage] < before[0, mortgage] - 0.1  # "Home Loan" no longer counts for it
-    assert after.best_text_match[0, index_funds] == before[0, index_funds]  # the other words still do
-    assert np.array_equal(after.best_text_match[1], before[1])  # a customer whose holding named nothing
 
 
 def test_life_events_are_linked_by_meaning_to_the_products_that_serve_them(text_encoder, detector):
