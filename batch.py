@@ -47,19 +47,39 @@ def batch_recommendations(service: RecommendationService, top_k: int, rows: np.n
     return pd.DataFrame(ranked, columns=["customer_id", "product_id", "rank"])
 
 
-def popularity_recommendations(service: RecommendationService, top_k: int,
-                               rows: np.ndarray | None = None) -> pd.DataFrame:
-    """The evaluation's baseline: the most popular products each customer is eligible for and does
-    not hold, with no model and no boosts."""
+def eligible_by_score(service: RecommendationService, scores: np.ndarray, top_k: int,
+                      rows: np.ndarray | None = None) -> pd.DataFrame:
+    """Top-k of each customer by a baseline's ``scores`` (rows, products), among the products the
+    customer is eligible for and does not hold; no boosts, no diversity cap. The baselines of the
+    evaluation meet the same eligibility and suitability as the model."""
     rows = np.arange(len(service.base.view)) if rows is None else np.asarray(rows)
-    popular_first = [service.product_ids[i] for i in np.argsort(-service.model.prior, kind="stable")]
     ranked = []
-    for row in rows:
+    for position, row in enumerate(rows):
         state = service.customers.known(int(row))
         eligible = service.rules.eligible(service.context(state))
-        chosen = [p for p in popular_first if p in eligible][:top_k]
+        order = np.argsort(-scores[position], kind="stable")
+        chosen = [service.product_ids[i] for i in order if service.product_ids[i] in eligible][:top_k]
         ranked += [(state.customer_id, product, rank) for rank, product in enumerate(chosen, start=1)]
     return pd.DataFrame(ranked, columns=["customer_id", "product_id", "rank"])
+
+
+def popularity_recommendations(service: RecommendationService, top_k: int,
+                               rows: np.ndarray | None = None) -> pd.DataFrame:
+    """The most popular products each customer is eligible for and does not hold."""
+    rows = np.arange(len(service.base.view)) if rows is None else np.asarray(rows)
+    return eligible_by_score(service, np.tile(service.model.prior, (len(rows), 1)), top_k, rows)
+
+
+def knowledge_only_recommendations(service: RecommendationService, top_k: int,
+                                   rows: np.ndarray | None = None) -> pd.DataFrame:
+    """A ranking with no training at all: each customer's posts of the last 180 days against each
+    product's name and description (MiniLM), the best-matching post per product; popularity only
+    breaks ties (customers with no recent post get the popularity order)."""
+    rows = np.arange(len(service.base.view)) if rows is None else np.asarray(rows)
+    closeness = service.base.signals.recent_post_match[rows].astype(float).round(4)
+    popularity_rank = np.argsort(np.argsort(-service.model.prior, kind="stable"), kind="stable")
+    tie_break = (len(popularity_rank) - popularity_rank) / (len(popularity_rank) + 1) * 1e-5
+    return eligible_by_score(service, closeness + tie_break, top_k, rows)
 
 
 def run_audit(service: RecommendationService) -> dict[str, Any]:

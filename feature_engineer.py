@@ -33,6 +33,7 @@ from settings import ProtectedAttribute, Settings, band_labels
 from text_models import DETECTED_COLUMNS, LifeEventDetector, TextEncoder
 
 RECENCY_HALF_LIFE_DAYS = 120.0
+RECENT_POST_DAYS = 180  # the posts that speak for what a customer needs now
 PROFILE_TEXT_WEIGHT = 1.0
 PROFILE_FIELD_BREAK = re.compile(r"\.\s+(?=[A-Za-z ]{1,40}:)")  # between "Label: ..." fields (data_loader.profile_text)
 PROFILE_FIELD_LABEL = re.compile(r"^\s*[A-Za-z ]{1,40}:\s*")
@@ -166,6 +167,7 @@ class CustomerSignals:
     best_text_source: np.ndarray  # (n, P) int: k >= 0 row k of the posts frame used; -1 - k the k-th profile phrase
     event_posts: pd.DataFrame  # detected events with post (or transaction) id, date, evidence (for explanations)
     asked: np.ndarray  # (n, P) float32 0/1: the customer named the product in their preferences or needs
+    recent_post_match: np.ndarray  # (n, P) float32 closeness of the best post of the last RECENT_POST_DAYS
 
 
 def recency_weight(timestamps: pd.Series, as_of: pd.Timestamp) -> np.ndarray:
@@ -209,10 +211,12 @@ def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataF
         rows, event = view.index.get_indexer(spending["customer_id"]), pd.Index(detector.events).get_indexer(spending["event"])
         np.maximum.at(events, (rows, event), spending["score"].to_numpy() * recency_weight(spending["timestamp"], as_of))
         detected = pd.concat([detected, spending], ignore_index=True) if len(detected) else spending
-    text_match, best, source = _text_match(view, posts, weights, row_of_post, products, encoder, detector)
+    recent = ((as_of - pd.to_datetime(posts["timestamp"])) <= pd.Timedelta(days=RECENT_POST_DAYS)).to_numpy()
+    text_match, best, source, recent_best = _text_match(view, posts, weights, row_of_post, recent, products, encoder,
+                                                        detector)
     return CustomerSignals(customer_ids, held_matrix(holdings, customer_ids, products["product_id"]), events,
                            text_match, best, source, detected,
-                           held_matrix(interests, customer_ids, products["product_id"]))
+                           held_matrix(interests, customer_ids, products["product_id"]), recent_best)
 
 
 def _event_evidence(posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray, n_customers: int,
@@ -278,13 +282,14 @@ def spending_events(transactions: pd.DataFrame, customers: pd.Index, detector: L
 
 
 def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray,
-                products: pd.DataFrame, encoder: TextEncoder, detector: LifeEventDetector
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                recent: np.ndarray, products: pd.DataFrame, encoder: TextEncoder, detector: LifeEventDetector
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Similarity of the customer's own words (profile phrases and posts) to each product description.
 
     ``text_match`` compares the customer's average meaning (profile phrases, plus recency-weighted
     posts) with each product; ``best_text_match`` is the single closest phrase or post, whose
-    source (see :class:`CustomerSignals`) the explanations quote.
+    source (see :class:`CustomerSignals`) the explanations quote; the last is the closest of the
+    ``recent`` posts alone, what the knowledge prior reads.
     """
     n_customers = len(view)
     product_vectors = encoder.encode(product_texts(products))
@@ -302,13 +307,16 @@ def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, ro
     if len(phrase_row):
         phrase_number = phrase_row_numbers(phrase_row)
         _keep_best(best, source, phrase_row, (distinct_vectors @ product_vectors.T)[phrase_code], -1 - phrase_number)
+    recent_best = np.zeros_like(best)
     if len(posts):
         post_vectors = np.stack([a.embedding for a in detector.analyse(posts["content"].fillna("").astype(str).tolist())])
         np.add.at(customer_vectors, row_of_post, post_vectors * weights[:, None])
-        _keep_best(best, source, row_of_post, post_vectors @ product_vectors.T, np.arange(len(posts)))
+        similarity = post_vectors @ product_vectors.T
+        _keep_best(best, source, row_of_post, similarity, np.arange(len(posts)))
+        np.maximum.at(recent_best, row_of_post[recent], np.clip(similarity[recent], 0.0, None))
     norms = np.linalg.norm(customer_vectors, axis=1, keepdims=True)
     text_match = np.where(norms > 0, (customer_vectors / np.maximum(norms, 1e-12)) @ product_vectors.T, 0.0)
-    return text_match.astype(np.float32), best, source
+    return text_match.astype(np.float32), best, source, recent_best
 
 
 def phrase_row_numbers(rows: np.ndarray) -> np.ndarray:

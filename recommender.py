@@ -693,7 +693,7 @@ def _stack_signals(signals: Sequence[CustomerSignals]) -> CustomerSignals:
         np.concatenate([s.customer_ids for s in signals]), np.vstack([s.held for s in signals]),
         np.vstack([s.events for s in signals]), np.vstack([s.text_match for s in signals]),
         np.vstack([s.best_text_match for s in signals]), np.vstack([s.best_text_source for s in signals]),
-        pd.DataFrame(), np.vstack([s.asked for s in signals]))
+        pd.DataFrame(), np.vstack([s.asked for s in signals]), np.vstack([s.recent_post_match for s in signals]))
 
 
 def make_training_set(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEncoder,

@@ -293,7 +293,7 @@ def test_trend_compares_the_last_90_days_with_the_90_before():
     posts = pd.DataFrame({"customer_id": ["A", "A"], "timestamp": pd.to_datetime(["2025-01-20", "2024-06-01"]),
                           "sentiment": [0.5, -0.5]})
     data = BankData(customers, transactions, posts, pd.DataFrame(), pd.DataFrame(columns=["start_date"]), None, "canonical",
-                    tuple(get_settings().age_bands))
+                    tuple(get_settings().age_bands), pd.DataFrame())
     row = customer_view(data, as_of=T("2025-02-01")).loc["A"]
     assert row["tx_trend"] == pytest.approx((300 - 100) / (300 + 100))
     assert row["debt_payment_share"] == pytest.approx(300 / 1399)
