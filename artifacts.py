@@ -88,7 +88,8 @@ def load_rules(settings: Settings, data: BankData) -> RuleBook:
     """The rules file, checked against this data's catalogue and customer fields."""
     known_fields = list(customer_view(data).columns)
     try:
-        return RuleBook.load(settings.rules_file, data.products, known_fields, known_life_events=LIFE_EVENTS)
+        return RuleBook.load(settings.rules_file, data.products, known_fields, known_life_events=LIFE_EVENTS,
+                             skip_absent_targets=settings.rules_file_is_default)
     except ValueError as error:
         raise ServiceError(f"invalid rules file {settings.rules_file}: {error}") from error
 

@@ -38,6 +38,7 @@ only evaluates the customer conditions and moves scores.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import operator
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ CUSTOMER_TYPES = CUSTOMER_SEGMENTS
 DEFAULT_PROTECTED_FIELDS = ("gender", "location")
 
 Predicate = Callable[[Any], bool]
+
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -83,6 +86,14 @@ class RuleEffect:
     effect: Literal["boost", "demote", "exclude"]
     factor: float | None
     reason: str
+
+
+@dataclass(frozen=True)
+class SkippedRule:
+    """A rule of the shipped default file left out because it names what this catalogue lacks."""
+
+    rule: str
+    absent: tuple[str, ...]  # the product ids and categories it names that the catalogue lacks
 
 
 @dataclass
@@ -161,6 +172,15 @@ def _did_you_mean(name: str, known: Iterable[str]) -> str:
 
 class _RuleProblem(Exception):
     """A problem in one rule; the loader adds which rule it is."""
+
+
+class _AbsentTarget(_RuleProblem):
+    """A rule aims at products or categories the catalogue lacks: a mistake in a bank's own rules
+    file, but in the shipped default only a sign that the bank brought its own catalogue."""
+
+    def __init__(self, message: str, absent: Sequence[str]) -> None:
+        super().__init__(message)
+        self.absent = tuple(absent)
 
 
 def _equals(actual: Any, expected: Any) -> bool:
@@ -555,15 +575,20 @@ class _CompiledRule:
     customer_fields: frozenset[str] = frozenset()
 
 
+def _refuse_absent_targets(target: _Target, catalogue: _Catalogue) -> None:
+    """Name every product and category of the target that the catalogue lacks, all at once."""
+    products = [product_id for product_id in target.products if product_id not in catalogue.product_ids]
+    categories = [category for category in target.categories if category not in catalogue.categories]
+    problems = ([f"target.products: unknown product {product_id!r}{_did_you_mean(product_id, catalogue.product_ids)}"
+                 for product_id in products]
+                + [f"target.categories: {catalogue.unknown_category(category)}" for category in categories])
+    if problems:
+        raise _AbsentTarget("; ".join(problems), products + categories)
+
+
 def _target_positions(target: _Target, catalogue: _Catalogue, scope: _Scope, fields_used: set[str]) -> tuple[int, ...]:
     """Products named by id or category (all products if neither), narrowed by the product condition."""
-    for product_id in target.products:
-        if product_id not in catalogue.product_ids:
-            raise _RuleProblem(f"target.products: unknown product {product_id!r}"
-                               f"{_did_you_mean(product_id, catalogue.product_ids)}")
-    for category in target.categories:
-        if category not in catalogue.categories:
-            raise _RuleProblem(f"target.categories: {catalogue.unknown_category(category)}")
+    _refuse_absent_targets(target, catalogue)
     if target.products or target.categories:
         positions = [position for position, record in enumerate(catalogue.records)
                      if catalogue.product_ids[position] in target.products or record["category"] in target.categories]
@@ -573,7 +598,7 @@ def _target_positions(target: _Target, catalogue: _Catalogue, scope: _Scope, fie
         matches = _compile_condition(target.where, scope, "target.where", fields_used)
         positions = [position for position in positions if matches(catalogue.records[position])]
     if not positions:
-        raise _RuleProblem("the target selects no product of the catalogue")
+        raise _AbsentTarget("the target selects no product of the catalogue", ["products matching target.where"])
     return tuple(positions)
 
 
@@ -599,11 +624,18 @@ def _compile_rule(raw: Any, catalogue: _Catalogue, customer_scope: _Scope, produ
                          customer_fields)
 
 
-def _category_limits(path: Path, diversity: _Diversity, catalogue: _Catalogue) -> dict[str, int]:
-    """The most products of each catalogue category that one list may show."""
-    for category in diversity.per_category:
-        if category not in catalogue.categories:
-            raise RulesFileError(f"{path}: diversity.per_category: {catalogue.unknown_category(category)}")
+def _category_limits(path: Path, diversity: _Diversity, catalogue: _Catalogue,
+                     skipped: list[SkippedRule] | None) -> dict[str, int]:
+    """The most products of each catalogue category that one list may show.
+
+    With ``skipped`` (the shipped default file), a cap for a category the catalogue lacks is
+    recorded there instead of refused: it has nothing to cap.
+    """
+    absent = [category for category in diversity.per_category if category not in catalogue.categories]
+    if absent and skipped is None:
+        raise RulesFileError(f"{path}: diversity.per_category: {catalogue.unknown_category(absent[0])}")
+    if absent:
+        skipped.append(SkippedRule("diversity.per_category", tuple(absent)))
     return {category: diversity.per_category.get(category, diversity.max_per_category)
             for category in catalogue.categories}
 
@@ -614,8 +646,12 @@ def _rule_label(number: int, raw: Any) -> str:
 
 
 def _compile_rules(path: Path, raw_rules: Sequence[Any], catalogue: _Catalogue, customer_scope: _Scope,
-                   protected_fields: Iterable[str]) -> tuple[_CompiledRule, ...]:
-    """Compile every rule, collecting all problems so the product team can fix the file in one pass."""
+                   protected_fields: Iterable[str], skipped: list[SkippedRule] | None) -> tuple[_CompiledRule, ...]:
+    """Compile every rule, collecting all problems so the product team can fix the file in one pass.
+
+    With ``skipped`` (the shipped default file), a rule aiming at products or categories the
+    catalogue lacks is recorded there and left out instead of refused.
+    """
     product_scope = _product_scope(catalogue)
     compiled: list[_CompiledRule] = []
     first_number: dict[str, int] = {}
@@ -626,6 +662,12 @@ def _compile_rules(path: Path, raw_rules: Sequence[Any], catalogue: _Catalogue, 
             rule = _compile_rule(raw, catalogue, customer_scope, product_scope, protected_fields)
         except ValidationError as error:
             problems.append(f"{label}: {_validation_problems(error)}")
+            continue
+        except _AbsentTarget as problem:
+            if skipped is None:
+                problems.append(f"{label}: {problem}")
+            else:
+                skipped.append(SkippedRule(raw["name"], problem.absent))
             continue
         except _RuleProblem as problem:
             problems.append(f"{label}: {problem}")
@@ -716,11 +758,14 @@ class RuleBook:
     """
 
     def __init__(self, catalogue: _Catalogue, max_product_risk: Mapping[str, int], category_limits: Mapping[str, int],
-                 rules: Sequence[_CompiledRule], stated_needs_first: bool = True) -> None:
+                 rules: Sequence[_CompiledRule], stated_needs_first: bool = True,
+                 skipped_rules: Sequence[SkippedRule] = ()) -> None:
         self.product_ids = catalogue.product_ids
         self.stated_needs_first = stated_needs_first
         self.category_limits = dict(category_limits)
         self.rule_names = tuple(rule.effect.rule for rule in rules)
+        self.skipped_rules = tuple(skipped_rules)
+        """Rules of the shipped default file left out for naming what the catalogue lacks."""
         self._max_product_risk = dict(max_product_risk)
         self._position = {product_id: position for position, product_id in enumerate(self.product_ids)}
         self._category = tuple(record["category"] for record in catalogue.records)
@@ -748,20 +793,31 @@ class RuleBook:
     @classmethod
     def load(cls, path: Path, products: pd.DataFrame, known_customer_fields: Iterable[str],
              protected_fields: Iterable[str] = DEFAULT_PROTECTED_FIELDS,
-             known_life_events: Iterable[str] | None = None) -> RuleBook:
+             known_life_events: Iterable[str] | None = None, skip_absent_targets: bool = False) -> RuleBook:
         """Read and validate a rules file against the catalogue and the customer view's columns.
 
         ``protected_fields`` are view columns no rule may condition on unless it says
         ``allow_protected: true`` with a ``justification``. With ``known_life_events`` (the event
         detector's vocabulary), a misspelt event is refused instead of silently never firing.
+
+        ``skip_absent_targets`` is for the shipped default file, written for the shipped catalogue:
+        a bank that brings its own catalogue must not be stopped by it, so its rules (and diversity
+        caps) that name products or categories this catalogue lacks are left out, listed in
+        :attr:`skipped_rules` and in one warning. A bank's own rules file stays strict: there, an
+        unknown name is a mistake to fix.
         """
         catalogue = _Catalogue.from_frame(products)
         document = _read_rules_document(path)
         customer_scope = _customer_scope(known_customer_fields, known_life_events)
-        category_limits = _category_limits(path, document.diversity, catalogue)
-        rules = _compile_rules(path, document.rules, catalogue, customer_scope, tuple(protected_fields))
+        skipped: list[SkippedRule] | None = [] if skip_absent_targets else None
+        category_limits = _category_limits(path, document.diversity, catalogue, skipped)
+        rules = _compile_rules(path, document.rules, catalogue, customer_scope, tuple(protected_fields), skipped)
+        if skipped:
+            logger.warning("default rules skipped: they name products or categories absent from the catalogue",
+                           extra={"rules_file": str(path),
+                                  "skipped_rules": {rule.rule: list(rule.absent) for rule in skipped}})
         return cls(catalogue, document.suitability.max_product_risk, category_limits, rules,
-                   document.stated_needs.offer_first)
+                   document.stated_needs.offer_first, skipped or ())
 
     def max_risk_level(self, risk_level: str) -> int:
         """The highest product risk level a customer of this risk level may be offered."""

