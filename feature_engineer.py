@@ -259,9 +259,11 @@ def profile_phrase(profile_text: str | None, number: int) -> str | None:
 
 def spending_events(transactions: pd.DataFrame, customers: pd.Index, detector: LifeEventDetector) -> pd.DataFrame:
     """Life events shown by a *new* kind of spending, read by the same detector as posts
-    ("wedding: Wedding Venue", "housing: Mortgage Payment"), dated by its first occurrence: a
-    mortgage paid for years says nothing about this year, the first payment last month says a
-    home was bought. Columns as :meth:`LifeEventDetector.detect` gives them, source "spending"."""
+    ("wedding: Wedding Venue", "housing: Down Payment Transfer"), dated by its first occurrence: a
+    venue paid last month says a wedding is near. A repayment, premium or contribution ("housing:
+    Mortgage Payment") shows no event at all: it is the trace of a product held (the data loader's
+    evidence of holdings), not a plan to get one. Columns as :meth:`LifeEventDetector.detect` gives
+    them, source "spending"."""
     rows = customers.get_indexer(transactions["customer_id"])
     described = (transactions["category"].fillna("").astype(str) + ": " + transactions["type"].fillna("").astype(str))
     codes, descriptions = pd.factorize(described)
@@ -271,6 +273,7 @@ def spending_events(transactions: pd.DataFrame, customers: pd.Index, detector: L
                            "post_id": identifiers.astype(str).to_numpy()[keep]})
              .sort_values("timestamp", kind="stable").drop_duplicates(["row", "code"]))
     scores = detector.detected_scores(list(descriptions))
+    scores[np.asarray(detector.aspects(list(descriptions)), dtype=object) == "holding"] = 0.0
     position, event = np.nonzero(scores[first["code"].to_numpy()])
     shown = first.iloc[position]
     return pd.DataFrame({

@@ -44,7 +44,7 @@ from text_models import LifeEventDetector, TextEncoder
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "1.7.0"
+MODEL_VERSION = "1.8.0"
 TREE_DEPTHS = (1, 4)  # additive effects only, or interactions: chosen from held-out data
 MAX_TREES = 250  # early stopping decides; additive models need more rounds
 HOLDOUT_SHARE = 0.2

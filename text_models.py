@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +37,12 @@ WINDOW_STRIDE = 4
 # Each event is described the way customers talk about it; the detector matches meaning, so these
 # need not (and should not) repeat any generator's wording.
 LIFE_EVENTS: dict[str, tuple[str, ...]] = {
-    "home_purchase": ("we are buying our first house", "considering a mortgage for a new home",
-                      "just got the keys to our new apartment", "saving a deposit to buy a flat",
-                      "moving into the home we bought"),
+    "home_purchase": ("thinking of buying our first house", "considering a mortgage for a new home",
+                      "saving a deposit to buy a flat", "house hunting and viewing properties",
+                      "planning to buy a home next year"),
+    "new_home": ("just got the keys to our new place", "moved into our new apartment",
+                 "first night in the house, so many boxes", "furnishing and decorating our new home",
+                 "setting up contents insurance after the move"),
     "new_child": ("we are expecting a baby", "our baby was born", "becoming parents soon",
                   "pregnant with our second child", "setting up the nursery for the little one"),
     "marriage": ("we just got engaged", "planning our wedding", "we got married",
@@ -80,9 +84,41 @@ NEUTRAL_TEXTS: tuple[str, ...] = (
     "new season of my favourite show", "went for a run this morning", "check out our latest product",
     "happy friday everyone", "this coffee is amazing",
 )
+# Events whose tense changes what they call for, as (plan, done): "thinking of buying a home" calls
+# for a mortgage, "we just bought our first home" for home insurance (the mortgage is arranged).
+# Sentence embeddings barely tell tenses apart, so explicit cue words decide between the two halves.
+TENSE_PAIRS: tuple[tuple[str, str], ...] = (("home_purchase", "new_home"),)
+# Getting something that a payment on it shows is already held: a loan's repayment or a lease's
+# instalment is evidence of the product held, never of a plan to buy the house, car or machine.
+ACQUISITION_EVENTS = frozenset({"home_purchase", "new_home", "car_purchase", "equipment_purchase"})
+PLAN_CUES = re.compile(
+    r"\b(thinking (of|about)|plan(s|ning)? (to|on)|want(s|ing)? to|hop(e|es|ing) to|looking (for|at|to)|"
+    r"saving (for|up)|considering|going to|about to|dream(ing)? of|would love|house[- ]hunting|open houses?|"
+    r"viewings?|next (week|month|year|spring|summer|autumn|fall|winter))\b")
+DONE_CUES = re.compile(
+    r"\b(just (bought|moved|got|closed|signed|became|purchased)|bought|purchased|closed on|closing day|"
+    r"moved (in|into)|moving day|got the keys|first night|homeowners?|unpack(ed|ing)|finally ours|ours now|"
+    r"signed the papers)\b")
+HOLDING_CUES = re.compile(
+    r"\b(re-?payments?|repaying|paying (off|down)|emi|instal?ments?|premiums?|contributions?|"
+    r"(mortgage|loan|lease|card) payments?)\b")
 DETECTED_COLUMNS = ["post_id", "customer_id", "timestamp", "event", "score", "evidence", "source"]
 DETECTION_THRESHOLD = 0.42
 NEUTRAL_MARGIN = 0.05
+
+
+def text_aspect(text: str) -> str | None:
+    """How a text speaks of what it mentions: "plan" (thinking of, saving for, ...), "done" (just
+    bought, moved into, ...), "holding" (a repayment, premium or contribution: a product already
+    held), or None when no cue word says. A tense cue outranks a holding cue ("we just bought our
+    home, the first mortgage payment is due" is a purchase); both tenses at once decide nothing."""
+    lowered = text.casefold()
+    plan, done = bool(PLAN_CUES.search(lowered)), bool(DONE_CUES.search(lowered))
+    if plan != done:
+        return "plan" if plan else "done"
+    if not plan and HOLDING_CUES.search(lowered):
+        return "holding"
+    return None
 
 
 def text_key(text: str) -> str:
@@ -97,6 +133,7 @@ class PostAnalysis:
     embedding: np.ndarray  # (d,) float32, L2-normalised
     event_scores: np.ndarray  # (n_events,) best window similarity per event
     event_spans: tuple[tuple[int, int], ...]  # character span of the best window per event
+    aspect: str | None = None  # see text_aspect
 
 
 class DetectedEvent(NamedTuple):
@@ -249,6 +286,10 @@ class LifeEventDetector:
     its contextual token embeddings (or the whole post) and the event's descriptions. A post is
     said to show an event when that score passes a threshold and beats the post's similarity to
     everyday small talk by a margin, which keeps "great dinner" from reading as a wedding.
+
+    Then the tense (:func:`text_aspect`): of an event pair in ``TENSE_PAIRS`` a text shows one
+    half, the one its cue words name (else the closer in meaning), and a text about a payment on a
+    product held shows no ``ACQUISITION_EVENTS``.
     """
 
     def __init__(self, encoder: TextEncoder) -> None:
@@ -258,6 +299,8 @@ class LifeEventDetector:
         self._phrase_event = np.repeat(np.arange(len(self.events)), [len(LIFE_EVENTS[e]) for e in self.events])
         self._phrase_vectors = encoder.encode(phrases)
         self._neutral_vectors = encoder.encode(list(NEUTRAL_TEXTS))
+        self._tense_pairs = [(self.events.index(plan), self.events.index(done)) for plan, done in TENSE_PAIRS]
+        self._acquisitions = np.array([event in ACQUISITION_EVENTS for event in self.events])
         self._analyses: dict[str, PostAnalysis] = {}
 
     def event_vector(self, event: str) -> np.ndarray:
@@ -270,7 +313,7 @@ class LifeEventDetector:
         texts = [text if isinstance(text, str) else "" for text in texts]
         missing = sorted({t for t in texts if t not in self._analyses}, key=lambda t: (len(t), t))  # less padding
         for text, (states, offsets, words) in zip(missing, self.encoder.token_states(missing)):
-            self._analyses[text] = self._analyse_states(states, offsets, words)
+            self._analyses[text] = self._analyse_states(states, offsets, words, text_aspect(text))
         if missing:
             self.encoder.remember(missing, np.stack([self._analyses[t].embedding for t in missing]))
         return [self._analyses[t] for t in texts]
@@ -298,7 +341,8 @@ class LifeEventDetector:
         """(n_texts, n_events): the score where the text shows the event, 0 where it does not.
 
         A text shows an event when its best window passes the threshold and beats the text's
-        similarity to everyday small talk by a margin.
+        similarity to everyday small talk by a margin; then its tense picks the half of an event
+        pair it shows, and a payment on a product held shows no acquisition.
         """
         if not len(texts):
             return np.zeros((0, len(self.events)), dtype=np.float32)
@@ -306,13 +350,31 @@ class LifeEventDetector:
         scores = np.stack([a.event_scores for a in analyses]).astype(np.float32)
         neutral = (np.stack([a.embedding for a in analyses]) @ self._neutral_vectors.T).max(axis=1, keepdims=True)
         shown = (scores >= DETECTION_THRESHOLD) & (scores >= neutral + NEUTRAL_MARGIN)
-        return np.where(shown, scores, 0.0).astype(np.float32)
+        return self._read_tense(np.where(shown, scores, 0.0).astype(np.float32),
+                                np.array([a.aspect for a in analyses], dtype=object))
 
-    def _analyse_states(self, states: np.ndarray, offsets: np.ndarray, words: np.ndarray) -> PostAnalysis:
+    def aspects(self, texts: Sequence[str]) -> list[str | None]:
+        """Each text's :func:`text_aspect`, kept with its analysis."""
+        return [analysis.aspect for analysis in self.analyse(texts)]
+
+    def _read_tense(self, scores: np.ndarray, aspects: np.ndarray) -> np.ndarray:
+        """Keep one half of each tense pair (the cue's, else the closer) with the pair's score, and
+        no acquisition where the text is a payment on a product held."""
+        for plan, done in self._tense_pairs:
+            best = scores[:, [plan, done]].max(axis=1)
+            keep_done = np.where(aspects == "plan", False,
+                                 np.where(aspects == "done", True, scores[:, done] > scores[:, plan]))
+            scores[:, plan] = np.where(keep_done, 0.0, best)
+            scores[:, done] = np.where(keep_done, best, 0.0)
+        scores[np.ix_(aspects == "holding", self._acquisitions)] = 0.0
+        return scores
+
+    def _analyse_states(self, states: np.ndarray, offsets: np.ndarray, words: np.ndarray,
+                        aspect: str | None) -> PostAnalysis:
         sentence = _normalised(states.mean(axis=0, keepdims=True))[0]  # the model's own mean pooling
         if not words.any():
             empty = np.zeros(len(self.events), dtype=np.float32)
-            return PostAnalysis(sentence, empty, tuple((0, 0) for _ in self.events))
+            return PostAnalysis(sentence, empty, tuple((0, 0) for _ in self.events), aspect)
         windows, spans = _windows(states[words], offsets[words])
         similarity = windows @ self._phrase_vectors.T  # (n_windows, n_phrases)
         per_event = np.full((len(windows), len(self.events)), -1.0, dtype=np.float32)
@@ -322,6 +384,7 @@ class LifeEventDetector:
             embedding=sentence,
             event_scores=per_event.max(axis=0),
             event_spans=tuple((int(spans[w][0]), int(spans[w][1])) for w in best_window),
+            aspect=aspect,
         )
 
 

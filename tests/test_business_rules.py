@@ -26,7 +26,7 @@ VIEW_FIELDS = (
     "post_recency_days", "profile_text",
 )
 DEFAULT_RULE_NAMES = (
-    "retirement_planning", "home_purchase", "new_child", "travel", "car_purchase",
+    "retirement_planning", "home_purchase", "new_home", "new_child", "travel", "car_purchase",
     "speculation_under_financial_stress", "debt_relief", "no_new_credit_under_heavy_debt", "cautious_saver",
     "high_income_wealth_management", "employer_payroll", "growing_business_finance", "international_trade",
     "cash_flow_support", "green_finance",
@@ -138,13 +138,17 @@ def test_rules_whose_conditions_do_not_hold_change_nothing(default_book: RuleBoo
 
 
 def test_life_event_boosts_the_targeted_products_and_categories(default_book: RuleBook, catalogue: pd.DataFrame):
-    outcome = default_book.apply(person(life_events=("home_purchase",)),
-                                 scores(catalogue, first_home_mortgage=0.25, home_insurance=0.24, remortgage=0.01),
-                                 top_k=3)
+    model = scores(catalogue, first_home_mortgage=0.25, home_insurance=0.24, remortgage=0.01)
+    planning = default_book.apply(person(life_events=("home_purchase",)), model, top_k=3)
+    moved_in = default_book.apply(person(life_events=("new_home",)), model, top_k=3)
 
-    assert [product.product_id for product in outcome.ranked][:2] == ["first_home_mortgage", "home_insurance"]
-    assert effects_by_product(outcome)["first_home_mortgage"] == [("home_purchase", "boost")]
-    assert effects_by_product(outcome)["home_insurance"] == [("home_purchase", "boost")]
+    assert [product.product_id for product in planning.ranked][0] == "first_home_mortgage"
+    assert effects_by_product(planning)["first_home_mortgage"] == [("home_purchase", "boost")]
+    assert "home_insurance" not in planning.rule_effects or planning.rule_effects["home_insurance"] == []
+    # a home just bought is a moment for home insurance, not for another mortgage
+    assert [product.product_id for product in moved_in.ranked][0] == "home_insurance"
+    assert effects_by_product(moved_in)["home_insurance"] == [("new_home", "boost")]
+    assert moved_in.rule_effects["first_home_mortgage"] == []
 
 
 def test_financial_stress_demotes_speculative_investments(default_book: RuleBook, catalogue: pd.DataFrame):
@@ -559,7 +563,7 @@ def test_default_file_skips_what_an_own_catalogue_lacks_with_one_warning(caplog)
     assert book.rule_names == ("car_purchase",)  # the one default rule whose product this bank offers
     skipped = {rule.rule: rule.absent for rule in book.skipped_rules}
     assert set(skipped) == set(DEFAULT_RULE_NAMES) - {"car_purchase"} | {"diversity.per_category"}
-    assert skipped["home_purchase"] == ("home_insurance", "mortgages")
+    assert skipped["home_purchase"] == ("mortgages",) and skipped["new_home"] == ("home_insurance",)
     assert skipped["diversity.per_category"] == ("business",)
     assert set(book.category_limits) == set(own["category"])
     warnings = [record for record in caplog.records if record.levelname == "WARNING"]

@@ -59,6 +59,7 @@ def test_life_events_are_linked_by_meaning_to_the_products_that_serve_them(text_
     assert relevance.shape == (len(detector.events), len(CATALOGUE)) and relevance.min() >= 0 and relevance.max() <= 1
     closest = {event: CATALOGUE["product_id"].iloc[int(row.argmax())] for event, row in zip(detector.events, relevance)}
     assert closest["home_purchase"] == "first_home_mortgage" and closest["car_purchase"] == "car_loan"
+    assert closest["new_home"] == "home_insurance"  # a home just bought needs insuring; its mortgage is arranged
     assert closest["equipment_purchase"] == "equipment_leasing" and closest["health"] == "health_insurance"
     assert relevance[detector.events.index("car_purchase"), column_of("retirement_pension")] == 0.0
 
@@ -68,13 +69,13 @@ def test_new_kinds_of_spending_show_life_events_dated_by_their_first_payment(det
         "transaction_id": ["t1", "t2", "t3", "t4", "t5"],
         "customer_id": ["c1", "c1", "c2", "c2", "ghost"],
         "date": pd.to_datetime(["2025-05-02", "2025-05-20", "2023-01-05", "2025-05-05", "2025-05-01"]),
-        "category": ["wedding", "groceries", "housing", "housing", "wedding"],
-        "type": ["Wedding Venue", "Purchase", "Mortgage Payment", "Mortgage Payment", "Wedding Venue"],
+        "category": ["wedding", "groceries", "health", "health", "wedding"],
+        "type": ["Wedding Venue", "Purchase", "Hospital Bill", "Hospital Bill", "Wedding Venue"],
     })
     events = spending_events(transactions, pd.Index(["c1", "c2"]), detector)
     assert set(events["source"]) == {"spending"} and "ghost" not in set(events["customer_id"])
     wedding = events[(events["customer_id"] == "c1") & (events["event"] == "marriage")]
     assert wedding["post_id"].tolist() == ["t1"] and wedding["evidence"].tolist() == ["wedding: Wedding Venue"]
     assert not ((events["customer_id"] == "c1") & (events["post_id"] == "t2")).any()  # groceries show nothing
-    mortgage = events[events["customer_id"] == "c2"]
-    assert mortgage["post_id"].unique().tolist() == ["t3"]  # the first payment of the kind, years ago
+    hospital = events[events["customer_id"] == "c2"]
+    assert hospital["post_id"].unique().tolist() == ["t3"]  # the first payment of the kind, years ago

@@ -39,7 +39,7 @@ def test_life_events_are_detected_with_the_clause_that_shows_them(text_encoder):
     })
     events = LifeEventDetector(text_encoder).detect(posts)
     found = {(row.post_id, row.event): row.evidence for row in events.itertuples()}
-    assert found[("p1", "home_purchase")] == "Also we finally got the keys to our new place :)"
+    assert found[("p1", "new_home")] == "Also we finally got the keys to our new place :)"
     assert found[("p3", "home_purchase")] == "Considering a mortgage for my first home"
     assert ("p4", "financial_stress") in found
     assert not any(post == "p2" for post, _ in found)
