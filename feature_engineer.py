@@ -29,6 +29,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
+from data_loader import PRODUCT_PAYMENT_PATTERN
 from settings import ProtectedAttribute, Settings, band_labels
 from text_models import DETECTED_COLUMNS, LifeEventDetector, TextEncoder
 
@@ -260,9 +261,9 @@ def profile_phrase(profile_text: str | None, number: int) -> str | None:
 def spending_events(transactions: pd.DataFrame, customers: pd.Index, detector: LifeEventDetector) -> pd.DataFrame:
     """Life events shown by a *new* kind of spending, read by the same detector as posts
     ("wedding: Wedding Venue", "housing: Down Payment Transfer"), dated by its first occurrence: a
-    venue paid last month says a wedding is near. A repayment, premium or contribution ("housing:
-    Mortgage Payment") shows no event at all: it is the trace of a product held (the data loader's
-    evidence of holdings), not a plan to get one. Columns as :meth:`LifeEventDetector.detect` gives
+    venue paid last month says a wedding is near. A payment to a product ("housing: Mortgage
+    Payment", a premium, a contribution: the loader's ``PRODUCT_PAYMENT_PATTERN``, its evidence of
+    holdings) shows no event at all: it is the trace of a product held, not a plan to get one. Columns as :meth:`LifeEventDetector.detect` gives
     them, source "spending"."""
     rows = customers.get_indexer(transactions["customer_id"])
     described = (transactions["category"].fillna("").astype(str) + ": " + transactions["type"].fillna("").astype(str))
@@ -273,7 +274,7 @@ def spending_events(transactions: pd.DataFrame, customers: pd.Index, detector: L
                            "post_id": identifiers.astype(str).to_numpy()[keep]})
              .sort_values("timestamp", kind="stable").drop_duplicates(["row", "code"]))
     scores = detector.detected_scores(list(descriptions))
-    scores[np.asarray(detector.aspects(list(descriptions)), dtype=object) == "holding"] = 0.0
+    scores[np.asarray(descriptions.str.contains(PRODUCT_PAYMENT_PATTERN), dtype=bool)] = 0.0
     position, event = np.nonzero(scores[first["code"].to_numpy()])
     shown = first.iloc[position]
     return pd.DataFrame({

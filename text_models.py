@@ -353,10 +353,6 @@ class LifeEventDetector:
         return self._read_tense(np.where(shown, scores, 0.0).astype(np.float32),
                                 np.array([a.aspect for a in analyses], dtype=object))
 
-    def aspects(self, texts: Sequence[str]) -> list[str | None]:
-        """Each text's :func:`text_aspect`, kept with its analysis."""
-        return [analysis.aspect for analysis in self.analyse(texts)]
-
     def _read_tense(self, scores: np.ndarray, aspects: np.ndarray) -> np.ndarray:
         """Keep one half of each tense pair (the cue's, else the closer) with the pair's score, and
         no acquisition where the text is a payment on a product held."""
