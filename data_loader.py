@@ -985,6 +985,7 @@ def _evidence_holdings(transactions: pd.DataFrame, customers: pd.DataFrame, prod
     report.evidence_frames.append(evidence)
     holdings = (evidence.dropna(subset=["product_id"])[HOLDINGS_COLUMNS + ["text"]]
                 .rename(columns={"text": "evidence"}).reset_index(drop=True))  # the payment that showed it
+    holdings["start_date"] = pd.NaT  # a payment shows the product held then, not when it was taken up
     holdings["start_date"] = holdings["start_date"].astype("datetime64[us]")
     return holdings
 

@@ -6,9 +6,10 @@ business rules. Ablations (no text at all, no life events) retrain without a sig
 part adds is measured rather than claimed.
 
 Data whose holdings carry no dates (the hackathon format, where holdings are the products a
-customer asked for) is evaluated by leave-one-out instead: one product per customer is hidden,
-together with the words that asked for it, and the model must find it again; the customers are
-split into folds so that each is scored by a model that saw the others' holdings complete.
+customer is seen paying for) is evaluated by leave-one-out instead: one product per customer among
+those they hold or asked for is hidden, together with the words that asked for it, and the model
+must find it again; the customers are split into folds so that each is scored by a model that saw
+the others' products complete.
 """
 from __future__ import annotations
 
@@ -181,16 +182,18 @@ def _time_split(data: BankData, cutoff: pd.Timestamp) -> Split:
 
 
 def _leave_one_out(data: BankData, cutoff: pd.Timestamp) -> list[Split]:
-    """Hides one product of every customer holding two or more, and the words that asked for it.
+    """Hides one product of every customer known to have or want two or more (held or asked for),
+    and the words that asked for it.
 
     The customers are split into folds, each evaluated by a model trained with the other folds'
-    holdings complete: hiding every multi-product customer's product at once would remove every
+    products complete: hiding every multi-product customer's product at once would remove every
     example of products held together, and the model would learn that they never are.
     """
     past = data.as_of(cutoff)
-    holdings = past.holdings.reset_index(drop=True)
-    counts = holdings.groupby("customer_id")["product_id"].transform("size")
-    hidden = holdings[counts >= 2].groupby("customer_id").sample(n=1, random_state=LEAVE_ONE_OUT_SEED)
+    known = pd.concat([past.holdings.assign(table="holdings"), past.interests.assign(table="interests")],
+                      ignore_index=True).drop_duplicates(["customer_id", "product_id"])
+    counts = known.groupby("customer_id")["product_id"].transform("size")
+    hidden = known[counts >= 2].groupby("customer_id").sample(n=1, random_state=LEAVE_ONE_OUT_SEED)
     fold = pd.util.hash_array(hidden["customer_id"].astype(str).to_numpy(dtype=object)) % LEAVE_ONE_OUT_FOLDS
     splits = []
     for number in range(LEAVE_ONE_OUT_FOLDS):
@@ -200,10 +203,26 @@ def _leave_one_out(data: BankData, cutoff: pd.Timestamp) -> list[Split]:
         truth = {str(c): {str(p)} for c, p in zip(hidden_here["customer_id"], hidden_here["product_id"])}
         customers = (_without_evidence(past.customers, hidden_here) if "evidence" in hidden_here.columns
                      else past.customers)
-        fold_data = replace(past, holdings=holdings.drop(index=hidden_here.index).reset_index(drop=True),
-                            customers=customers)
+        fold_data = replace(past, holdings=_known_as_held(_without(past.holdings, hidden_here),
+                                                          _without(past.interests, hidden_here)),
+                            interests=past.interests.iloc[:0], customers=customers)
         splits.append(Split(fold_data, truth, data_now(fold_data), list(truth)))
     return splits
+
+
+def _without(table: pd.DataFrame, hidden: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``table`` whose (customer, product) is not hidden."""
+    pairs = pd.MultiIndex.from_frame(table[["customer_id", "product_id"]])
+    hidden_pairs = pd.MultiIndex.from_frame(hidden[["customer_id", "product_id"]])
+    return table[~pairs.isin(hidden_pairs)].reset_index(drop=True)
+
+
+def _known_as_held(holdings: pd.DataFrame, interests: pd.DataFrame) -> pd.DataFrame:
+    """The products a customer still has or asks for, all as holdings: the hidden product is to be
+    found among the others, as a held product is never offered (a stated need would be offered
+    first and crowd out the hidden one, which says nothing about the model)."""
+    asked = interests[["customer_id", "product_id", "evidence"]].assign(start_date=pd.NaT, source="asked")
+    return pd.concat([holdings, asked], ignore_index=True)
 
 
 def _without_evidence(customers: pd.DataFrame, hidden: pd.DataFrame) -> pd.DataFrame:

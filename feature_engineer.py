@@ -220,6 +220,43 @@ def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataF
                            held_matrix(interests, customer_ids, products["product_id"]), recent_best)
 
 
+def without_naming_words(signals: CustomerSignals, view: pd.DataFrame, posts: pd.DataFrame,
+                         interests: pd.DataFrame, products: pd.DataFrame, as_of: pd.Timestamp,
+                         encoder: TextEncoder, detector: LifeEventDetector) -> CustomerSignals:
+    """Text match of each asked-for product as if the customer had not named it, for "holds" training.
+
+    Where the labels are what customers have or asked for (data without take-up dates), the phrase
+    that asked (``evidence``) sits in the profile, and a model trained with it learns only "names
+    the product, wants it". That never helps when serving, where a named product is offered first
+    as a stated need anyway, and it drowns what does help (the products held, the other words).
+    So the text features of those (customer, product) cells are recomputed with the phrase
+    removed, as leave-one-out evaluation removes it. Sources of the best match are left as they
+    were: training signals are never quoted.
+    """
+    if "evidence" not in interests.columns or "profile_text" not in view.columns:
+        return signals
+    named = interests.dropna(subset=["evidence"])
+    row = view.index.get_indexer(named["customer_id"])
+    column = pd.Index(products["product_id"]).get_indexer(named["product_id"])
+    profile = view["profile_text"].to_numpy()[row]
+    keep = (row >= 0) & (column >= 0) & pd.notna(profile)
+    row, column, phrase, profile = row[keep], column[keep], named["evidence"].to_numpy()[keep], profile[keep]
+    if not len(row):
+        return signals
+    pairs = pd.Index([f"{r}:{c}" for r, c in zip(row, column)], name="customer_id")
+    reduced = pd.DataFrame({"profile_text": [str(t).replace(str(w), "") for t, w in zip(profile, phrase)]}, index=pairs)
+    pair_of = pd.DataFrame({"pair": pairs, "customer_id": view.index.to_numpy()[row]})
+    pair_posts = posts.merge(pair_of, on="customer_id").drop(columns="customer_id").rename(columns={"pair": "customer_id"})
+    recent = np.zeros(len(pair_posts), dtype=bool)  # the recent-post closeness is not a text feature of the trees
+    text_match, best, _, _ = _text_match(reduced, pair_posts, recency_weight(pair_posts["timestamp"], as_of),
+                                         pairs.get_indexer(pair_posts["customer_id"]), recent, products, encoder,
+                                         detector)
+    position = np.arange(len(row))
+    signals.text_match[row, column] = text_match[position, column]
+    signals.best_text_match[row, column] = best[position, column]
+    return signals
+
+
 def _event_evidence(posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray, n_customers: int,
                     detector: LifeEventDetector) -> np.ndarray:
     """Per customer and event, the strongest post showing it, discounted by the post's age."""

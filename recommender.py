@@ -38,7 +38,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from data_loader import BankData, customer_view, segment_eligibility
 from feature_engineer import (CustomerFeatures, CustomerSignals, ProductDesign, customer_signals, event_relevance,
-                              held_matrix)
+                              held_matrix, without_naming_words)
 from settings import Settings
 from text_models import LifeEventDetector, TextEncoder
 
@@ -671,8 +671,11 @@ def build_training_set(data: BankData, end: pd.Timestamp, settings: Settings, en
     """Views, signals, labels and candidate masks of every training snapshot before ``end``."""
     products = data.products["product_id"].tolist()
     if scheme == "holds":
-        view, signals, _ = snapshot_signals(data, end, encoder, detector)
-        labels = signals.held.astype(bool)
+        view, signals, posts = snapshot_signals(data, end, encoder, detector)
+        labels = (signals.held + signals.asked > 0)  # what customers have or asked for: no take-up dates to learn from
+        named = (pd.concat([data.interests, data.holdings], ignore_index=True)
+                 .drop_duplicates(["customer_id", "product_id"]))  # the customer's own words first
+        signals = without_naming_words(signals, view, posts, named, data.products, end, encoder, detector)
         return [view], [signals], [labels], [segment_eligibility(view["customer_type"], data.products["segment"])]
     views, all_signals, labels, candidates = [], [], [], []
     for start in snapshot_dates(data.holdings, end, settings.training_horizon_days, settings.training_snapshots):
