@@ -384,25 +384,29 @@ def test_hackathon_posts(hackathon):
 
 
 def test_hackathon_product_evidence(hackathon):
-    holdings = hackathon.holdings
+    """Payments to a product are holdings; preferences and needs are interests, never holdings."""
+    holdings, interests = hackathon.holdings, hackathon.interests
     held = set(zip(holdings["customer_id"], holdings["product_id"]))
-    assert {("CUST002", "first_home_mortgage"), ("CUST002", "retirement_pension"), ("CUST002", "index_fund_portfolio"),
-            ("CUST003", "fixed_term_deposit"), ("CUST003", "health_insurance"), ("CUST004", "health_insurance"),
+    asked = set(zip(interests["customer_id"], interests["product_id"]))
+    assert held == {("CUST002", "first_home_mortgage"), ("CUST002", "retirement_pension"),  # repayment, contribution
+                    ("CUST003", "fixed_term_deposit"), ("CUST003", "health_insurance"),  # deposit, premium
+                    ("CUST004", "debt_consolidation_loan")}  # a loan EMI
+    assert set(holdings["source"]) == {"paid"} and holdings["start_date"].isna().all()  # held since an unknown date
+    assert {("CUST002", "first_home_mortgage"), ("CUST002", "index_fund_portfolio"), ("CUST004", "health_insurance"),
             ("CUST004", "travel_rewards_card"), ("ORG001", "supply_chain_finance"), ("ORG001", "business_loan"),
-            ("ORG002", "business_loan"), ("ORG002", "merchant_payments"), ("ORG002", "payroll_services"),
-            ("ORG003", "green_business_loan"), ("ORG004", "treasury_services")} <= held
-    assert not any(customer.startswith(("CUST9", "ORG9", "CUST7")) for customer, _ in held)
+            ("ORG002", "business_loan"), ("ORG002", "merchant_payments"), ("ORG003", "green_business_loan"),
+            ("ORG004", "treasury_services")} <= asked
+    by_pair = interests.set_index(["customer_id", "product_id"])
+    assert by_pair.loc[("CUST004", "travel_rewards_card"), ["evidence", "field"]].tolist() == [
+        "Travel credit Cards", "preferences"]  # the customer's own words, to quote
+    assert not any(customer.startswith(("CUST9", "ORG9", "CUST7")) for customer, _ in held | asked)
     assert not holdings.duplicated(["customer_id", "product_id"]).any()
-    by_pair = holdings.set_index(["customer_id", "product_id"])
-    mortgage = by_pair.loc[("CUST002", "first_home_mortgage")]  # asked (undated) and paid: the dated one
-    assert (mortgage["source"], mortgage["start_date"]) == ("paid", T("2025-02-03"))
-    assert by_pair.loc[("CUST002", "index_fund_portfolio"), "source"] == "asked"
-    assert pd.isna(by_pair.loc[("CUST002", "index_fund_portfolio"), "start_date"])
-    assert set(holdings["source"]) == {"asked", "paid"}
-    businesses = holdings[holdings["customer_id"].str.startswith("ORG")].merge(hackathon.products, on="product_id")
+    assert not interests.duplicated(["customer_id", "product_id"]).any()
+    businesses = interests[interests["customer_id"].str.startswith("ORG")].merge(hackathon.products, on="product_id")
     assert set(businesses["segment"]) <= {"organization", "both"}
     unmatched = {row["text"] for row in hackathon.quality.unmatched_evidence}
-    assert {"New Arrivals", "Luxury Shopping", "Restaurant"} <= unmatched
+    assert {"New Arrivals"} <= unmatched
+    assert hackathon.quality.tables["interests"].rows_kept == len(interests)
     json.dumps(hackathon.quality.to_dict())
 
 
@@ -481,9 +485,11 @@ def test_real_hackathon_files(hackathon_dir, text_encoder):
     assert (len(data.customers), len(data.transactions), len(data.social_posts)) == (883, 36, 32)
     assert issue_count(data, "social_posts", "duplicate_id") == 29
     held = set(zip(data.holdings["customer_id"], data.holdings["product_id"]))
+    asked = set(zip(data.interests["customer_id"], data.interests["product_id"]))
     home_loan = data.customers.loc[data.customers["preferences"].str.contains("Home Loan", na=False), "customer_id"]
-    assert len(home_loan) and all((customer, "first_home_mortgage") in held for customer in home_loan)
-    assert ("CUST2025B", "first_home_mortgage") in held
+    assert len(home_loan) and all((customer, "first_home_mortgage") in asked for customer in home_loan)
+    assert ("CUST2025B", "first_home_mortgage") in held  # "Wells Fargo: Mortgage Payment"
+    assert ("CUST2025E", "travel_rewards_card") in asked and ("CUST2025E", "travel_rewards_card") not in held
     matched = {row["text"]: row["product_id"] for row in data.quality.matched_evidence}
     assert matched["Certificates of Deposits"] == "fixed_term_deposit"
     assert matched["Business Loans"] == "business_loan" and matched["IRA Contribution"] == "retirement_pension"

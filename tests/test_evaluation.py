@@ -40,7 +40,8 @@ def test_evaluate_command_prints_model_baseline_ablations_and_fairness(api_setti
     result = json.loads(finished.stdout)
     assert result["protocol"] == "time_split" and result["cutoff"] == "2025-07-01"
     assert result["customers_evaluated"] > 50 and result["products_to_find"] >= result["customers_evaluated"]
-    for scored in (result["model"], result["popularity_baseline"], *result["ablations"].values()):
+    baselines = ("popularity_baseline", "knowledge_only_baseline", "tabular_gbm_baseline")
+    for scored in (result["model"], *(result[name] for name in baselines), *result["ablations"].values()):
         assert set(METRICS) <= set(scored) and all(0.0 <= scored[m] <= 1.0 for m in METRICS)
         assert scored["hit_rate@1"] <= scored["hit_rate@3"] <= scored["hit_rate@5"]
     assert set(result["ablations"]) == {"without_text", "without_life_events"}
@@ -48,6 +49,9 @@ def test_evaluate_command_prints_model_baseline_ablations_and_fairness(api_setti
     assert result["fairness"]["summary"]["entries"] > 0
     assert result["summary"]["ndcg@5_lift_over_popularity"] == pytest.approx(
         result["model"]["ndcg@5"] / result["popularity_baseline"]["ndcg@5"], abs=1e-3)
+    assert result["summary"]["ndcg@5_minus_knowledge_only"] == pytest.approx(
+        result["model"]["ndcg@5"] - result["knowledge_only_baseline"]["ndcg@5"], abs=1e-3)
+    assert result["knowledge_only_baseline"] != result["popularity_baseline"]  # recent posts reorder the products
 
 
 def test_evaluate_refuses_a_cutoff_with_nothing_after_it(api_settings, tmp_path):
