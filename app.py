@@ -316,7 +316,7 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
         """Ready (200) once the models are loaded; 503 while starting or after a failed start."""
         state: ServiceState = request.app.state.service_state
         if state.service is not None:
-            return HealthResponse(status="ready", ready=True, model_version=state.service.model.version)
+            return HealthResponse(status="ready", ready=True, model_version=state.service.model.version_)
         response.status_code = 503
         return HealthResponse(status="failed" if state.failure else "starting", ready=False, detail=state.failure)
 

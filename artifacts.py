@@ -21,7 +21,8 @@ import pandas as pd
 
 from business_rules import RuleBook
 from data_loader import BankData, DataLoadError, customer_view, data_now, load_bank_data
-from recommender import MODEL_VERSION, CustomerBase, HybridRecommender, TrainingSet, build_customer_base, product_rows, train
+from feature_engineer import CustomerInputs
+from recommender import MODEL_VERSION, CustomerBase, HybridRecommender, TrainingSet, build_customer_base, train
 from settings import Settings
 from text_models import LIFE_EVENTS, LifeEventDetector, TextEncoder, get_text_encoder, model_fingerprint
 
@@ -101,7 +102,7 @@ def train_artifacts(data: BankData, settings: Settings, fingerprint: str,
     detector = LifeEventDetector(encoder)
     end = data_now(data)
     model, training = train(data, end, settings, encoder, detector)
-    base = build_customer_base(data, model.features, end, encoder, detector)
+    base = build_customer_base(data, model.features_, end, encoder, detector)
     encoder.flush()
     holdout = holdout_recommendations(model, training, AUDIT_TOP_K)
     trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -138,16 +139,16 @@ def holdout_recommendations(model: HybridRecommender, training: TrainingSet, top
     latest = np.zeros(len(training.holdout), dtype=bool)
     latest[:training.latest_rows] = True
     rows_mask = training.holdout & latest
-    scores = np.full((rows_mask.sum(), len(model.product_ids)), -1.0)
-    for product in range(len(model.product_ids)):
-        rows, _ = product_rows(training, model, product, np.flatnonzero(rows_mask))
-        scores[:, product] = np.where(training.candidates[rows_mask, product], model.product_scores(rows, product), -1.0)
+    inputs = CustomerInputs.of(training.tabular, training.signals, np.flatnonzero(rows_mask))
+    scores = np.full((rows_mask.sum(), len(model.product_ids_)), -1.0)
+    for product in range(len(model.product_ids_)):
+        scores[:, product] = np.where(training.candidates[rows_mask, product], model.score(inputs, [product])[:, 0], -1.0)
     top = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
     recommended = np.zeros_like(scores, dtype=bool)
     np.put_along_axis(recommended, top, True, axis=1)
     recommended &= scores >= 0
     customer, product = np.nonzero(training.candidates[rows_mask])
     return pd.DataFrame({"customer_id": training.signals.customer_ids[rows_mask][customer],
-                         "product_id": np.asarray(model.product_ids)[product],
+                         "product_id": np.asarray(model.product_ids_)[product],
                          "recommended": recommended[customer, product],
                          "took_up": training.labels[rows_mask][customer, product]})

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from data_loader import INTEREST_COLUMNS, INTEREST_FIELDS, profile_text, stated_interests
-from feature_engineer import customer_signals
+from feature_engineer import CustomerInputs, customer_signals
 from recommender import CustomerBase, HybridRecommender, risk_inputs, stress_evidence
 from settings import Settings, age_band
 from text_models import DetectedEvent, LifeEventDetector, events_by_customer, get_text_encoder
@@ -87,6 +87,12 @@ class CustomerState:
     cold_start: bool
     stated_needs: dict[str, StatedNeed]  # product id -> the customer's own words that asked for it
 
+    def inputs(self, tabular: np.ndarray) -> CustomerInputs:
+        """The model's inputs for this customer with each row of ``tabular`` (the customer's own and
+        their counterfactual variants'): everything else is theirs, given once."""
+        return CustomerInputs(tabular, self.held[None], self.events[None], self.text_match[None],
+                              self.best_text_match[None])
+
     def recent_events(self, as_of: pd.Timestamp) -> frozenset[str]:
         """The life events shown in the year before ``as_of``: what the rules may react to."""
         since = as_of - pd.Timedelta(days=RECENT_EVENT_DAYS)
@@ -154,7 +160,7 @@ class CustomerStates:
         record = {column: values[0] for column, values in object_columns(view)}
         record["customer_id"] = customer_id
         return CustomerState(
-            customer_id=customer_id, profile=record, tabular=self.model.features.transform(view)[0],
+            customer_id=customer_id, profile=record, tabular=self.model.features_.transform(view)[0],
             held=signals.held[0], events=signals.events[0], text_match=signals.text_match[0],
             best_text_match=signals.best_text_match[0], best_text_source=signals.best_text_source[0],
             detected_events=events_by_customer(signals.event_posts).get(customer_id, []),

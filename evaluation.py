@@ -113,9 +113,9 @@ def evaluate(settings: Settings, cutoff: pd.Timestamp, ks: Sequence[int] = (1, 3
         result[baseline] = ranking_metrics(ranked[baseline], truth, ks)
     result["fairness"] = _fairness(services[0], pd.concat(recommended), truth)
     model = services[0].model
-    result["model_card"] = {"products_modelled": int(model.forest.has_model.sum()),
+    result["model_card"] = {"products_modelled": int(model.forest_.has_model.sum()),
                             "strategies": pd.Series(model.strategies).value_counts().to_dict(),
-                            "training_seconds": model.training_seconds}
+                            "training_seconds": model.training_seconds_}
     if ablations:
         result["ablations"] = {name: ranking_metrics(ranked[name], truth, ks) for name in ABLATIONS}
     result["summary"] = _summary(result, f"ndcg@{k_max}")
@@ -135,7 +135,7 @@ def _summary(result: dict[str, Any], ndcg: str) -> dict[str, Any]:
 def _fitted_service(settings: Settings, data: BankData, rules, end: pd.Timestamp, detector: LifeEventDetector,
                     disabled: frozenset[str]) -> tuple[RecommendationService, TrainingSet]:
     model, training = train(data, end, settings, detector.encoder, detector, disabled)
-    base = build_customer_base(data, model.features, end, detector.encoder, detector)
+    base = build_customer_base(data, model.features_, end, detector.encoder, detector)
     artifacts = Artifacts("evaluation", model, base, holdout_recommendations(model, training, AUDIT_TOP_K), "")
     return RecommendationService(settings, data, rules, artifacts), training
 
@@ -156,7 +156,7 @@ def tabular_gbm_scores(training: TrainingSet, tabular: np.ndarray, prior: np.nda
 
 
 def _tabular_gbm(service: RecommendationService, training: TrainingSet, top_k: int, rows: np.ndarray) -> pd.DataFrame:
-    scores = tabular_gbm_scores(training, service.base.tabular[rows], service.model.prior)
+    scores = tabular_gbm_scores(training, service.base.tabular[rows], service.model.prior_)
     return eligible_by_score(service, scores, top_k, rows)
 
 

@@ -379,19 +379,42 @@ def _keep_best(best: np.ndarray, source: np.ndarray, rows: np.ndarray, similarit
         source[customers[better], column] = labels[texts[better]]
 
 
+@dataclass(frozen=True)
+class CustomerInputs:
+    """What the model reads about customers, one row each: the input of :meth:`ProductDesign.design`.
+
+    Rows of one array may be shared by all customers (a leading axis of 1): a customer's
+    counterfactual variants differ only in their tabular features, so their holdings, events and
+    text matches are given once and broadcast.
+    """
+
+    tabular: np.ndarray  # (n, T)
+    held: np.ndarray  # (n or 1, P)
+    events: np.ndarray  # (n or 1, E)
+    text_match: np.ndarray  # (n or 1, P)
+    best_text_match: np.ndarray  # (n or 1, P)
+
+    @classmethod
+    def of(cls, tabular: np.ndarray, signals: CustomerSignals, rows: np.ndarray) -> "CustomerInputs":
+        """The customers at ``rows`` of a tabular matrix and the signals aligned with it."""
+        return cls(tabular[rows], signals.held[rows], signals.events[rows], signals.text_match[rows],
+                   signals.best_text_match[rows])
+
+
 class ProductDesign:
-    """Lays out the model input of (customer, product) pairs: one column order for fit and serve.
+    """Lays out the model input of (customer, product) pairs: one function for fit, serve and batch.
 
     After the customer's own columns (tabular, holdings, life events) come the columns of the
     customer *for this product*: how strongly a recent life event calls for it, and how close the
     customer's words are to it (on average and at best). The first reads the detected events
     through ``event_relevance``, the closeness in meaning of each event to each product, so one
     column carries what the trees of a rare product could not learn from its few take-ups alone:
-    which events it serves.
+    which events it serves. ``disabled`` names the signals an ablation switches off ("events",
+    "text"); they are zeroed here, so no path can forget it.
     """
 
     def __init__(self, tabular_names: Sequence[str], product_names: Sequence[str], event_names: Sequence[str],
-                 event_relevance: np.ndarray):
+                 event_relevance: np.ndarray, disabled: frozenset[str] = frozenset()):
         self.tabular_names = list(tabular_names)
         self.feature_names = (self.tabular_names + [f"holds {name}" for name in product_names]
                               + [f"life event: {event.replace('_', ' ')}" for event in event_names]
@@ -402,43 +425,45 @@ class ProductDesign:
         start = self.n_tabular + self.n_products
         self.event_columns = slice(start, start + len(event_names) + 1)  # the events and the product's event need
         self.event_relevance = np.asarray(event_relevance, dtype=np.float32)  # (events, products) in 0..1
+        self.disabled = frozenset(disabled)
 
     def event_weights(self, contributions: np.ndarray, events: np.ndarray, product: int) -> dict[str, float]:
         """Each life event's share of a product's score: its own column, plus the product's event-need
         column credited to the event that set it."""
         start = self.event_columns.start
         weights = {event: float(contributions[start + i]) for i, event in enumerate(self.event_names)}
-        need = self._needs(events, product)
+        need = self._needs(events[None, :], [product])[0, :, 0]
         if need.max(initial=0.0) > 0:
             weights[self.event_names[int(need.argmax())]] += float(contributions[self.event_columns.stop - 1])
         return weights
 
-    def _needs(self, events: np.ndarray, products: int | slice) -> np.ndarray:
-        """Each event's call for a product: the event's evidence times its relevance to the product.
+    def _needs(self, events: np.ndarray, products: Sequence[int] | slice) -> np.ndarray:
+        """Each event's call for each product, (n, E, products): the event's evidence times its
+        relevance to the product."""
+        return events[:, :, None] * self.event_relevance[None, :, products]
 
-        ``events`` (n, E) or (E,) with one product; (E, 1) with a slice of products gives (E, P).
+    def design(self, inputs: CustomerInputs, products: Sequence[int] | None = None) -> np.ndarray:
+        """(customers, products, features) model input; ``products`` default: all, in catalogue order.
+
+        Each product is seen by a customer who does not hold it (its own holding column is zero),
+        as in training, where the label is taking it up. Disabled signals are zeroed.
         """
-        return events * self.event_relevance[:, products]
-
-    def rows(self, tabular: np.ndarray, held: np.ndarray, events: np.ndarray, text_match: np.ndarray,
-             best_text_match: np.ndarray, product: int) -> np.ndarray:
-        """Design matrix of many customers for one product (training)."""
-        need = self._needs(events, product).max(axis=1, initial=0.0)[:, None]
-        return np.hstack([tabular, held, events, need, text_match[:, [product]], best_text_match[:, [product]]]
-                         ).astype(np.float32)
-
-    def customer_tensor(self, tabular: np.ndarray, held: np.ndarray, events: np.ndarray, text_match: np.ndarray,
-                        best_text_match: np.ndarray) -> np.ndarray:
-        """(variants, products, features) input for one customer and its counterfactual variants (serving)."""
-        variants = tabular.shape[0]
-        shared = np.hstack([tabular, np.broadcast_to(held, (variants, held.size)),
-                            np.broadcast_to(events, (variants, events.size))])
-        tensor = np.empty((variants, self.n_products, shared.shape[1] + 3), dtype=np.float32)
-        tensor[:, :, :-3] = shared[:, None, :]
-        tensor[:, :, -3] = self._needs(events[:, None], slice(None)).max(axis=0, initial=0.0)
-        tensor[:, :, -2] = text_match
-        tensor[:, :, -1] = best_text_match
-        return tensor
+        chosen = slice(None) if products is None else np.asarray(products, dtype=np.intp)
+        positions = np.arange(self.n_products)[chosen]
+        tabular_end, held_end = self.n_tabular, self.n_tabular + self.n_products
+        design = np.empty((len(inputs.tabular), len(positions), len(self.feature_names)), dtype=np.float32)
+        design[:, :, :tabular_end] = inputs.tabular[:, None, :]
+        design[:, :, tabular_end:held_end] = inputs.held[:, None, :]
+        design[:, np.arange(len(positions)), tabular_end + positions] = 0.0
+        design[:, :, held_end:-3] = inputs.events[:, None, :]
+        design[:, :, -3] = self._needs(inputs.events, chosen).max(axis=1, initial=0.0)
+        design[:, :, -2] = inputs.text_match[:, chosen]
+        design[:, :, -1] = inputs.best_text_match[:, chosen]
+        if self.disabled & {"events", "text"}:
+            design[..., self.event_columns] = 0.0
+        if "text" in self.disabled:
+            design[..., -2:] = 0.0
+        return design
 
 
 def event_relevance(encoder: TextEncoder, detector: LifeEventDetector, products: pd.DataFrame) -> np.ndarray:

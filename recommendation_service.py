@@ -127,12 +127,11 @@ class RecommendationService:
     def _recommend(self, state: CustomerState, top_k: int, include_explanation: bool) -> Recommendation:
         """The seed's flow: features → model → rules → bias check → explanation → answer."""
         variants = counterfactual_variants(state.profile, state.tabular, self.settings.protected_attributes,
-                                           self._observed, self.model.features.patches_, self.rules,
+                                           self._observed, self.model.features_.patches_, self.rules,
                                            self.settings.band_age)
-        tensor = self.model.design.customer_tensor(
-            np.stack([state.tabular] + [v.tabular for v in variants if v.tabular is not None]),
-            state.held, state.events, state.text_match, state.best_text_match)
-        probabilities, failure = self._probabilities(tensor)
+        design = self.model.design.design(
+            state.inputs(np.stack([state.tabular] + [v.tabular for v in variants if v.tabular is not None])))
+        probabilities, failure = self._probabilities(design)
         degraded = failure is not None
         risk = risk_profile_at(state.risk, state.stress, 0)
         context = self.context(state, risk)
@@ -143,21 +142,21 @@ class RecommendationService:
             outcome.adjusted, [p.product_id for p in outcome.ranked],
             {a.name: group_of(state.profile, a) for a in self.settings.protected_attributes},
             counterfactuals, self.settings.bias_tolerance)
-        explanations = (self._explanations(state, tensor[0], outcome.ranked, risk)
+        explanations = (self._explanations(state, design[0], outcome.ranked, risk)
                         if include_explanation and not degraded else [None] * len(outcome.ranked))
         recommended = tuple(self._recommended(rank, item, explanation) for rank, (item, explanation)
                             in enumerate(zip(outcome.ranked, explanations), start=1))
         reasons = self._fallback_reasons(state, recommended, failure)
-        return Recommendation(state.customer_id, state.cold_start, recommended, risk, bias, self.model.version,
+        return Recommendation(state.customer_id, state.cold_start, recommended, risk, bias, self.model.version_,
                               Fallback(bool(reasons), degraded, tuple(reasons)), len(outcome.excluded))
 
-    def _probabilities(self, tensor: np.ndarray) -> tuple[np.ndarray, str | None]:
+    def _probabilities(self, design: np.ndarray) -> tuple[np.ndarray, str | None]:
         """The model's probabilities; popularity, and the failure's name, when the model cannot score."""
         try:
-            return self.model.probabilities(tensor), None
+            return self.model.predict_proba(design), None
         except Exception as error:  # the answer degrades to popularity, and says so
             logger.exception("model scoring failed; answering from popularity")
-            return np.tile(self.model.prior, (tensor.shape[0], 1)), type(error).__name__
+            return np.tile(self.model.prior_, (design.shape[0], 1)), type(error).__name__
 
     def context(self, state: CustomerState, risk: RiskProfile | None = None) -> CustomerContext:
         """What the rules may know about the customer: profile, risk, recent life events, holdings."""
@@ -172,7 +171,7 @@ class RecommendationService:
                       risk: RiskProfile) -> list[Explanation]:
         """Explanations of the final list; the model's contributions for all of it in one pass."""
         indices = [self._product_index[item.product_id] for item in ranked]
-        forest = self.model.forest
+        forest = self.model.forest_
         modelled = [i for i in indices if forest is not None and forest.has_model[i]]
         contributions = dict(zip(modelled, forest.contributions(design, modelled))) if modelled else {}
         raw_values = {readable_feature(column): value for column, value in state.profile.items()}
@@ -198,7 +197,7 @@ class RecommendationService:
         factors += text_factor(float(state.best_text_match[index]), text, source, float(contributions[-2:].sum()))
         factors += model_factors(contributions, feature_names, design[index], raw_values)
         if not has_model:
-            factors.append(popularity_factor(float(self.model.prior[index])))
+            factors.append(popularity_factor(float(self.model.prior_[index])))
         factors += rule_factors(item.effects)
         product = self._product_records[index]
         context = ProductContext(str(product["name"]), int(product["risk_level"]), max_risk, risk.level,
@@ -219,7 +218,7 @@ class RecommendationService:
         product = self._product_records[index]
         return RecommendedProduct(item.product_id, str(product["name"]), str(product["category"]),
                                   int(product["risk_level"]), rank, round(item.model_score, 5),
-                                  round(item.adjusted_score, 5), self.model.reports[index].strategy,
+                                  round(item.adjusted_score, 5), self.model.reports_[index].strategy,
                                   tuple(item.effects), explanation)
 
     def _fallback_reasons(self, state: CustomerState, recommended: Sequence[RecommendedProduct],
@@ -231,7 +230,7 @@ class RecommendationService:
             reasons.append("cold start: no history for this customer; scored from the profile and their own words")
         for item in recommended:
             if item.scored_by == "content_prior":
-                report = self.model.reports[self._product_index[item.product_id]]
+                report = self.model.reports_[self._product_index[item.product_id]]
                 why = (f"too few take-ups to learn from ({report.positives})"
                        if report.positives < self.settings.min_positives_for_model
                        else f"its trees did not beat the fallback on held-out customers (AUC {report.content_auc})")
@@ -250,17 +249,17 @@ class RecommendationService:
 
     def model_card(self) -> dict[str, Any]:
         model = self.model
-        reports = [vars(r) for r in model.reports]
-        aucs = [r.auc for r in model.reports if r.auc is not None]
+        reports = [vars(r) for r in model.reports_]
+        aucs = [r.auc for r in model.reports_ if r.auc is not None]
         return {
-            "model_version": model.version, "trained_at": self.artifacts.trained_at,
-            "data_fingerprint": self.artifacts.fingerprint, "label_scheme": model.label_scheme,
-            "training_seconds": model.training_seconds, "tree_depth": model.tree_depth,
+            "model_version": model.version_, "trained_at": self.artifacts.trained_at,
+            "data_fingerprint": self.artifacts.fingerprint, "label_scheme": model.label_scheme_,
+            "training_seconds": model.training_seconds_, "tree_depth": model.tree_depth_,
             "as_of": self.base.as_of.date().isoformat(),
             "customers": int(len(self.base.view)), "products": len(self.product_ids),
             "offline_metrics": {"mean_holdout_auc": round(float(np.mean(aucs)), 4) if aucs else None,
                                 "per_product": reports},
-            "fallbacks_in_force": [r.product_id for r in model.reports if r.strategy == "content_prior"],
+            "fallbacks_in_force": [r.product_id for r in model.reports_ if r.strategy == "content_prior"],
             "skipped_rules": [asdict(rule) for rule in self.rules.skipped_rules],
             "data_quality": self.data.quality.to_dict(),
         }

@@ -32,19 +32,21 @@ import numpy as np
 import pandas as pd
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import Pipeline as ImbalancedPipeline
+from sklearn.base import BaseEstimator
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
+from sklearn.utils.validation import check_is_fitted
 
 from data_loader import BankData, customer_view, segment_eligibility
-from feature_engineer import (CustomerFeatures, CustomerSignals, ProductDesign, customer_signals, event_relevance,
-                              held_matrix, without_naming_words)
+from feature_engineer import (CustomerFeatures, CustomerInputs, CustomerSignals, ProductDesign, customer_signals,
+                              event_relevance, held_matrix, without_naming_words)
 from settings import Settings
 from text_models import LifeEventDetector, TextEncoder
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "1.8.0"
+MODEL_VERSION = "1.9.0"
 TREE_DEPTHS = (1, 4)  # additive effects only, or interactions: chosen from held-out data
 MAX_TREES = 250  # early stopping decides; additive models need more rounds
 HOLDOUT_SHARE = 0.2
@@ -151,9 +153,9 @@ def risk_profile_at(inputs: dict[str, np.ndarray], stress: np.ndarray, row: int)
 # --------------------------------------------------------------------------------------------------
 
 class CompiledForest:
-    """All products' boosted trees as flat arrays, evaluated for many (variant, product) rows at once.
+    """All products' boosted trees as flat arrays, evaluated for many (customer, product) rows at once.
 
-    Equivalent to scikit-learn's ``_raw_predict`` (checked at compile time) but with one numpy pass
+    Gives scikit-learn's ``decision_function`` (checked at compile time) but with one numpy pass
     over every tree of every product instead of a Python call per product, and able to return the
     Saabas contributions of each feature along the decision paths.
     """
@@ -164,10 +166,10 @@ class CompiledForest:
         self.baseline = np.zeros(n_products)
         self.has_model = np.zeros(n_products, dtype=bool)
         for product, model in sorted(models.items()):
-            self.baseline[product] = float(np.ravel(model._baseline_prediction)[0])
+            trees = _FittedTrees(model)
+            self.baseline[product] = trees.baseline
             self.has_model[product] = True
-            for predictor in (tree for iteration in model._predictors for tree in iteration):
-                nodes = predictor.nodes
+            for nodes in trees.nodes:
                 if nodes["is_categorical"].any():
                     raise ValueError("categorical splits are not supported by the compiled forest")
                 leaf = nodes["is_leaf"].astype(bool)
@@ -193,28 +195,28 @@ class CompiledForest:
         self.depth = max((model.max_depth for model in models.values()), default=0)
         self.trees_of_product = [np.flatnonzero(self.tree_product == p) for p in range(n_products)]
 
-    def raw(self, tensor: np.ndarray, products: np.ndarray | None = None) -> np.ndarray:
-        """Raw log-odds, (variants, products), for the products asked (default: all with a model)."""
-        variants = tensor.shape[0]
-        trees = self._trees_of(products)
-        slot = np.repeat(np.arange(variants), len(trees)) * self.n_products + np.tile(self.tree_product[trees], variants)
-        leaves = self._leaves(tensor.reshape(-1), slot * self.n_features, np.tile(self.tree_start[trees], variants))
-        totals = np.bincount(slot, weights=self.value[leaves], minlength=variants * self.n_products)
-        return totals.reshape(variants, self.n_products) + self.baseline
-
-    def raw_for_rows(self, rows: np.ndarray, product: int) -> np.ndarray:
-        """Raw log-odds of one product for a design matrix (many customers, one product)."""
-        trees = self.trees_of_product[product]
-        base = np.repeat(np.arange(len(rows)), len(trees)) * self.n_features
-        leaves = self._leaves(np.ascontiguousarray(rows, dtype=np.float32).reshape(-1), base,
-                              np.tile(self.tree_start[trees], len(rows)))
-        return self.value[leaves].reshape(len(rows), len(trees)).sum(axis=1) + self.baseline[product]
+    def raw(self, design: np.ndarray, products: Sequence[int] | None = None) -> np.ndarray:
+        """Raw log-odds, (customers, products), of a design built for ``products`` (default: all);
+        a product without trees gets 0."""
+        customers, width = design.shape[:2]
+        if products is None:
+            trees, column = np.arange(len(self.tree_product)), self.tree_product
+        else:
+            trees = self._trees_of(products)
+            column = np.repeat(np.arange(width), [len(self.trees_of_product[p]) for p in products])
+        slot = np.repeat(np.arange(customers), len(trees)) * width + np.tile(column, customers)
+        flat = np.ascontiguousarray(design, dtype=np.float32).reshape(-1)
+        leaves = self._leaves(flat, slot * self.n_features, np.tile(self.tree_start[trees], customers))
+        totals = np.bincount(slot, weights=self.value[leaves], minlength=customers * width)
+        baseline = self.baseline if products is None else self.baseline[np.asarray(products, dtype=np.intp)]
+        return totals.reshape(customers, width) + baseline
 
     def contributions(self, design: np.ndarray, products: Sequence[int]) -> np.ndarray:
         """Per-feature contributions to the log-odds, (len(products), n_features), for one customer.
 
-        ``design`` is the customer's (products, features) input. Along each tree's path, the change
-        in the node's expected value is credited to the feature that was split on (Saabas).
+        ``design`` is the customer's (products, features) input for every product. Along each
+        tree's path, the change in the node's expected value is credited to the feature that was
+        split on (Saabas).
         """
         out = np.zeros((len(products), self.n_features))
         trees = self._trees_of(products)
@@ -231,9 +233,7 @@ class CompiledForest:
             node = child
         return out
 
-    def _trees_of(self, products: Sequence[int] | None) -> np.ndarray:
-        if products is None:
-            return np.arange(len(self.tree_product))
+    def _trees_of(self, products: Sequence[int]) -> np.ndarray:
         return np.concatenate([self.trees_of_product[p] for p in products] or [np.zeros(0, np.intp)])
 
     def _leaves(self, flat: np.ndarray, base: np.ndarray, node: np.ndarray) -> np.ndarray:
@@ -241,6 +241,19 @@ class CompiledForest:
         for _ in range(self.depth):
             node = self.children[2 * node + (flat[base + self.feature[node]] <= self.threshold[node])]
         return node
+
+
+class _FittedTrees:
+    """The one reader of scikit-learn's private fitted state: a binary classifier's baseline
+    log-odds and the node arrays of its trees, in boosting order.
+
+    scikit-learn has no public access to a fitted tree's nodes; whatever reads them is checked
+    against its public ``decision_function`` each time a forest is compiled (:func:`_check_compilation`).
+    """
+
+    def __init__(self, classifier: HistGradientBoostingClassifier):
+        self.baseline = float(np.ravel(classifier._baseline_prediction)[0])
+        self.nodes = [predictor.nodes for iteration in classifier._predictors for predictor in iteration]
 
 
 def _expected_values(nodes: np.ndarray) -> np.ndarray:
@@ -285,65 +298,129 @@ class ProductReport:
     strategy_auc: dict[str, float] = field(default_factory=dict)  # held-out AUC of each fit that competed
 
 
-@dataclass
-class HybridRecommender:
-    """Fitted propensity models for every product, calibrated to one scale."""
+@dataclass(frozen=True)
+class PlattScaling:
+    """Per product, the logistic map from the trees' raw log-odds to a calibrated probability."""
 
-    product_ids: list[str]
-    event_names: list[str]
-    features: CustomerFeatures
-    design: ProductDesign
-    disabled: frozenset[str] = frozenset()
-    version: str = MODEL_VERSION
-    forest: CompiledForest | None = None
-    calibration: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (P, 2) slope, intercept
-    prior: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (P,) take-up rate
-    content_model: np.ndarray = field(default_factory=lambda: np.zeros(4))  # intercept, prior, match, best
-    match_stats: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))  # per product mean/std of both matches
-    reports: list[ProductReport] = field(default_factory=list)
-    training_seconds: float = 0.0
-    label_scheme: str = "next_takeup"
-    tree_depth: int = 0  # chosen at fit time (0: no product has trees)
+    slope: np.ndarray  # (P,)
+    intercept: np.ndarray  # (P,)
+
+    def probabilities(self, raw: np.ndarray, products: np.ndarray | slice) -> np.ndarray:
+        return _sigmoid(self.slope[products] * raw + self.intercept[products])
+
+
+@dataclass(frozen=True)
+class MatchStatistics:
+    """Per product mean and spread of both text matches over the training examples: what puts a
+    customer's match on the content model's standard scale."""
+
+    match_mean: np.ndarray  # (P,)
+    match_std: np.ndarray  # (P,)
+    best_mean: np.ndarray  # (P,)
+    best_std: np.ndarray  # (P,)
+
+    @classmethod
+    def of(cls, signals: CustomerSignals) -> "MatchStatistics":
+        return cls(signals.text_match.mean(0).astype(float), (signals.text_match.std(0) + 1e-6).astype(float),
+                   signals.best_text_match.mean(0).astype(float),
+                   (signals.best_text_match.std(0) + 1e-6).astype(float))
+
+
+@dataclass(frozen=True)
+class ContentWeights:
+    """Logistic weights of the fallback, fitted on all products' candidates pooled: the popularity
+    prior (on the log-odds scale) moved by the standardised text matches."""
+
+    intercept: float = 0.0
+    prior: float = 1.0
+    match: float = 0.0
+    best_match: float = 0.0
+
+
+class HybridRecommender(BaseEstimator):
+    """Propensity models for every product, calibrated to one scale (scikit-learn's estimator contract).
+
+    ``design`` lays out what the model reads (and zeroes the signals an ablation disabled); the
+    other parameters say how much data a product needs for trees and resampling. :meth:`fit`
+    learns from a :class:`TrainingSet`; :meth:`predict_proba` scores any design built by
+    ``design.design``, so training, serving and batch scoring read the same input. Learned state:
+    ``estimators_`` (scikit-learn's fitted trees per modelled product) and ``forest_`` (the same
+    trees compiled for serving), ``calibration_``, ``prior_``, ``match_stats_``,
+    ``content_model_``, ``reports_`` and what the data decided (``tree_depth_``, ``label_scheme_``).
+    """
+
+    def __init__(self, design: ProductDesign, min_positives_for_model: int = 15, min_positives_for_smote: int = 40,
+                 max_negatives_per_product: int = 60_000):
+        self.design = design
+        self.min_positives_for_model = min_positives_for_model
+        self.min_positives_for_smote = min_positives_for_smote
+        self.max_negatives_per_product = max_negatives_per_product
+
+    def fit(self, training: TrainingSet, features: CustomerFeatures, product_ids: Sequence[str],
+            label_scheme: str = "next_takeup") -> "HybridRecommender":
+        """Fits, per product, the strongest strategy its data supports, then calibrates and compiles."""
+        started = time.perf_counter()
+        self.features_, self.product_ids_, self.label_scheme_ = features, list(product_ids), label_scheme
+        self.version_ = MODEL_VERSION
+        self.prior_ = _take_up_rates(training)
+        self.match_stats_ = MatchStatistics.of(training.signals)
+        self.reports_, candidates = [], {}
+        for product, product_id in enumerate(self.product_ids_):
+            report, fits = _fit_product(training, self, product, product_id)
+            self.reports_.append(report)
+            if fits is not None:
+                candidates[product] = fits
+        self.tree_depth_, self.estimators_, holdout_raw = _choose_fits(self.reports_, candidates)
+        self.calibration_ = _calibrate(holdout_raw, len(self.product_ids_))
+        self.content_model_ = _fit_content_model(training, self.design, self.prior_, self.match_stats_)
+        self.forest_ = self._compiled(training)
+        _score_holdout(training, self)
+        weak = _weaker_than_content(self.reports_)
+        if weak:
+            self.estimators_ = {p: c for p, c in self.estimators_.items() if p not in weak}
+            self.forest_ = self._compiled(training)
+            _score_holdout(training, self)
+        self.training_seconds_ = round(time.perf_counter() - started, 2)
+        logger.info("recommender fitted", extra={"products": len(self.product_ids_),
+                                                  "with_model": len(self.estimators_),
+                                                  "seconds": self.training_seconds_})
+        return self
+
+    def _compiled(self, training: TrainingSet) -> CompiledForest:
+        """The fitted trees as one flat forest, checked against scikit-learn on training examples."""
+        forest = CompiledForest(self.estimators_, len(self.product_ids_), len(self.design.feature_names))
+        sample = np.arange(min(COMPILATION_CHECK_ROWS, len(training.labels)))
+        for product, classifier in self.estimators_.items():
+            _check_compilation(forest, classifier, _examples(training, self.design, product, sample)[0], product)
+        return forest
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "forest_")
 
     @property
     def strategies(self) -> np.ndarray:
-        return np.array([r.strategy for r in self.reports])
+        check_is_fitted(self)
+        return np.array([r.strategy for r in self.reports_])
 
-    def mask(self, tensor: np.ndarray) -> np.ndarray:
-        """Zero the signals an ablation switched off (the same at fit and serve time)."""
-        if "events" in self.disabled or "text" in self.disabled:
-            tensor[..., self.design.event_columns] = 0.0
-        if "text" in self.disabled:
-            tensor[..., -2:] = 0.0
-        return tensor
+    def predict_proba(self, design: np.ndarray, products: Sequence[int] | None = None) -> np.ndarray:
+        """Calibrated take-up probabilities, (customers, products), of a design built for ``products``
+        (default: all): the trees where a product has them, the content fallback elsewhere."""
+        check_is_fitted(self)
+        chosen = slice(None) if products is None else np.asarray(products, dtype=np.intp)
+        modelled = self.calibration_.probabilities(self.forest_.raw(design, products), chosen)
+        return np.where(self.forest_.has_model[chosen], modelled, self.content_scores(design, products))
 
-    def probabilities(self, tensor: np.ndarray) -> np.ndarray:
-        """Calibrated take-up probabilities, (variants, products), from a customer tensor (masked in place)."""
-        tensor = self.mask(tensor)
-        raw = self.forest.raw(tensor) if self.forest is not None else np.zeros(tensor.shape[:2])
-        modelled = _sigmoid(self.calibration[:, 0] * raw + self.calibration[:, 1])
-        content = self.content_scores(tensor[..., -2], tensor[..., -1])
-        return np.where(self.forest.has_model if self.forest is not None else False, modelled, content)
+    def score(self, inputs: CustomerInputs, products: Sequence[int] | None = None) -> np.ndarray:
+        """Calibrated probabilities of customers' inputs: the design, then :meth:`predict_proba`."""
+        return self.predict_proba(self.design.design(inputs, products), products)
 
-    def content_scores(self, text_match: np.ndarray, best_text_match: np.ndarray,
-                       products: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Popularity prior moved by how well the customer's words match the product.
-
-        ``text_match`` and ``best_text_match`` have the products (or ``products``) as last axis.
-        """
-        stats = self.match_stats[products]
-        z_match = (text_match - stats[:, 0]) / stats[:, 1]
-        z_best = (best_text_match - stats[:, 2]) / stats[:, 3]
-        w = self.content_model
-        return _sigmoid(w[0] + w[1] * _logit(self.prior[products]) + w[2] * z_match + w[3] * z_best)
-
-    def product_scores(self, rows: np.ndarray, product: int) -> np.ndarray:
-        """Calibrated scores of one product for a design matrix of many customers."""
-        rows = self.mask(rows.copy())
-        if self.forest is not None and self.forest.has_model[product]:
-            raw = self.forest.raw_for_rows(rows, product)
-            return _sigmoid(self.calibration[product, 0] * raw + self.calibration[product, 1])
-        return self.content_scores(rows[:, -2:-1], rows[:, -1:], np.array([product]))[:, 0]
+    def content_scores(self, design: np.ndarray, products: Sequence[int] | None = None) -> np.ndarray:
+        """Popularity prior moved by how well the customer's words match the product."""
+        chosen = slice(None) if products is None else np.asarray(products, dtype=np.intp)
+        stats, w = self.match_stats_, self.content_model_
+        z_match = (design[..., -2] - stats.match_mean[chosen]) / stats.match_std[chosen]
+        z_best = (design[..., -1] - stats.best_mean[chosen]) / stats.best_std[chosen]
+        return _sigmoid(w.intercept + w.prior * _logit(self.prior_[chosen]) + w.match * z_match + w.best_match * z_best)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -355,53 +432,15 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def fit_recommender(training: TrainingSet, features: CustomerFeatures, design: ProductDesign,
-                    product_ids: list[str], event_names: list[str], settings: Settings,
-                    disabled: frozenset[str] = frozenset(), label_scheme: str = "next_takeup") -> HybridRecommender:
-    """Fits, per product, the strongest strategy its data supports, then calibrates and compiles."""
-    started = time.perf_counter()
-    model = HybridRecommender(product_ids, event_names, features, design, disabled, label_scheme=label_scheme)
-    n_products = len(product_ids)
-    model.prior = _take_up_rates(training)
-    model.match_stats = _match_statistics(training)
-    candidates: dict[int, ProductFits] = {}
-    for product, product_id in enumerate(product_ids):
-        report, fits = _fit_product(training, model, product, product_id, settings)
-        model.reports.append(report)
-        if fits is not None:
-            candidates[product] = fits
-    model.tree_depth, fitted, holdout_raw = _choose_fits(model.reports, candidates)
-    n_features = len(design.feature_names)
-    model.forest = CompiledForest(fitted, n_products, n_features)
-    sample = np.arange(min(COMPILATION_CHECK_ROWS, len(training.labels)))
-    for product, classifier in fitted.items():
-        _check_compilation(model.forest, classifier, product_rows(training, model, product, sample)[0], product)
-    model.calibration = _calibrate(holdout_raw, n_products)
-    model.content_model = _fit_content_model(training, model)
-    _score_holdout(training, model)
-    weak = _weaker_than_content(model)
-    if weak:
-        model.forest = CompiledForest({p: c for p, c in fitted.items() if p not in weak}, n_products, n_features)
-        _score_holdout(training, model)
-    model.training_seconds = round(time.perf_counter() - started, 2)
-    logger.info("recommender fitted", extra={"products": n_products, "with_model": len(fitted),
-                                              "seconds": model.training_seconds})
-    return model
-
-
-def product_rows(training: TrainingSet, model: HybridRecommender, product: int, which: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """The design matrix and labels of one product's examples selected by ``which`` (its own holding zeroed).
+def _examples(training: TrainingSet, design: ProductDesign, product: int, which: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The (customers, 1, features) design and the labels of one product's examples at ``which``.
 
     Built only for the examples asked for: on a large bank the full matrix of every snapshot is
     hundreds of megabytes per product.
     """
-    signals = training.signals
-    held = signals.held[which]
-    held[:, product] = 0.0
-    rows = model.design.rows(training.tabular[which], held, signals.events[which], signals.text_match[which],
-                             signals.best_text_match[which], product)
-    return model.mask(rows), training.labels[which, product]
+    inputs = CustomerInputs.of(training.tabular, training.signals, which)
+    return design.design(inputs, [product]), training.labels[which, product]
 
 
 @dataclass
@@ -414,8 +453,8 @@ class ProductFits:
     judged: bool  # the raw scores are of held-out customers with enough take-ups to compare fits
 
 
-def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, product_id: str,
-                 settings: Settings) -> tuple[ProductReport, ProductFits | None]:
+def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, product_id: str
+                 ) -> tuple[ProductReport, ProductFits | None]:
     """The product's candidate trees: each tree depth, plain and (where take-ups are rare) imbalance-aware.
 
     Plain boosting competes with an imbalance-aware fit (SMOTE where there are enough take-ups to
@@ -427,23 +466,25 @@ def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, 
     candidates = training.candidates[:, product]
     labels = training.labels[:, product]
     held_out = candidates & training.holdout
-    train = _with_negatives_bounded(candidates & ~training.holdout, labels, settings.max_negatives_per_product)
+    train = _with_negatives_bounded(candidates & ~training.holdout, labels, model.max_negatives_per_product)
     positives = int(labels[train].sum())
     report = ProductReport(product_id, "content_prior", positives, int(train.sum()), int(labels[held_out].sum()))
-    if positives < settings.min_positives_for_model or positives == train.sum():
+    if positives < model.min_positives_for_model or positives == train.sum():
         return report, None
-    rows, train_labels = product_rows(training, model, product, np.flatnonzero(train))
+    design, train_labels = _examples(training, model.design, product, np.flatnonzero(train))
+    rows = design[:, 0]
     imbalanced = positives / max(len(train_labels) - positives, 1) < SMOTE_RATIO
     fits = {}
     for depth in TREE_DEPTHS:
         fits[depth, "gbm"] = _boosted_trees(depth).fit(rows, train_labels)
         if imbalanced:
-            strategy, classifier = _imbalance_aware_fit(rows, train_labels, positives, depth, settings)
+            strategy, classifier = _imbalance_aware_fit(rows, train_labels, positives >= model.min_positives_for_smote,
+                                                        depth)
             fits[depth, strategy] = classifier
     judged = bool(labels[held_out].sum() >= 3)
     calibration = held_out if judged else candidates & ~training.holdout
-    rows, calibration_labels = product_rows(training, model, product, np.flatnonzero(calibration))
-    raw = {key: classifier._raw_predict(rows).ravel() for key, classifier in fits.items()}
+    design, calibration_labels = _examples(training, model.design, product, np.flatnonzero(calibration))
+    raw = {key: classifier.decision_function(design[:, 0]) for key, classifier in fits.items()}
     return report, ProductFits(fits, raw, calibration_labels, judged and calibration_labels.min() != calibration_labels.max())
 
 
@@ -481,10 +522,10 @@ def _boosted_trees(depth: int) -> HistGradientBoostingClassifier:
                                           random_state=0)
 
 
-def _imbalance_aware_fit(rows: np.ndarray, labels: np.ndarray, positives: int, depth: int, settings: Settings
+def _imbalance_aware_fit(rows: np.ndarray, labels: np.ndarray, enough_for_smote: bool, depth: int
                          ) -> tuple[str, HistGradientBoostingClassifier]:
     """SMOTE then trees where there are enough take-ups, else trees with balanced class weights."""
-    if positives >= settings.min_positives_for_smote:
+    if enough_for_smote:
         classifier = _boosted_trees(depth)
         if _fitted_with_smote(classifier, rows, labels):
             return "smote+gbm", classifier
@@ -518,15 +559,15 @@ def _fitted_with_smote(classifier: HistGradientBoostingClassifier, rows: np.ndar
     return True
 
 
-def _calibrate(holdout_raw: dict[int, tuple[np.ndarray, np.ndarray]], n_products: int) -> np.ndarray:
+def _calibrate(holdout_raw: dict[int, tuple[np.ndarray, np.ndarray]], n_products: int) -> PlattScaling:
     """Platt scaling per product on customers the trees never saw: one probability scale for all."""
-    calibration = np.tile([1.0, 0.0], (n_products, 1))
+    slope, intercept = np.ones(n_products), np.zeros(n_products)
     for product, (raw, labels) in holdout_raw.items():
         if labels.min() == labels.max():
             continue
         platt = LogisticRegression(C=1.0).fit(raw.reshape(-1, 1), labels)
-        calibration[product] = [platt.coef_[0, 0], platt.intercept_[0]]
-    return calibration
+        slope[product], intercept[product] = platt.coef_[0, 0], platt.intercept_[0]
+    return PlattScaling(slope, intercept)
 
 
 def _take_up_rates(training: TrainingSet) -> np.ndarray:
@@ -536,68 +577,70 @@ def _take_up_rates(training: TrainingSet) -> np.ndarray:
     return (positives + 1.0) / (candidates.sum(axis=0) + 50.0)
 
 
-def _match_statistics(training: TrainingSet) -> np.ndarray:
-    signals = training.signals
-    stats = np.stack([signals.text_match.mean(0), signals.text_match.std(0) + 1e-6,
-                      signals.best_text_match.mean(0), signals.best_text_match.std(0) + 1e-6], axis=1)
-    return stats.astype(float)
-
-
-def _fit_content_model(training: TrainingSet, model: HybridRecommender) -> np.ndarray:
+def _fit_content_model(training: TrainingSet, design: ProductDesign, prior: np.ndarray,
+                       match_stats: MatchStatistics) -> ContentWeights:
     """Logistic weights of prior and text match, fitted on all products' candidates pooled."""
-    candidates = training.candidates
-    rows, cols = np.nonzero(candidates)
+    rows, cols = np.nonzero(training.candidates)
     if len(rows) == 0:
-        return np.array([0.0, 1.0, 0.0, 0.0])
+        return ContentWeights()
     sample = np.random.default_rng(0).permutation(len(rows))[:200_000]
     rows, cols = rows[sample], cols[sample]
-    signals = training.signals
-    masked = model.mask(np.stack([signals.text_match[rows, cols], signals.best_text_match[rows, cols]], axis=1))
-    stats = model.match_stats[cols]
-    inputs = np.column_stack([_logit(model.prior[cols]), (masked[:, 0] - stats[:, 0]) / stats[:, 1],
-                              (masked[:, 1] - stats[:, 2]) / stats[:, 3]])
+    matches = _pooled_text_matches(training, design, rows, cols)
+    inputs = np.column_stack([_logit(prior[cols]), (matches[:, 0] - match_stats.match_mean[cols]) / match_stats.match_std[cols],
+                              (matches[:, 1] - match_stats.best_mean[cols]) / match_stats.best_std[cols]])
     labels = training.labels[rows, cols]
     if labels.min() == labels.max():
-        return np.array([0.0, 1.0, 0.0, 0.0])
+        return ContentWeights()
     fitted = LogisticRegression(C=1.0).fit(inputs, labels)
-    return np.concatenate([fitted.intercept_, fitted.coef_[0]])
+    return ContentWeights(float(fitted.intercept_[0]), *map(float, fitted.coef_[0]))
+
+
+def _pooled_text_matches(training: TrainingSet, design: ProductDesign, rows: np.ndarray, cols: np.ndarray
+                         ) -> np.ndarray:
+    """(pairs, 2) text match and best text match of (example, product) pairs, as the design has them."""
+    matches = np.empty((len(rows), 2), dtype=np.float32)
+    for product in np.unique(cols):
+        pairs = np.flatnonzero(cols == product)
+        matches[pairs] = _examples(training, design, int(product), rows[pairs])[0][:, 0, -2:]
+    return matches
 
 
 def _score_holdout(training: TrainingSet, model: HybridRecommender) -> None:
     """AUC and Brier score of the final calibrated scores on held-out customers, per product,
     and the AUC the content fallback would have had."""
-    for product, report in enumerate(model.reports):
+    for product, report in enumerate(model.reports_):
         held_out = training.candidates[:, product] & training.holdout
         if not held_out.any():
             continue
-        rows, labels = product_rows(training, model, product, np.flatnonzero(held_out))
-        scores = model.product_scores(rows, product)
+        design, labels = _examples(training, model.design, product, np.flatnonzero(held_out))
+        scores = model.predict_proba(design, [product])[:, 0]
         report.brier = round(float(brier_score_loss(labels, scores)), 5)
         if labels.min() != labels.max():
             report.auc = round(float(roc_auc_score(labels, scores)), 4)
-            content = model.content_scores(rows[:, -2:-1], rows[:, -1:], np.array([product]))[:, 0]
+            content = model.content_scores(design, [product])[:, 0]
             report.content_auc = round(float(roc_auc_score(labels, content)), 4)
 
 
-def _weaker_than_content(model: HybridRecommender) -> set[int]:
+def _weaker_than_content(reports: list[ProductReport]) -> set[int]:
     """Products whose trees rank held-out customers worse than the simple fallback: use the fallback.
 
     Progressive enhancement decided by the data: a gradient-boosted model earns its place only
     where it beats content similarity times popularity on customers it never saw.
     """
     weak = set()
-    for product, report in enumerate(model.reports):
+    for product, report in enumerate(reports):
         if report.auc is not None and report.content_auc is not None and report.auc < report.content_auc:
             report.strategy = "content_prior"
             weak.add(product)
     return weak
 
 
-def _check_compilation(forest: CompiledForest, classifier: HistGradientBoostingClassifier, rows: np.ndarray,
+def _check_compilation(forest: CompiledForest, classifier: HistGradientBoostingClassifier, design: np.ndarray,
                        product: int) -> None:
-    """The flat trees must give scikit-learn's own log-odds; anything else is a bug, not noise."""
-    expected = classifier._raw_predict(rows).ravel()
-    if not np.allclose(forest.raw_for_rows(rows, product), expected, atol=1e-6):
+    """The flat trees must give scikit-learn's own log-odds (its public ``decision_function``) on a
+    (customers, 1, features) design of the product; anything else is a bug, not noise."""
+    expected = classifier.decision_function(design[:, 0])
+    if not np.allclose(forest.raw(design, [product])[:, 0], expected, atol=1e-6):
         raise RuntimeError(f"compiled trees disagree with scikit-learn for product #{product}")
 
 
@@ -718,7 +761,7 @@ def train(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEn
     """Fits the feature pipeline and the recommender on everything known before ``end``."""
     training, features, scheme = make_training_set(data, end, settings, encoder, detector)
     design = ProductDesign(features.feature_names_, data.products["name"].tolist(), detector.events,
-                           event_relevance(encoder, detector, data.products))
-    model = fit_recommender(training, features, design, data.products["product_id"].tolist(), detector.events,
-                            settings, disabled, scheme)
-    return model, training
+                           event_relevance(encoder, detector, data.products), disabled)
+    model = HybridRecommender(design, settings.min_positives_for_model, settings.min_positives_for_smote,
+                              settings.max_negatives_per_product)
+    return model.fit(training, features, data.products["product_id"].tolist(), scheme), training

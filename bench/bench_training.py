@@ -45,16 +45,13 @@ def measure(data_dir: Path, models_dir: Path) -> dict:
     one, batch, full = [], [], []
     for row in rows:
         state = service.customers.known(int(row))
-        tensor = model.design.customer_tensor(state.tabular[None, :], state.held, state.events, state.text_match,
-                                              state.best_text_match)
+        design = model.design.design(state.inputs(state.tabular[None, :]))
         tick = time.perf_counter()
-        model.probabilities(tensor)
+        model.predict_proba(design)
         one.append(time.perf_counter() - tick)
-        variants = np.repeat(state.tabular[None, :], 7, axis=0)
-        tensor = model.design.customer_tensor(variants, state.held, state.events, state.text_match,
-                                              state.best_text_match)
+        design = model.design.design(state.inputs(np.repeat(state.tabular[None, :], 7, axis=0)))
         tick = time.perf_counter()
-        model.probabilities(tensor)
+        model.predict_proba(design)
         batch.append(time.perf_counter() - tick)
         customer_id = state.customer_id
         tick = time.perf_counter()
@@ -63,8 +60,8 @@ def measure(data_dir: Path, models_dir: Path) -> dict:
     return {
         "customers": int(len(base.view)), "transactions": int(len(data.transactions)),
         "posts": int(len(data.social_posts)), "load_seconds": round(loaded - started, 2),
-        "train_seconds": round(trained - loaded, 2), "model_fit_seconds": model.training_seconds,
-        "products_modelled": int(model.forest.has_model.sum()), "trees": int(len(model.forest.tree_product)),
+        "train_seconds": round(trained - loaded, 2), "model_fit_seconds": model.training_seconds_,
+        "products_modelled": int(model.forest_.has_model.sum()), "trees": int(len(model.forest_.tree_product)),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "score_all_products_ms_median": round(float(np.median(one)) * 1000, 3),
         "score_all_products_7_variants_ms_median": round(float(np.median(batch)) * 1000, 3),

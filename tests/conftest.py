@@ -75,7 +75,7 @@ def trained_training(trained_service):
 
     detector = trained_service.text_models()
     training, _, _ = make_training_set(trained_service.data, data_now(trained_service.data), trained_service.settings,
-                                       detector.encoder, detector, trained_service.model.features)
+                                       detector.encoder, detector, trained_service.model.features_)
     return training
 
 

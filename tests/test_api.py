@@ -25,7 +25,7 @@ def test_health_is_503_while_starting_then_200(api_settings, trained_service):
         release.set()
         wait_ready(client)
         ready = client.get("/health")
-        assert ready.status_code == 200 and ready.json()["model_version"] == trained_service.model.version
+        assert ready.status_code == 200 and ready.json()["model_version"] == trained_service.model.version_
 
 
 def test_failed_start_reports_the_reason_and_never_serves(api_settings):

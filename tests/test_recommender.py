@@ -4,25 +4,64 @@ from __future__ import annotations
 import joblib
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from artifacts import ARTIFACT_FILE, save_artifacts
 from batch import all_scores
+from feature_engineer import CustomerInputs, ProductDesign
 from recommendation_service import RecommendationService
-from recommender import RISK_BASE_POINTS, product_rows
+from recommender import RISK_BASE_POINTS, HybridRecommender
 
 
-def test_compiled_trees_equal_scikit_learn(trained_service):
-    """The flat-array trees are checked against scikit-learn at fit time; here again, end to end."""
+def test_compiled_forest_gives_scikit_learns_decision_function(trained_service):
+    """Every modelled product, on real customers, through both designs the service evaluates: one
+    product for many customers (batch, training) and all products for each customer (a request)."""
+    model, base = trained_service.model, trained_service.base
+    assert len(model.estimators_) >= 3, "the small bank should give some products enough take-ups for a model"
+    assert set(model.estimators_) == set(np.flatnonzero(model.forest_.has_model))
+    inputs = CustomerInputs.of(base.tabular, base.signals, np.arange(200))
+    every_product = model.design.design(inputs)
+    for product, classifier in model.estimators_.items():
+        one_product = model.design.design(inputs, [product])
+        expected = classifier.decision_function(one_product[:, 0])
+        assert np.allclose(model.forest_.raw(one_product, [product])[:, 0], expected, atol=1e-6)
+        assert np.allclose(model.forest_.raw(every_product)[:, product],
+                           classifier.decision_function(every_product[:, product]), atol=1e-6)
+
+
+def test_a_request_and_a_batch_score_every_product_alike(trained_service):
+    """The serving design (one customer, all products) and the batch design (many customers, one
+    product) come from the same function: the same score for every product, held ones included."""
     model = trained_service.model
-    modelled = np.flatnonzero(model.forest.has_model)
-    assert len(modelled) >= 3, "the small bank should give some products enough take-ups for a model"
-    view = trained_service.base
-    for product in modelled[:5]:
-        rows = model.design.rows(view.tabular[:50], view.signals.held[:50], view.signals.events[:50],
-                                 view.signals.text_match[:50], view.signals.best_text_match[:50], product)
-        tensor = np.zeros((50, len(model.product_ids), rows.shape[1]), dtype=np.float32)
-        tensor[:, product, :] = rows
-        assert np.allclose(model.forest.raw(tensor)[:, product], model.forest.raw_for_rows(rows, product))
+    rows = np.arange(40)
+    batch = all_scores(trained_service, rows)
+    for position, row in enumerate(rows):
+        state = trained_service.customers.known(int(row))
+        served = model.predict_proba(model.design.design(state.inputs(state.tabular[None])))
+        assert np.allclose(served[0], batch[position], atol=1e-12)
+
+
+def test_the_design_zeroes_the_products_own_holding_and_disabled_signals(trained_service):
+    model, base = trained_service.model, trained_service.base
+    source = model.design
+    inputs = CustomerInputs.of(base.tabular, base.signals, np.arange(30))
+    design = source.design(inputs)
+    held = design[:, :, source.n_tabular:source.n_tabular + source.n_products]
+    assert not np.diagonal(held, axis1=1, axis2=2).any(), "a product is scored for a customer who does not hold it"
+    others = ~np.eye(source.n_products, dtype=bool)
+    assert np.array_equal(held[:, others], np.broadcast_to(inputs.held[:, None, :], held.shape)[:, others])
+    assert design[..., -2:].any() and design[..., source.event_columns].any()
+    product_names = [name.removeprefix("holds ") for name in source.feature_names if name.startswith("holds ")]
+    without_text = ProductDesign(source.tabular_names, product_names, source.event_names, source.event_relevance,
+                                 frozenset({"text"})).design(inputs)
+    assert not without_text[..., -2:].any() and not without_text[..., source.event_columns].any()
+    assert np.array_equal(without_text[..., :source.event_columns.start], design[..., :source.event_columns.start])
+
+
+def test_an_unfitted_recommender_refuses_to_score(trained_service):
+    unfitted = HybridRecommender(trained_service.model.design)
+    with pytest.raises(NotFittedError, match="HybridRecommender"):
+        unfitted.predict_proba(np.zeros((1, 1, len(unfitted.design.feature_names)), dtype=np.float32))
 
 
 def test_scores_are_probabilities_on_one_scale(trained_service):
@@ -35,11 +74,11 @@ def test_calibration_in_the_large_on_held_out_customers(trained_service, trained
     """Mean predicted take-up matches the observed rate on customers the models never saw."""
     model, training = trained_service.model, trained_training
     predicted, observed = [], []
-    for product in np.flatnonzero(model.forest.has_model):
-        held_out = training.candidates[:, product] & training.holdout
-        rows, labels = product_rows(training, model, product, np.flatnonzero(held_out))
-        predicted.append(model.product_scores(rows, product).sum())
-        observed.append(labels.sum())
+    for product in model.estimators_:
+        held_out = np.flatnonzero(training.candidates[:, product] & training.holdout)
+        inputs = CustomerInputs.of(training.tabular, training.signals, held_out)
+        predicted.append(model.score(inputs, [product]).sum())
+        observed.append(training.labels[held_out, product].sum())
     assert sum(observed) > 20
     assert abs(sum(predicted) - sum(observed)) / sum(observed) < 0.35
 
@@ -62,16 +101,16 @@ def test_low_risk_customers_never_get_products_above_their_limit(trained_service
 
 def test_degraded_answer_when_the_model_cannot_score(trained_service, known_customer, monkeypatch):
     class BrokenForest:
-        has_model = trained_service.model.forest.has_model
+        has_model = trained_service.model.forest_.has_model
 
-        def raw(self, tensor):
+        def raw(self, design, products=None):
             raise MemoryError("simulated")
 
-    monkeypatch.setattr(trained_service.model, "forest", BrokenForest())
+    monkeypatch.setattr(trained_service.model, "forest_", BrokenForest())
     answer = trained_service.recommend(known_customer, 5)
     assert answer.fallback.degraded and answer.fallback.used
     assert "popularity" in answer.fallback.reasons[0] and "MemoryError" in answer.fallback.reasons[0]
-    priors = dict(zip(trained_service.product_ids, trained_service.model.prior))
+    priors = dict(zip(trained_service.product_ids, trained_service.model.prior_))
     assert [item.score for item in answer.recommendations] == pytest.approx(
         [round(priors[item.product_id], 5) for item in answer.recommendations])
     assert all(item.explanation is None for item in answer.recommendations)
@@ -79,8 +118,8 @@ def test_degraded_answer_when_the_model_cannot_score(trained_service, known_cust
 
 def test_products_with_too_few_take_ups_fall_back_to_content_times_popularity(fallback_service):
     model = fallback_service.model
-    assert not model.forest.has_model.any()
-    assert {r.strategy for r in model.reports} == {"content_prior"}
+    assert not model.forest_.has_model.any()
+    assert {r.strategy for r in model.reports_} == {"content_prior"}
     customer = str(fallback_service.base.view.index[0])
     answer = fallback_service.recommend(customer, 5)
     assert answer.recommendations and answer.fallback.used
