@@ -15,22 +15,19 @@ import pandas as pd
 
 from artifacts import AUDIT_TOP_K
 from bias_detector import group_audit
+from feature_engineer import CustomerInputs
 from recommendation_service import RecommendationService
 
 _AUDIT_LOCK = threading.Lock()  # one audit at a time: each one replaces the service's latest audit
 
 
 def all_scores(service: RecommendationService, rows: np.ndarray) -> np.ndarray:
-    """Calibrated scores of the known customers at ``rows`` for every product, product by product."""
-    base, model = service.base, service.model
-    signals = base.signals
+    """Calibrated scores of the known customers at ``rows`` for every product, product by product
+    (one product's design for many customers at a time bounds the memory on a large bank)."""
+    inputs = CustomerInputs.of(service.base.tabular, service.base.signals, rows)
     scores = np.zeros((len(rows), len(service.product_ids)))
     for product in range(len(service.product_ids)):
-        held = signals.held[rows].copy()
-        held[:, product] = 0.0
-        design = model.design.rows(base.tabular[rows], held, signals.events[rows], signals.text_match[rows],
-                                   signals.best_text_match[rows], product)
-        scores[:, product] = model.product_scores(design, product)
+        scores[:, product] = service.model.score(inputs, [product])[:, 0]
     return scores
 
 
@@ -67,7 +64,7 @@ def popularity_recommendations(service: RecommendationService, top_k: int,
                                rows: np.ndarray | None = None) -> pd.DataFrame:
     """The most popular products each customer is eligible for and does not hold."""
     rows = np.arange(len(service.base.view)) if rows is None else np.asarray(rows)
-    return eligible_by_score(service, np.tile(service.model.prior, (len(rows), 1)), top_k, rows)
+    return eligible_by_score(service, np.tile(service.model.prior_, (len(rows), 1)), top_k, rows)
 
 
 def knowledge_only_recommendations(service: RecommendationService, top_k: int,
@@ -77,7 +74,7 @@ def knowledge_only_recommendations(service: RecommendationService, top_k: int,
     breaks ties (customers with no recent post get the popularity order)."""
     rows = np.arange(len(service.base.view)) if rows is None else np.asarray(rows)
     closeness = service.base.signals.recent_post_match[rows].astype(float).round(4)
-    popularity_rank = np.argsort(np.argsort(-service.model.prior, kind="stable"), kind="stable")
+    popularity_rank = np.argsort(np.argsort(-service.model.prior_, kind="stable"), kind="stable")
     tie_break = (len(popularity_rank) - popularity_rank) / (len(popularity_rank) + 1) * 1e-5
     return eligible_by_score(service, closeness + tie_break, top_k, rows)
 
