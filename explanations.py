@@ -49,10 +49,11 @@ class Factor:
 
     @property
     def comparison(self) -> str | None:
-        """A numeric feature's value against the typical customer's: "above", "below" or "equal"."""
+        """A numeric feature's value against the typical customer's: "above" or "below" (never equal,
+        see :func:`model_factors`)."""
         if self.feature_kind != "numeric" or self.typical is None:
             return None
-        return "above" if self.value > self.typical else "below" if self.value < self.typical else "equal"
+        return "above" if self.value > self.typical else "below"
 
 
 @dataclass(frozen=True)
@@ -179,8 +180,9 @@ def model_factors(contributions: np.ndarray, specs: Sequence[FeatureSpec], desig
     contribution from what the customer is *not* (does not hold a pension, is not a teacher) is
     left out: "you do not have a pension" is true of most customers, says nothing about why the
     product suits this one, and reads to a banker as a sales pitch. So is a number the data lacks
-    (the model saw the median in its place). Life events and text are explained with their
-    evidence (:func:`event_factors`, :func:`text_factor`).
+    (the model saw the median in its place) or one equal to the typical customer's (a share of
+    spending of 0, like most customers'). Life events and text are explained with their evidence
+    (:func:`event_factors`, :func:`text_factor`).
     """
     factors = []
     for index in np.argsort(-contributions, kind="stable"):
@@ -207,7 +209,7 @@ def _stated_feature(spec: FeatureSpec, weight: float, design_value: float,
                       spec.column)
     if spec.kind == "numeric":
         value = _number(profile.get(spec.column))
-        if value is None:
+        if value is None or value == spec.typical:
             return None
         return Factor("feature", spec.name, weight, value, None, spec.source, spec.kind, spec.column, spec.typical)
     return None
@@ -311,10 +313,7 @@ def reason_phrase(factor: Factor) -> str | None:
         return f"you already hold the {factor.name}"
     if factor.feature_kind == "category":
         return f"your {factor.name} is {factor.value}"
-    comparison = factor.comparison
-    if comparison == "equal":
-        return f"your {factor.name} ({amount(factor.value)}) is the typical value"
-    return f"your {factor.name} ({amount(factor.value)}) is {comparison} the typical {amount(factor.typical)}"
+    return f"your {factor.name} ({amount(factor.value)}) is {factor.comparison} the typical {amount(factor.typical)}"
 
 
 def _rules_clause(factors: Sequence[Factor]) -> str:

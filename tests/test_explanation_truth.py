@@ -29,8 +29,7 @@ from text_models import DetectedEvent
 
 HACKATHON_FIXTURE = Path(__file__).parent / "fixtures" / "data_loader" / "hackathon"
 NUMBER = r"-?[\d,]+(?:\.\d+)?"
-NUMBER_CLAUSE = re.compile(rf"your ((?:(?!your )[^(),])+?) \(({NUMBER})\) is (?:(above|below) the typical ({NUMBER})"
-                           r"|the typical value)")
+NUMBER_CLAUSE = re.compile(rf"your ((?:(?!your )[^(),])+?) \(({NUMBER})\) is (above|below) the typical ({NUMBER})")
 EVENT_CLAUSE = re.compile(r"(you posted about|your spending shows) ([a-z ]+) \(\"")
 
 
@@ -116,7 +115,7 @@ def _numeric_problem(service: RecommendationService, profile: dict, factor: Fact
     if actual is None or not math.isclose(float(actual), factor.value, rel_tol=1e-9, abs_tol=1e-9):
         return f"says {factor.column} is {factor.value}; it is {actual}"
     fitted = next(s for s in service.model.features.feature_specs_ if s.column == factor.column)
-    expected = "above" if actual > fitted.typical else "below" if actual < fitted.typical else "equal"
+    expected = "above" if actual > fitted.typical else "below" if actual < fitted.typical else "equal (not a reason)"
     if factor.typical != fitted.typical or factor.comparison != expected:
         return f"says {factor.column} {actual} is {factor.comparison} typical {factor.typical} ({fitted.typical})"
     return None
@@ -158,7 +157,8 @@ def _post_problem(service: RecommendationService, customer_id: str, factor: Fact
 
 
 def _quoted(quote: str, text: str) -> bool:
-    return " ".join(str(text).split()).startswith(quote.rstrip("…"))
+    """The quote (whitespace tidied, perhaps cut short with "…") is words of the text."""
+    return quote.rstrip("…") in " ".join(str(text).split())
 
 
 def _prose_problems(view: dict, summary: str, factors: tuple[Factor, ...], names: dict) -> list[str]:
@@ -172,7 +172,7 @@ def _prose_problems(view: dict, summary: str, factors: tuple[Factor, ...], names
         said = float(number.replace(",", ""))
         if abs(said - actual) > (0.5 if abs(actual) >= 100 else 0.005) + 1e-9:
             problems.append(f"the sentence says {name} is {number}; it is {actual}")
-        if comparison and (actual > factor.typical) != (comparison == "above"):
+        if (actual > factor.typical) != (comparison == "above") or actual == factor.typical:
             problems.append(f"the sentence says {name} {actual} is {comparison} the typical {typical}")
     detected = {e["event"].replace("_", " ") for e in view["life_events"]}
     problems += [f"the sentence cites {event}, not detected for the customer"
@@ -215,8 +215,9 @@ def test_a_number_is_stated_as_above_or_below_the_typical_customer():
     assert "your average monthly spending (812) is below the typical 1,000" in sentence(below)
 
 
-def test_a_number_the_data_lacks_is_not_stated():
+def test_a_number_the_data_lacks_or_equal_to_the_typical_one_is_not_stated():
     assert model_factors(CONTRIBUTIONS[2:3], SPECS[2:3], np.array([0.0]), {"tx_monthly_mean": None}) == []
+    assert model_factors(CONTRIBUTIONS[2:3], SPECS[2:3], np.array([0.0]), {"tx_monthly_mean": 1000.0}) == []
 
 
 def test_a_category_is_stated_only_when_it_is_the_customers():
