@@ -67,7 +67,7 @@ def test_every_claim_is_true_on_a_small_hackathon_format_bank(small_hackathon_se
 
 def assert_every_claim_true(service: RecommendationService) -> dict[str, int]:
     """Checks each customer's top 5; returns how many factors of each kind were checked."""
-    seen: dict[str, int] = dict.fromkeys(("feature", "life_event", "text_match"), 0)
+    seen: dict[str, int] = dict.fromkeys(("feature", "life_event", "text_match", "stated_need"), 0)
     false: list[str] = []
     for customer_id in map(str, service.base.view.index):
         false += false_claims(service, customer_id, seen)
@@ -105,6 +105,10 @@ def _claim_problem(service: RecommendationService, view: dict, item, factor: Fac
         return _event_problem(service, view, item, factor)
     elif factor.kind == "text_match":
         return _quote_problem(service, view, factor)
+    elif factor.kind == "stated_need":
+        written = " ".join(str(profile.get(factor.column) or "").split())
+        if factor.evidence.rstrip("…") not in written:
+            return f"says the customer asked in {factor.column} for {factor.evidence!r}; they wrote {written!r}"
     elif factor.kind == "feature":
         return f"a feature of unexpected kind {factor.feature_kind}"
     return None
