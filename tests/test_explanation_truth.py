@@ -58,7 +58,7 @@ def test_every_claim_is_true_on_the_generated_bank(trained_service):
 
 def test_every_claim_is_true_on_the_hackathon_files(hackathon_service):
     seen = assert_every_claim_true(hackathon_service)
-    assert seen["feature"], seen
+    assert sum(seen.values()) > len(hackathon_service.base.view), seen  # claims were there to check
 
 
 def test_every_claim_is_true_on_a_small_hackathon_format_bank(small_hackathon_service):
