@@ -80,12 +80,19 @@ class CustomerContext:
 
 @dataclass(frozen=True)
 class RuleEffect:
-    """One rule that changed one product's fate, with the plain-English reason shown to people."""
+    """One rule that changed one product's fate, with the plain-English reason shown to people.
+
+    ``fields`` are the customer fields the rule's condition tests (``customer.age``, ``life_events``);
+    ``life_events`` the events whose presence it looks for. An explanation may credit a rule's
+    boost to a life event only if the rule looked for that event: the reason text is for people.
+    """
 
     rule: str
     effect: Literal["boost", "demote", "exclude"]
     factor: float | None
     reason: str
+    fields: frozenset[str] = frozenset()
+    life_events: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -572,7 +579,6 @@ class _CompiledRule:
     effect: RuleEffect
     applies_to: Predicate
     targets: tuple[int, ...]
-    customer_fields: frozenset[str] = frozenset()
 
 
 def _refuse_absent_targets(target: _Target, catalogue: _Catalogue) -> None:
@@ -620,8 +626,27 @@ def _compile_rule(raw: Any, catalogue: _Catalogue, customer_scope: _Scope, produ
     customer_fields = frozenset(fields_used)
     targets = _target_positions(spec.target, catalogue, product_scope, fields_used)
     _refuse_unjustified_protected_fields(spec, fields_used, protected_fields)
-    return _CompiledRule(RuleEffect(spec.name, spec.kind, spec.factor, spec.reason), applies_to, targets,
-                         customer_fields)
+    effect = RuleEffect(spec.name, spec.kind, spec.factor, spec.reason, customer_fields, _events_sought(spec.when))
+    return _CompiledRule(effect, applies_to, targets)
+
+
+def _events_sought(node: Any, negated: bool = False) -> frozenset[str]:
+    """The life events a (compiled, hence valid) condition fires on the presence of.
+
+    ``contains`` looks for an event, ``not_contains`` for its absence, and each ``not`` turns one
+    into the other: ``{not: {field: life_events, op: not_contains, value: travel}}`` looks for travel.
+    """
+    if not isinstance(node, dict):
+        return frozenset()
+    if "not" in node:
+        return _events_sought(node["not"], not negated)
+    children = node.get("all", node.get("any"))
+    if children is not None:
+        return frozenset().union(*(_events_sought(child, negated) for child in children))
+    looks_for_presence = {"contains": True, "not_contains": False}.get(node.get("op"))
+    if node.get("field") != "life_events" or looks_for_presence is None or looks_for_presence == negated:
+        return frozenset()
+    return frozenset({_normalise(node["value"])})
 
 
 def _category_limits(path: Path, diversity: _Diversity, catalogue: _Catalogue,
@@ -787,7 +812,7 @@ class RuleBook:
             for category, limit in self.category_limits.items()}
         self._exclusion_rules = tuple(rule for rule in rules if rule.effect.effect == "exclude")
         self._scoring_rules = tuple(rule for rule in rules if rule.effect.effect != "exclude")
-        self.customer_fields = frozenset().union(*(rule.customer_fields for rule in rules)) | ELIGIBILITY_FIELDS
+        self.customer_fields = frozenset().union(*(rule.effect.fields for rule in rules)) | ELIGIBILITY_FIELDS
         """Every customer field some rule or eligibility check reads (``customer.age``, ``risk.level``, ...)."""
 
     @classmethod

@@ -1,24 +1,31 @@
 """Explanation generation: the real reasons behind one recommendation, as factors and sentences.
 
-Factors are machine-readable (kind, name, value or evidence, weight) and come from the scoring
-itself: the per-feature contributions of the trees that scored the product for this customer, the
-post that showed a life event (quoted, with its date), the customer's own words that matched the
-product description, the business rules that moved it, and its fit with the risk profile. The one
-or two plain sentences are assembled from the strongest factors, so two customers get different
-explanations for the same product.
+Factors are machine-readable (kind, name, the customer's value, weight, source) and come from the
+scoring itself: the per-feature contributions of the trees that scored the product for this
+customer, the post that showed a life event (quoted, with its date), the customer's own words that
+matched the product description, the business rules that moved it, and its fit with the risk
+profile. Every factor states a fact about the customer read from structure, never from a feature's
+name: a feature's :class:`~feature_engineer.FeatureSpec` says what it is, the customer's own value
+says what is true (held or not, above or below the typical customer, this category or another).
+The one or two plain sentences come last, from the strongest factors, so two customers get
+different explanations for the same product, and a sentence never says more than its factor.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
-from business_rules import RuleEffect
+from business_rules import AdjustedProduct, RuleEffect
+from feature_engineer import FeatureSpec, profile_phrase
+from recommender import HybridRecommender, RiskProfile
 from text_models import DetectedEvent
 
 MAX_MODEL_FACTORS = 3
+MAX_REASONS = 3
 MIN_FACTOR_WEIGHT = 0.05
 STRONG_TEXT_MATCH = 0.35
 QUOTE_LIMIT = 100
@@ -26,14 +33,27 @@ QUOTE_LIMIT = 100
 
 @dataclass(frozen=True)
 class Factor:
-    """One reason: what it is, how strong (log-odds or score change), and where it comes from."""
+    """One reason: what it is, the customer's value, how strong (log-odds or score change), where from."""
 
     kind: str  # stated_need | feature | life_event | text_match | business_rule | risk_suitability | popularity
     name: str
     weight: float
     value: str | float | None = None
     evidence: str | None = None
-    source: str | None = None  # e.g. "post 8810 on 2025-01-16", "profile: preferences"
+    source: str | None = None  # profile | transactions | posts | holdings | business rules | ...
+    feature_kind: str | None = None  # kind "feature": numeric | category | holding (the FeatureSpec's kind)
+    column: str | None = None  # a feature, or a stated need: the unified view's column it reads
+    typical: float | None = None  # numeric feature: the training median the customer's value is compared with
+    reference: str | None = None  # the post or transaction quoted
+    date: str | None = None  # its date
+
+    @property
+    def comparison(self) -> str | None:
+        """A numeric feature's value against the typical customer's: "above" or "below" (never equal,
+        see :func:`model_factors`)."""
+        if self.feature_kind != "numeric" or self.typical is None:
+            return None
+        return "above" if self.value > self.typical else "below"
 
 
 @dataclass(frozen=True)
@@ -53,65 +73,190 @@ class ProductContext:
     score: float
 
 
-def model_factors(contributions: np.ndarray, feature_names: Sequence[str], design_values: np.ndarray,
-                  raw_values: Mapping[str, object]) -> list[Factor]:
-    """The features that pushed this product's score up the most, with the customer's own value.
+class PostArrays(Protocol):
+    """The posts a customer's best text match points into, as arrays (row k: post k)."""
 
-    ``raw_values`` maps a readable feature name to the customer's unscaled value (the model sees it
-    standardised, the customer knows it as it is).
+    post_id: np.ndarray
+    content: np.ndarray
+    timestamp: np.ndarray  # ISO dates
+
+
+class StatedNeed(Protocol):
+    words: str  # the customer's own words that asked for a product
+    field: str  # the profile column they wrote them in: preferences | financial_needs
+
+
+class ExplainedCustomer(Protocol):
+    """What explaining reads about one customer (the service's customer state provides it)."""
+
+    @property
+    def profile(self) -> Mapping[str, Any]: ...  # the unified view's row, unscaled
+    @property
+    def best_text_match(self) -> np.ndarray: ...  # (P,)
+    @property
+    def best_text_source(self) -> np.ndarray: ...  # (P,) k >= 0: post k; -1 - k: the k-th profile phrase
+    @property
+    def events(self) -> np.ndarray: ...  # (E,) event evidence, as the model saw it
+    @property
+    def detected_events(self) -> Sequence[DetectedEvent]: ...  # newest first
+    @property
+    def posts(self) -> PostArrays: ...
+    @property
+    def stated_needs(self) -> Mapping[str, StatedNeed]: ...  # product id -> the words that asked for it
+
+
+# --------------------------------------------------------------------------------------------------
+# Assembly: one customer's final list
+# --------------------------------------------------------------------------------------------------
+
+def explain_recommendations(model: HybridRecommender, customer: ExplainedCustomer, design: np.ndarray,
+                            ranked: Sequence[AdjustedProduct], products: Sequence[Mapping[str, Any]],
+                            risk: RiskProfile, max_risk: int, recent_events: frozenset[str]) -> list[Explanation]:
+    """Explanations of the final list, the model's contributions for all of it in one pass.
+
+    ``design`` is the customer's (products, features) model input, ``products`` the catalogue
+    records by position, ``max_risk`` the highest product risk the customer's profile allows and
+    ``recent_events`` the life events the business rules saw.
     """
-    order = np.argsort(-contributions)
+    position = {product_id: index for index, product_id in enumerate(model.product_ids_)}
+    indices = [position[item.product_id] for item in ranked]
+    forest = model.forest_
+    modelled = [i for i in indices if forest is not None and forest.has_model[i]]
+    contributions = dict(zip(modelled, forest.contributions(design, modelled))) if modelled else {}
+    explanations = []
+    for index, item in zip(indices, ranked):
+        product = products[index]
+        context = ProductContext(str(product["name"]), int(product["risk_level"]), max_risk, risk.level,
+                                 item.model_score)
+        explanations.append(_explain(model, customer, index, item, context, design[index], contributions.get(index),
+                                     recent_events))
+    return explanations
+
+
+def _explain(model: HybridRecommender, customer: ExplainedCustomer, index: int, item: AdjustedProduct,
+             context: ProductContext, design_row: np.ndarray, contributions: np.ndarray | None,
+             recent_events: frozenset[str]) -> Explanation:
+    has_model = contributions is not None
+    if not has_model:
+        contributions = np.zeros(len(model.design.specs))
+    factors: list[Factor] = []
+    need = customer.stated_needs.get(item.product_id)
+    if need is not None:
+        factors.append(stated_need_factor(need.words, need.field))
+    factors += event_factors(model.design.event_weights(contributions, customer.events, index),
+                             customer.detected_events, item.effects, recent_events)
+    text, source, reference, date = _best_text(customer, index)
+    if need is not None and text == need.words:
+        text = None  # the stated need already quotes these words
+    factors += text_factor(float(customer.best_text_match[index]), text, source, reference, date,
+                           float(contributions[-2:].sum()))
+    factors += model_factors(contributions, model.design.specs, design_row, customer.profile)
+    if not has_model:
+        factors.append(popularity_factor(float(model.prior_[index])))
+    factors += rule_factors(item.effects)
+    factors.append(suitability_factor(context))
+    return explain(context, factors)
+
+
+def _best_text(customer: ExplainedCustomer, index: int) -> tuple[str | None, str, str | None, str | None]:
+    """The customer's text closest to the product: (text, source, post id, date)."""
+    source = int(customer.best_text_source[index])
+    if source < 0:
+        return profile_phrase(customer.profile.get("profile_text"), -1 - source), "profile", None, None
+    posts = customer.posts
+    return str(posts.content[source]), "posts", str(posts.post_id[source]), str(posts.timestamp[source])
+
+
+# --------------------------------------------------------------------------------------------------
+# Factors
+# --------------------------------------------------------------------------------------------------
+
+def model_factors(contributions: np.ndarray, specs: Sequence[FeatureSpec], design_row: np.ndarray,
+                  profile: Mapping[str, Any]) -> list[Factor]:
+    """The features that pushed this product's score up the most, each stated from the customer's value.
+
+    Only what is true of the customer and says something about them becomes a reason: a product
+    they hold, the category they are in, a number of theirs against the typical customer's. A
+    contribution from what the customer is *not* (does not hold a pension, is not a teacher) is
+    left out: "you do not have a pension" is true of most customers, says nothing about why the
+    product suits this one, and reads to a banker as a sales pitch. So is a number the data lacks
+    (the model saw the median in its place) or one equal to the typical customer's (a share of
+    spending of 0, like most customers'). Life events and text are explained with their evidence
+    (:func:`event_factors`, :func:`text_factor`).
+    """
     factors = []
-    for index in order[:MAX_MODEL_FACTORS * 2]:
+    for index in np.argsort(-contributions, kind="stable"):
         weight = float(contributions[index])
-        name = feature_names[index]
-        if weight < MIN_FACTOR_WEIGHT or name.startswith("life event") or "text match" in name:
-            continue  # events and text are explained with their evidence below
-        factors.append(Factor("feature", name, round(weight, 3), _feature_value(name, design_values[index], raw_values)))
-        if len(factors) == MAX_MODEL_FACTORS:
+        if weight < MIN_FACTOR_WEIGHT or len(factors) == MAX_MODEL_FACTORS:
             break
+        factor = _stated_feature(specs[index], round(weight, 3), float(design_row[index]), profile)
+        if factor is not None:
+            factors.append(factor)
     return factors
 
 
-def event_factors(event_weights: dict[str, float], customer_events: Sequence[DetectedEvent],
-                  fired_rules: Sequence[RuleEffect]) -> list[Factor]:
-    """Life events that raised the score (per the trees or a rule), each with the post that showed it.
+def _stated_feature(spec: FeatureSpec, weight: float, design_value: float,
+                    profile: Mapping[str, Any]) -> Factor | None:
+    """The feature as a fact about the customer, or None when it is not one worth stating."""
+    if spec.kind == "holding":
+        held = design_value > 0.5
+        return Factor("feature", spec.column, weight, "held", None, spec.source, spec.kind) if held else None
+    if spec.kind == "category":
+        value = profile.get(spec.column)
+        if spec.category is None or _is_missing(value) or str(value) != spec.category:
+            return None
+        return Factor("feature", spec.column.replace("_", " "), weight, spec.category, None, spec.source, spec.kind,
+                      spec.column)
+    if spec.kind == "numeric":
+        value = _number(profile.get(spec.column))
+        if value is None or value == spec.typical:
+            return None
+        return Factor("feature", spec.name, weight, value, None, spec.source, spec.kind, spec.column, spec.typical)
+    return None
+
+
+def event_factors(event_weights: Mapping[str, float], customer_events: Sequence[DetectedEvent],
+                  fired_rules: Sequence[RuleEffect], recent_events: frozenset[str]) -> list[Factor]:
+    """Life events that raised the score (per the trees or a boost), each with the post that showed it.
 
     ``event_weights`` are each event's contribution to the score; ``customer_events`` come newest
-    first, and the newest post showing an event is the one quoted.
+    first, and the newest post showing an event is the one quoted. A rule credits an event only
+    when it boosted the product and looked for that event, and the customer has it among the
+    ``recent_events`` the rule saw: a demotion or exclusion is never a reason to recommend.
     """
     weights = {event: weight for event, weight in event_weights.items() if weight >= MIN_FACTOR_WEIGHT}
-    newest = {}
+    for effect in fired_rules:
+        if effect.effect == "boost":
+            for event in effect.life_events & recent_events:
+                weights.setdefault(event, 0.0)
+    newest: dict[str, DetectedEvent] = {}
     for detected in customer_events:
         newest.setdefault(detected.event, detected)
-    for effect in fired_rules:
-        for event in newest:
-            if event.replace("_", " ") in effect.reason:
-                weights.setdefault(event, 0.0)
-    factors = []
-    for event, weight in sorted(weights.items(), key=lambda item: -item[1]):
-        if event in newest:
-            post = newest[event]
-            kind = "post" if post.source == "post" else "transaction"
-            factors.append(Factor("life_event", event.replace("_", " "), round(weight, 3), round(post.score, 3),
-                                  _quote(post.evidence), f"{kind} {post.post_id} on {_day(post.timestamp)}"))
-    return factors
+    return [_event_factor(newest[event], weight) for event, weight in sorted(weights.items(), key=lambda e: -e[1])
+            if event in newest]
+
+
+def _event_factor(detected: DetectedEvent, weight: float) -> Factor:
+    source = "posts" if detected.source == "post" else "transactions"
+    return Factor("life_event", detected.event, round(weight, 3), round(float(detected.score), 3),
+                  _quote(detected.evidence), source, reference=str(detected.post_id), date=_day(detected.timestamp))
 
 
 STATED_FIELDS = {"preferences": "your preferences", "financial_needs": "your financial needs"}
 
 
 def stated_need_factor(words: str, field: str) -> Factor:
-    """The customer asked for the product: their own words, and where they wrote them."""
-    return Factor("stated_need", "you asked for it", 0.0, None, _quote(words), STATED_FIELDS.get(field, field))
+    """The customer asked for the product: their own words, and the profile field they wrote them in."""
+    return Factor("stated_need", "you asked for it", 0.0, None, _quote(words), "profile", column=field)
 
 
-def text_factor(best_match: float, source_text: str | None, source: str, contribution: float) -> list[Factor]:
+def text_factor(best_match: float, text: str | None, source: str, reference: str | None, date: str | None,
+                contribution: float) -> list[Factor]:
     """The customer's own words that came closest to the product description, when close enough."""
-    if best_match < STRONG_TEXT_MATCH or not source_text:
+    if best_match < STRONG_TEXT_MATCH or not text:
         return []
     return [Factor("text_match", "your words match the product description", round(contribution, 3),
-                   round(float(best_match), 3), _quote(source_text), source)]
+                   round(float(best_match), 3), _quote(text), source, reference=reference, date=date)]
 
 
 def rule_factors(effects: Sequence[RuleEffect]) -> list[Factor]:
@@ -131,53 +276,70 @@ def popularity_factor(prior: float) -> Factor:
                   "training data")
 
 
+# --------------------------------------------------------------------------------------------------
+# Prose, last
+# --------------------------------------------------------------------------------------------------
+
 def explain(context: ProductContext, factors: list[Factor]) -> Explanation:
     """Factors plus one or two sentences built from the strongest of them."""
     return Explanation(tuple(factors), _sentences(context, factors))
 
 
 def _sentences(context: ProductContext, factors: Sequence[Factor]) -> str:
-    reasons = []
-    for factor in factors:
-        if factor.kind == "stated_need":
-            reasons.append(f"you told us in {factor.source} that you are looking for \"{factor.evidence}\"")
-        elif factor.kind == "life_event":
-            said = "you posted about" if factor.source.startswith("post") else "your spending shows"
-            reasons.append(f"{said} {factor.name} (\"{factor.evidence}\", {factor.source.split(' on ')[-1]})")
-        elif factor.kind == "text_match":
-            reasons.append(f"your own words (\"{factor.evidence}\") are close to what it offers")
-        elif factor.kind == "feature":
-            reasons.append(_feature_phrase(factor))
-        if len(reasons) == 3:
-            break
+    reasons = [phrase for phrase in map(reason_phrase, factors) if phrase][:MAX_REASONS]
     if not reasons:
         fallback = next((f for f in factors if f.kind == "popularity"), None)
         reasons.append(f"{fallback.value:.1%} of comparable customers took it up" if fallback else
                        "it suits customers with a profile like yours")
     first = f"We suggest the {context.product_name} ({context.score:.0%} estimated take-up) because " \
             + _join(reasons) + "."
-    boosts = [f.name for f in factors if f.kind == "business_rule" and f.value in ("boost", "demote")]
-    second = (f"Its risk level {context.product_risk} fits your {context.risk_level} risk profile"
-              + (f"; bank rules applied: {', '.join(boosts)}." if boosts else "."))
-    return f"{first} {second}"
+    return f"{first} Its risk level {context.product_risk} fits your {context.risk_level} risk profile" \
+           + _rules_clause(factors) + "."
 
 
-def _feature_phrase(factor: Factor) -> str:
-    if factor.name.startswith("holds "):
-        return f"you already hold the {factor.name.removeprefix('holds ')}"
-    if " = " in factor.name:
-        column, value = factor.name.split(" = ", 1)
-        return f"your {column} is {value}"
-    return f"your {factor.name} ({factor.value})" if factor.value is not None else f"your {factor.name}"
-
-
-def _feature_value(name: str, design_value: float, raw_values: Mapping[str, object]) -> str | float | None:
-    if name.startswith("holds ") or " = " in name:
-        return "yes" if design_value > 0.5 else "no"
-    raw = raw_values.get(name)
-    if raw is None or (isinstance(raw, float) and np.isnan(raw)):
+def reason_phrase(factor: Factor) -> str | None:
+    """The factor as a reason to recommend, in words; None for what is not one (rules, suitability)."""
+    if factor.kind == "stated_need":
+        return (f"you told us in {STATED_FIELDS.get(factor.column, factor.column)} that you are looking for "
+                f"\"{factor.evidence}\"")
+    if factor.kind == "life_event":
+        said = "you posted about" if factor.source == "posts" else "your spending shows"
+        return f"{said} {factor.name.replace('_', ' ')} (\"{factor.evidence}\", {factor.date})"
+    if factor.kind == "text_match":
+        return f"your own words (\"{factor.evidence}\") are close to what it offers"
+    if factor.kind != "feature":
         return None
-    return round(float(raw), 3) if isinstance(raw, (int, float, np.number)) else str(raw)
+    if factor.feature_kind == "holding":
+        return f"you already hold the {factor.name}"
+    if factor.feature_kind == "category":
+        return f"your {factor.name} is {factor.value}"
+    return f"your {factor.name} ({amount(factor.value)}) is {factor.comparison} the typical {amount(factor.typical)}"
+
+
+def _rules_clause(factors: Sequence[Factor]) -> str:
+    """The bank rules that moved the product, boosts apart from demotions: a demotion is no reason."""
+    boosted = [f.name for f in factors if f.kind == "business_rule" and f.value == "boost"]
+    demoted = [f.name for f in factors if f.kind == "business_rule" and f.value == "demote"]
+    parts = ([f"bank rules raised it ({', '.join(boosted)})"] if boosted else []) + \
+            ([f"bank rules lowered it ({', '.join(demoted)})"] if demoted else [])
+    return "; " + " and ".join(parts) if parts else ""
+
+
+def amount(value: float) -> str:
+    """A number as a sentence shows it: 1,234 for amounts and counts, 0.23 for shares and rates."""
+    return f"{value:,.0f}" if abs(value) >= 100 or float(value).is_integer() else f"{value:.2f}"
+
+
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _join(parts: Sequence[str]) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,37 @@ PROFILE_ITEM_BREAK = re.compile(r"\s*[,;]\s*")
 CATEGORICAL_COLUMNS = ("customer_type", "education", "occupation", "industry", "location")
 NOT_FEATURES = ("customer_id", "age_band", "revenue_min", "revenue_max", "employees_min", "employees_max")
 MIN_CATEGORY_FREQUENCY = 5
+TRANSACTION_COLUMNS = ("tx_", "spend_share__", "debt_payment_share")  # data_loader.transaction_aggregates
+POST_COLUMNS = ("post_", "sentiment_")  # data_loader.social_aggregates
+
+FeatureKind = Literal["numeric", "category", "holding", "life_event", "event_need", "text_match"]
+FeatureSource = Literal["profile", "transactions", "posts", "holdings", "posts and transactions",
+                        "posts and profile"]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What one model input is and where it comes from, decided once when the design is fitted.
+
+    Explanations read a feature through this, never from its name: whether it is a number of the
+    view (``column``, compared with the ``typical`` training median), one category of a view
+    column (``category``; None for the bucket of rare values), a product held (``column`` is the
+    product's name), a life event (``column`` is the event) or a text match.
+    """
+
+    name: str
+    kind: FeatureKind
+    source: FeatureSource
+    column: str | None = None
+    category: str | None = None
+    typical: float | None = None
+
+
+def column_source(column: str) -> FeatureSource:
+    """Which data a view column is computed from (its name is the loader's contract)."""
+    if column.startswith(TRANSACTION_COLUMNS):
+        return "transactions"
+    return "posts" if column.startswith(POST_COLUMNS) else "profile"
 
 
 def feature_columns(view: pd.DataFrame, protected: Sequence[ProtectedAttribute]) -> tuple[list[str], list[str]]:
@@ -78,7 +109,8 @@ class CustomerFeatures(BaseEstimator, TransformerMixin):
             ]), categorical),
         ], verbose_feature_names_out=True)
         self.transformer_.fit(self._as_input(view))
-        self.feature_names_ = [self._readable(name) for name in self.transformer_.get_feature_names_out()]
+        self.feature_specs_ = self._feature_specs()
+        self.feature_names_ = [spec.name for spec in self.feature_specs_]
         self.patches_ = self._counterfactual_patches(view)
         return self
 
@@ -129,13 +161,28 @@ class CustomerFeatures(BaseEstimator, TransformerMixin):
             return {str(v): v for v in view[attribute.column].dropna().unique()}
         return {band: Settings.band_age(band) for band in band_labels(list(self.age_bands))}
 
-    def _readable(self, name: str) -> str:
-        """``num__tx_trend``: recent change in spending; ``cat__location_Austin``: location = Austin."""
-        kind, _, encoded = name.partition("__")
-        if kind == "num":
-            return readable_feature(encoded)
-        column = next(c for c in self.categorical_columns_ if encoded.startswith(f"{c}_"))
-        return f"{column.replace('_', ' ')} = {encoded.removeprefix(column + '_')}"
+    def _feature_specs(self) -> tuple[FeatureSpec, ...]:
+        """One spec per encoded column, in the transformer's output order: the numbers (with their
+        training median, the imputer's), then each categorical column's frequent values and, where
+        some values were too rare to get a column of their own, the column that groups them."""
+        medians = self.transformer_.named_transformers_["num"].named_steps["impute"].statistics_
+        specs = [FeatureSpec(readable_feature(column), "numeric", column_source(column), column, None, float(median))
+                 for column, median in zip(self.numeric_columns_, medians)]
+        encoded = [f"num__{column}" for column in self.numeric_columns_]
+        encoder = self.transformer_.named_transformers_["cat"].named_steps["onehot"]
+        infrequent = getattr(encoder, "infrequent_categories_", [None] * len(encoder.categories_))
+        for column, categories, rare in zip(self.categorical_columns_, encoder.categories_, infrequent):
+            rare = [] if rare is None else list(rare)
+            words = column.replace("_", " ")
+            frequent = [value for value in categories if value not in rare]
+            specs += [FeatureSpec(f"{words} = {value}", "category", "profile", column, str(value)) for value in frequent]
+            encoded += [f"cat__{column}_{value}" for value in frequent]
+            if rare:
+                specs.append(FeatureSpec(f"{words} = another, less common value", "category", "profile", column))
+                encoded.append(f"cat__{column}_infrequent_sklearn")
+        if encoded != list(self.transformer_.get_feature_names_out()):
+            raise RuntimeError("feature specs are out of step with the fitted transformer's columns")
+        return tuple(specs)
 
 
 FEATURE_WORDS = {
@@ -413,13 +460,18 @@ class ProductDesign:
     "text"); they are zeroed here, so no path can forget it.
     """
 
-    def __init__(self, tabular_names: Sequence[str], product_names: Sequence[str], event_names: Sequence[str],
+    def __init__(self, tabular_specs: Sequence[FeatureSpec], product_names: Sequence[str], event_names: Sequence[str],
                  event_relevance: np.ndarray, disabled: frozenset[str] = frozenset()):
-        self.tabular_names = list(tabular_names)
-        self.feature_names = (self.tabular_names + [f"holds {name}" for name in product_names]
-                              + [f"life event: {event.replace('_', ' ')}" for event in event_names]
-                              + ["life event this product serves", "text match", "best text match"])
-        self.n_tabular = len(self.tabular_names)
+        self.specs: tuple[FeatureSpec, ...] = (
+            tuple(tabular_specs)
+            + tuple(FeatureSpec(f"holds {name}", "holding", "holdings", name) for name in product_names)
+            + tuple(FeatureSpec(f"life event: {event.replace('_', ' ')}", "life_event", "posts and transactions",
+                                event) for event in event_names)
+            + (FeatureSpec("life event this product serves", "event_need", "posts and transactions"),
+               FeatureSpec("text match", "text_match", "posts and profile"),
+               FeatureSpec("best text match", "text_match", "posts and profile")))
+        self.feature_names = [spec.name for spec in self.specs]
+        self.n_tabular = len(tabular_specs)
         self.n_products = len(product_names)
         self.event_names = list(event_names)
         start = self.n_tabular + self.n_products

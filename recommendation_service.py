@@ -25,9 +25,7 @@ from bias_detector import (IndividualBiasCheck, counterfactual_results, counterf
 from business_rules import AdjustedProduct, CustomerContext, RuleBook, RuleEffect
 from customer_state import CustomerState, CustomerStates, UnknownCustomer, UnknownReference
 from data_loader import BankData
-from explanations import (Explanation, Factor, ProductContext, event_factors, explain, model_factors,
-                          popularity_factor, rule_factors, stated_need_factor, suitability_factor, text_factor)
-from feature_engineer import profile_phrase, readable_feature
+from explanations import Explanation, explain_recommendations
 from recommender import RiskProfile, risk_profile_at
 from settings import Settings
 from text_models import LifeEventDetector
@@ -142,7 +140,8 @@ class RecommendationService:
             outcome.adjusted, [p.product_id for p in outcome.ranked],
             {a.name: group_of(state.profile, a) for a in self.settings.protected_attributes},
             counterfactuals, self.settings.bias_tolerance)
-        explanations = (self._explanations(state, design[0], outcome.ranked, risk)
+        explanations = (explain_recommendations(self.model, state, design[0], outcome.ranked, self._product_records,
+                                                risk, self.rules.max_risk_level(risk.level), context.life_events)
                         if include_explanation and not degraded else [None] * len(outcome.ranked))
         recommended = tuple(self._recommended(rank, item, explanation) for rank, (item, explanation)
                             in enumerate(zip(outcome.ranked, explanations), start=1))
@@ -164,54 +163,6 @@ class RecommendationService:
         held = frozenset(self.product_ids[i] for i in np.flatnonzero(state.held))
         return CustomerContext(state.profile, risk.level, risk.score, state.recent_events(self.base.as_of), held,
                                frozenset(state.stated_needs))
-
-    # ---------------------------------------------------------------- explanations
-
-    def _explanations(self, state: CustomerState, design: np.ndarray, ranked: Sequence[AdjustedProduct],
-                      risk: RiskProfile) -> list[Explanation]:
-        """Explanations of the final list; the model's contributions for all of it in one pass."""
-        indices = [self._product_index[item.product_id] for item in ranked]
-        forest = self.model.forest_
-        modelled = [i for i in indices if forest is not None and forest.has_model[i]]
-        contributions = dict(zip(modelled, forest.contributions(design, modelled))) if modelled else {}
-        raw_values = {readable_feature(column): value for column, value in state.profile.items()}
-        max_risk = self.rules.max_risk_level(risk.level)
-        return [self._explain(state, index, item, risk, max_risk, design, contributions.get(index), raw_values)
-                for index, item in zip(indices, ranked)]
-
-    def _explain(self, state: CustomerState, index: int, item: AdjustedProduct, risk: RiskProfile, max_risk: int,
-                 design: np.ndarray, contributions: np.ndarray | None, raw_values: dict[str, Any]) -> Explanation:
-        feature_names = self.model.design.feature_names
-        has_model = contributions is not None
-        if not has_model:
-            contributions = np.zeros(len(feature_names))
-        factors: list[Factor] = []
-        need = state.stated_needs.get(item.product_id)
-        if need is not None:
-            factors.append(stated_need_factor(need.words, need.field))
-        factors += event_factors(self.model.design.event_weights(contributions, state.events, index),
-                                 state.detected_events, item.effects)
-        text, source = self._best_text(state, index)
-        if need is not None and text == need.words:
-            text = None  # the stated need already quotes these words
-        factors += text_factor(float(state.best_text_match[index]), text, source, float(contributions[-2:].sum()))
-        factors += model_factors(contributions, feature_names, design[index], raw_values)
-        if not has_model:
-            factors.append(popularity_factor(float(self.model.prior_[index])))
-        factors += rule_factors(item.effects)
-        product = self._product_records[index]
-        context = ProductContext(str(product["name"]), int(product["risk_level"]), max_risk, risk.level,
-                                 item.model_score)
-        factors.append(suitability_factor(context))
-        return explain(context, factors)
-
-    def _best_text(self, state: CustomerState, index: int) -> tuple[str | None, str]:
-        source = int(state.best_text_source[index])
-        if source < 0:
-            phrase = profile_phrase(state.profile.get("profile_text"), -1 - source)
-            return phrase, "your profile (interests, preferences, needs)"
-        posts = state.posts
-        return str(posts.content[source]), f"post {posts.post_id[source]} on {posts.timestamp[source]}"
 
     def _recommended(self, rank: int, item: AdjustedProduct, explanation: Explanation | None) -> RecommendedProduct:
         index = self._product_index[item.product_id]

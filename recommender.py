@@ -233,6 +233,12 @@ class CompiledForest:
             node = child
         return out
 
+    def expected_raw(self, product: int) -> float:
+        """The log-odds before any feature is known (training-weighted mean over each tree's leaves):
+        with :meth:`contributions` of a row, it adds up to the row's raw log-odds."""
+        trees = self.trees_of_product[product]
+        return float(self.baseline[product] + self.expected[self.tree_start[trees]].sum())
+
     def _trees_of(self, products: Sequence[int]) -> np.ndarray:
         return np.concatenate([self.trees_of_product[p] for p in products] or [np.zeros(0, np.intp)])
 
@@ -760,7 +766,7 @@ def train(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEn
           disabled: frozenset[str] = frozenset()) -> tuple[HybridRecommender, TrainingSet]:
     """Fits the feature pipeline and the recommender on everything known before ``end``."""
     training, features, scheme = make_training_set(data, end, settings, encoder, detector)
-    design = ProductDesign(features.feature_names_, data.products["name"].tolist(), detector.events,
+    design = ProductDesign(features.feature_specs_, data.products["name"].tolist(), detector.events,
                            event_relevance(encoder, detector, data.products), disabled)
     model = HybridRecommender(design, settings.min_positives_for_model, settings.min_positives_for_smote,
                               settings.max_negatives_per_product)

@@ -66,9 +66,17 @@ class FactorPublic(Public):
     kind: str = Field(description="feature | life_event | text_match | business_rule | risk_suitability | popularity")
     name: str
     weight: float = Field(description="Contribution to the log-odds of take-up (0 for context factors).")
-    value: str | float | None = None
+    value: str | float | None = Field(default=None, description="The customer's own value: a number, a category, "
+                                      "'held', an event's detection score, a rule's effect.")
     evidence: str | None = None
-    source: str | None = None
+    source: str | None = Field(default=None, description="profile | transactions | posts | holdings | business "
+                                                         "rules | risk profile | training data")
+    feature_kind: str | None = Field(default=None, description="For a feature: numeric | category | holding.")
+    column: str | None = Field(default=None, description="For a numeric or category feature: its customer column.")
+    typical: float | None = Field(default=None, description="For a numeric feature: the typical (median) value.")
+    comparison: str | None = Field(default=None, description="For a numeric feature: above | below the typical value.")
+    reference: str | None = Field(default=None, description="The post or transaction quoted.")
+    date: str | None = None
 
 
 class ExplanationPublic(Public):
