@@ -35,7 +35,7 @@ def test_evaluate_command_prints_model_baseline_ablations_and_fairness(api_setti
     environment = {**os.environ, "MODELS_DIR": str(tmp_path / "models"), "HF_HUB_OFFLINE": "1"}
     finished = subprocess.run([sys.executable, "cli.py", "evaluate", "--data", str(api_settings.data_dir),
                                "--cutoff", "2025-07-01"], cwd=ROOT, env=environment, capture_output=True,
-                              text=True, timeout=600)
+                              text=True, timeout=1500)
     assert finished.returncode == 0, finished.stderr[-2000:]
     result = json.loads(finished.stdout)
     assert result["protocol"] == "time_split" and result["cutoff"] == "2025-07-01"

@@ -118,7 +118,7 @@ def _numeric_problem(service: RecommendationService, profile: dict, factor: Fact
     actual = profile.get(factor.column)
     if actual is None or not math.isclose(float(actual), factor.value, rel_tol=1e-9, abs_tol=1e-9):
         return f"says {factor.column} is {factor.value}; it is {actual}"
-    fitted = next(s for s in service.model.features.feature_specs_ if s.column == factor.column)
+    fitted = next(s for s in service.model.features_.feature_specs_ if s.column == factor.column)
     expected = "above" if actual > fitted.typical else "below" if actual < fitted.typical else "equal (not a reason)"
     if factor.typical != fitted.typical or factor.comparison != expected:
         return f"says {factor.column} {actual} is {factor.comparison} typical {factor.typical} ({fitted.typical})"
