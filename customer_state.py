@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from data_loader import INTEREST_COLUMNS, INTEREST_FIELDS, profile_text, stated_interests
+from data_loader import INTEREST_FIELDS, profile_text, stated_interests
 from feature_engineer import CustomerInputs, customer_signals
 from recommender import CustomerBase, HybridRecommender, risk_inputs, stress_evidence
 from settings import Settings, age_band
@@ -170,10 +170,8 @@ class CustomerStates:
     def _stated_interests(self, view: pd.DataFrame, detector: LifeEventDetector) -> pd.DataFrame:
         """The products a request's preferences and needs name, read as the loader reads them."""
         fields = [c for c in INTEREST_FIELDS if c in view.columns]
-        customer = view.reset_index()[["customer_id", "customer_type", *fields]]
-        if not customer[fields].map(lambda text: isinstance(text, str) and bool(text.strip())).any(axis=None):
-            return pd.DataFrame(columns=INTEREST_COLUMNS)
-        return stated_interests(customer, self.products, detector.encoder)
+        return stated_interests(view.reset_index()[["customer_id", "customer_type", *fields]], self.products,
+                                detector.encoder)
 
     def _cold_view(self, customer_id: str, profile: Mapping[str, Any]) -> pd.DataFrame:
         """A one-row customer view from a request's profile: no history, so counts are zero."""

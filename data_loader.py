@@ -141,15 +141,12 @@ class DataQualityReport:
     ignored_sources: list[str] = field(default_factory=list)
     matched_evidence: list[dict[str, Any]] = field(default_factory=list)  # source "asked" (interest) or "paid" (holding)
     unmatched_evidence: list[dict[str, Any]] = field(default_factory=list)
-    evidence_frames: list[pd.DataFrame] = field(default_factory=list, repr=False)  # summarised, then emptied
 
     def table(self, name: str) -> TableQuality:
         return self.tables.setdefault(name, TableQuality())
 
     def to_dict(self) -> dict[str, Any]:
-        report = dataclasses.asdict(dataclasses.replace(self, evidence_frames=[]))
-        del report["evidence_frames"]
-        return report
+        return dataclasses.asdict(self)
 
     def log(self) -> None:
         """Counts only: the report's raw values stay out of logs, which outlive the data's access rules."""
@@ -861,11 +858,11 @@ PRODUCT_PAYMENT_PATTERN = re.compile(r"\b(?:repayments?|emi|mortgage payments?|p
 def _asked_items(customers: pd.DataFrame) -> pd.DataFrame:
     """Each comma-separated item of preferences / financial needs, one row per customer and item."""
     columns = [c for c in INTEREST_FIELDS if c in customers]
-    if not columns or customers.empty:
-        return pd.DataFrame(columns=["customer_id", "customer_type", "field", "text", "start_date", "source"])
     listed = customers.melt(id_vars=["customer_id", "customer_type"], value_vars=columns, var_name="field",
-                            value_name="text")
+                            value_name="text") if columns else pd.DataFrame(columns=["text"])
     listed = listed[listed["text"].map(lambda text: isinstance(text, str))]
+    if listed.empty:  # nobody stated anything (a column of missing values is not text)
+        return pd.DataFrame(columns=["customer_id", "customer_type", "field", "text", "start_date", "source"])
     items = listed.assign(text=listed["text"].str.split(r"[,;]", regex=True)).explode("text")
     items["text"] = items["text"].str.strip(" .")
     items = items[items["text"].str.len() > 0]
@@ -939,10 +936,9 @@ def _match_products(evidence: pd.DataFrame, products: pd.DataFrame, encoder: Sen
     return pd.concat([matches[matched], matches[~matched].drop_duplicates(["text", "customer_type"])])
 
 
-def _summarise_evidence(report: DataQualityReport) -> None:
+def _summarise_evidence(report: DataQualityReport, evidence: Sequence[pd.DataFrame]) -> None:
     """How each distinct text was read: the product it was matched to (and how closely), or none."""
-    frames = [frame for frame in report.evidence_frames if len(frame)]
-    report.evidence_frames.clear()
+    frames = [frame for frame in evidence if len(frame)]
     if not frames:
         return
     evidence = pd.concat(frames, ignore_index=True)
@@ -970,44 +966,45 @@ def _matched_evidence(evidence: pd.DataFrame, products: pd.DataFrame, encoder: S
 
 
 def _evidence_holdings(transactions: pd.DataFrame, customers: pd.DataFrame, products: pd.DataFrame,
-                       encoder: SentenceEncoder, report: DataQualityReport) -> pd.DataFrame:
-    """Products customers pay for (loan and mortgage repayments, premiums, contributions), as dated
-    holdings: a payment is evidence of a product held, never of a plan or a wish."""
+                       encoder: SentenceEncoder, report: DataQualityReport) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Products customers pay for (loan and mortgage repayments, premiums, contributions), as
+    holdings, and the payment texts as matched: a payment is evidence of a product held, never of a
+    plan or a wish."""
     quality = report.table("holdings")
     quality.sources.append("transaction types and categories")
     evidence = _matched_evidence(_paid_items(transactions, customers), products, encoder)
     quality.rows_read = len(evidence)
     if evidence.empty:
-        return _clean_table("holdings", _empty_raw("holdings"), quality).assign(source="paid", evidence=None)
+        return _clean_table("holdings", _empty_raw("holdings"), quality).assign(source="paid", evidence=None), evidence
     evidence = _one_product_per_payment(evidence, quality)
     quality.add("unmatched_evidence", evidence["product_id"].isna().sum(),
                 "transaction items close to no catalogue product", "not used as evidence")
-    report.evidence_frames.append(evidence)
     holdings = (evidence.dropna(subset=["product_id"])[HOLDINGS_COLUMNS + ["text"]]
                 .rename(columns={"text": "evidence"}).reset_index(drop=True))  # the payment that showed it
     holdings["start_date"] = pd.NaT  # a payment shows the product held then, not when it was taken up
     holdings["start_date"] = holdings["start_date"].astype("datetime64[us]")
-    return holdings
+    return holdings, evidence
 
 
-def stated_interests(customers: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder,
-                     report: DataQualityReport | None = None) -> pd.DataFrame:
+def stated_interests(customers: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder) -> pd.DataFrame:
     """The products customers asked for in their preferences and financial needs, each with the
     customer's own words: candidates to offer (when not held), never holdings.
 
     Each comma-separated item is matched to the closest catalogue product of the customer's segment
-    by meaning; an item close to none is reported and not used.
+    by meaning; an item close to none is not used.
     """
-    evidence = _matched_evidence(_asked_items(customers), products, encoder, INTEREST_MARGIN)
-    if report is not None:
-        quality = report.table("interests")
-        quality.sources.append(", ".join(INTEREST_FIELDS))
-        quality.rows_read = len(evidence)
-        quality.add("unmatched_interest", evidence["product_id"].isna().sum(),
-                    "preference or need items close to no catalogue product", "not used")
-        report.evidence_frames.append(evidence)
+    return _interests_from(_matched_interest_items(_asked_items(customers), products, encoder))
+
+
+def _matched_interest_items(items: pd.DataFrame, products: pd.DataFrame,
+                            encoder: SentenceEncoder | None) -> pd.DataFrame:
+    """Each stated item with the products it names (``product_id`` NaN: none is close enough)."""
+    return _matched_evidence(items, products, encoder, INTEREST_MARGIN) if len(items) else items
+
+
+def _interests_from(evidence: pd.DataFrame) -> pd.DataFrame:
     interests = (evidence.dropna(subset=["product_id"]).rename(columns={"text": "evidence"})
-                 .drop_duplicates(["customer_id", "product_id"]))
+                 .drop_duplicates(["customer_id", "product_id"])) if len(evidence) else evidence
     return interests.reindex(columns=INTEREST_COLUMNS).reset_index(drop=True)
 
 
@@ -1065,11 +1062,13 @@ def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEn
     report.source_format = "canonical" if _canonical_path(data_dir, "customers") else "hackathon"
     tables = (_load_canonical if report.source_format == "canonical" else _load_hackathon)(data_dir, report)
     tables["products"] = _load_products(data_dir, settings.catalogue_file, report)
+    evidence = []
     if report.source_format == "hackathon":
-        tables["holdings"] = _evidence_holdings(tables["transactions"], tables["customers"], tables["products"],
-                                                encoder or _default_encoder(settings), report)
-    tables["interests"] = _interests_of(tables["customers"], tables["products"], encoder, settings, report)
-    _summarise_evidence(report)
+        tables["holdings"], paid = _evidence_holdings(tables["transactions"], tables["customers"],
+                                                      tables["products"], encoder or _default_encoder(settings), report)
+        evidence.append(paid)
+    tables["interests"], asked = _interests_of(tables["customers"], tables["products"], encoder, settings, report)
+    _summarise_evidence(report, [*evidence, asked])
     _drop_orphans(tables, report)
     tables["holdings"] = _deduplicated_holdings(tables["holdings"], report.table("holdings"))
     tables["social_posts"]["sentiment"] = sentiment_scores(tables["social_posts"]["content"])
@@ -1081,12 +1080,18 @@ def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEn
 
 
 def _interests_of(customers: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder | None,
-                  settings: Settings, report: DataQualityReport) -> pd.DataFrame:
-    """Stated interests, with the text model loaded only when some customer stated something."""
-    if _asked_items(customers).empty:
-        report.table("interests").sources.append(", ".join(INTEREST_FIELDS))
-        return pd.DataFrame(columns=INTEREST_COLUMNS)
-    return stated_interests(customers, products, encoder or _default_encoder(settings), report)
+                  settings: Settings, report: DataQualityReport) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stated interests and their items as matched, reported; the text model is loaded only when
+    some customer stated something."""
+    items = _asked_items(customers)
+    evidence = _matched_interest_items(items, products, (encoder or _default_encoder(settings)) if len(items) else None)
+    quality = report.table("interests")
+    quality.sources.append(", ".join(INTEREST_FIELDS))
+    quality.rows_read = len(evidence)
+    if len(evidence):
+        quality.add("unmatched_interest", evidence["product_id"].isna().sum(),
+                    "preference or need items close to no catalogue product", "not used")
+    return _interests_from(evidence), evidence
 
 
 def _default_encoder(settings: Settings) -> SentenceEncoder:
