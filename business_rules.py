@@ -776,6 +776,70 @@ def _unknown_risk_level(risk_level: str) -> ValueError:
 # The rule book
 # ----------------------------------------------------------------------------------------------
 
+class _HardEligibility:
+    """What rules a product out before any score: segment, minimum age and income, holding it
+    already, and the customer's risk profile (suitability)."""
+
+    def __init__(self, catalogue: _Catalogue, max_product_risk: Mapping[str, int]) -> None:
+        self.position = {product_id: position for position, product_id in enumerate(catalogue.product_ids)}
+        self._max_product_risk = dict(max_product_risk)
+        self._segment_failures = _segment_failures(catalogue)
+        self._suitability_failures = _suitability_failures(catalogue, max_product_risk)
+        self._minimums = (
+            _MinimumRequirement.build("age", catalogue, "eligibility.min_age",
+                                      lambda age: f"the customer is younger than the minimum age of {age}",
+                                      applies_to_organizations=False),
+            _MinimumRequirement.build("income", catalogue, "eligibility.min_income",
+                                      lambda income: f"the customer's annual income (revenue for an organization) "
+                                                     f"is below the minimum of {income}",
+                                      applies_to_organizations=True),
+        )
+
+    def max_risk_level(self, risk_level: str) -> int:
+        try:
+            return self._max_product_risk[risk_level]
+        except KeyError:
+            raise _unknown_risk_level(risk_level) from None
+
+    def failures(self, context: CustomerContext) -> Iterator[tuple[int, RuleEffect]]:
+        """Every (product position, reason) that hard eligibility or suitability rules out."""
+        customer_type = _customer_type(context.profile)
+        yield from self._segment_failures[customer_type].items()
+        for requirement in self._minimums:
+            value = _as_number(context.profile.get(requirement.column))
+            if value is not None and requirement.applies(customer_type):
+                for position in requirement.failures(value):
+                    yield position, requirement.effects[position]
+        for product_id in context.held_products:
+            if product_id in self.position:
+                yield self.position[product_id], _ALREADY_HELD
+        try:
+            unsuitable = self._suitability_failures[context.risk_level]
+        except KeyError:
+            raise _unknown_risk_level(context.risk_level) from None
+        yield from unsuitable.items()
+
+    def exclusions(self, context: CustomerContext) -> dict[int, list[RuleEffect]]:
+        exclusions: dict[int, list[RuleEffect]] = {}
+        for position, effect in self.failures(context):
+            exclusions.setdefault(position, []).append(effect)
+        return exclusions
+
+    def unchecked_minimums(self, context: CustomerContext, positions: Iterable[int], product_ids: Sequence[str]
+                           ) -> list[str]:
+        """Say which products passed a minimum age or income only because the customer's value is unknown."""
+        customer_type = _customer_type(context.profile)
+        notes = []
+        for requirement in self._minimums:
+            if requirement.applies(customer_type) and _as_number(context.profile.get(requirement.column)) is None:
+                unchecked = [product_ids[position] for position in positions
+                             if requirement.effects[position] is not None]
+                if unchecked:
+                    notes.append(f"{requirement.column} unknown: the minimum {requirement.column} was not checked "
+                                 f"for {', '.join(unchecked)}")
+        return notes
+
+
 class RuleBook:
     """The bank's rules, compiled once at load and applied to every request and counterfactual.
 
@@ -791,20 +855,9 @@ class RuleBook:
         self.rule_names = tuple(rule.effect.rule for rule in rules)
         self.skipped_rules = tuple(skipped_rules)
         """Rules of the shipped default file left out for naming what the catalogue lacks."""
-        self._max_product_risk = dict(max_product_risk)
-        self._position = {product_id: position for position, product_id in enumerate(self.product_ids)}
+        self._eligibility = _HardEligibility(catalogue, max_product_risk)
+        self._position = self._eligibility.position
         self._category = tuple(record["category"] for record in catalogue.records)
-        self._segment_failures = _segment_failures(catalogue)
-        self._suitability_failures = _suitability_failures(catalogue, max_product_risk)
-        self._minimums = (
-            _MinimumRequirement.build("age", catalogue, "eligibility.min_age",
-                                      lambda age: f"the customer is younger than the minimum age of {age}",
-                                      applies_to_organizations=False),
-            _MinimumRequirement.build("income", catalogue, "eligibility.min_income",
-                                      lambda income: f"the customer's annual income (revenue for an organization) "
-                                                     f"is below the minimum of {income}",
-                                      applies_to_organizations=True),
-        )
         self._diversity_effects = {
             category: _exclusion("diversity.max_per_category",
                                  f"{limit} higher-ranked {category} products are already in the list "
@@ -846,14 +899,11 @@ class RuleBook:
 
     def max_risk_level(self, risk_level: str) -> int:
         """The highest product risk level a customer of this risk level may be offered."""
-        try:
-            return self._max_product_risk[risk_level]
-        except KeyError:
-            raise _unknown_risk_level(risk_level) from None
+        return self._eligibility.max_risk_level(risk_level)
 
     def eligible(self, context: CustomerContext) -> frozenset[str]:
         """Products passing hard eligibility and suitability: the candidates worth scoring."""
-        failed = {position for position, _ in self._hard_failures(context)}
+        failed = {position for position, _ in self._eligibility.failures(context)}
         return frozenset(product_id for position, product_id in enumerate(self.product_ids) if position not in failed)
 
     def apply(self, context: CustomerContext, model_scores: Mapping[str, float], top_k: int) -> RuleOutcome:
@@ -867,11 +917,11 @@ class RuleBook:
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
         model_score = self._candidate_scores(model_scores)
-        hard = self._hard_exclusions(context)
+        hard = self._eligibility.exclusions(context)
         excluded = {self.product_ids[position]: effects for position, effects in hard.items()
                     if position in model_score}
         adjusted = {position: score for position, score in model_score.items() if position not in hard}
-        notes = self._unchecked_minimums(context, adjusted)
+        notes = self._eligibility.unchecked_minimums(context, adjusted, self.product_ids)
         effects = self._apply_rules(context, adjusted, excluded)
         self._mark_stated_needs(context, adjusted, effects)
         ranked = self._diverse_top_k(adjusted, model_score, effects, excluded, top_k)
@@ -907,43 +957,6 @@ class RuleBook:
             bad = [product_id for product_id, score in model_scores.items() if not math.isfinite(score)]
             raise ValueError(f"model_scores must be finite numbers; not for {', '.join(bad)}")
         return scores
-
-    def _hard_failures(self, context: CustomerContext) -> Iterator[tuple[int, RuleEffect]]:
-        """Every (product position, reason) that hard eligibility or suitability rules out."""
-        customer_type = _customer_type(context.profile)
-        yield from self._segment_failures[customer_type].items()
-        for requirement in self._minimums:
-            value = _as_number(context.profile.get(requirement.column))
-            if value is not None and requirement.applies(customer_type):
-                for position in requirement.failures(value):
-                    yield position, requirement.effects[position]
-        for product_id in context.held_products:
-            if product_id in self._position:
-                yield self._position[product_id], _ALREADY_HELD
-        try:
-            unsuitable = self._suitability_failures[context.risk_level]
-        except KeyError:
-            raise _unknown_risk_level(context.risk_level) from None
-        yield from unsuitable.items()
-
-    def _hard_exclusions(self, context: CustomerContext) -> dict[int, list[RuleEffect]]:
-        exclusions: dict[int, list[RuleEffect]] = {}
-        for position, effect in self._hard_failures(context):
-            exclusions.setdefault(position, []).append(effect)
-        return exclusions
-
-    def _unchecked_minimums(self, context: CustomerContext, positions: Iterable[int]) -> list[str]:
-        """Say which products passed a minimum age or income only because the customer's value is unknown."""
-        customer_type = _customer_type(context.profile)
-        notes = []
-        for requirement in self._minimums:
-            if requirement.applies(customer_type) and _as_number(context.profile.get(requirement.column)) is None:
-                unchecked = [self.product_ids[position] for position in positions
-                             if requirement.effects[position] is not None]
-                if unchecked:
-                    notes.append(f"{requirement.column} unknown: the minimum {requirement.column} was not checked "
-                                 f"for {', '.join(unchecked)}")
-        return notes
 
     def _apply_rules(self, context: CustomerContext, adjusted: dict[int, float],
                      excluded: dict[str, list[RuleEffect]]) -> dict[int, list[RuleEffect]]:

@@ -79,6 +79,7 @@ class CustomerState:
     events: np.ndarray  # (E,)
     text_match: np.ndarray  # (P,)
     best_text_match: np.ndarray  # (P,)
+    recent_post_match: np.ndarray  # (P,) the closest post of the last RECENT_POST_DAYS
     best_text_source: np.ndarray  # (P,) k >= 0: row k of ``posts``; -1 - k: the k-th phrase of the profile
     detected_events: list[DetectedEvent]  # newest first
     posts: PostTexts
@@ -91,7 +92,7 @@ class CustomerState:
         """The model's inputs for this customer with each row of ``tabular`` (the customer's own and
         their counterfactual variants'): everything else is theirs, given once."""
         return CustomerInputs(tabular, self.held[None], self.events[None], self.text_match[None],
-                              self.best_text_match[None])
+                              self.best_text_match[None], self.recent_post_match[None])
 
     def recent_events(self, as_of: pd.Timestamp) -> frozenset[str]:
         """The life events shown in the year before ``as_of``: what the rules may react to."""
@@ -135,7 +136,8 @@ class CustomerStates:
         return CustomerState(
             customer_id=customer_id, profile=profile, tabular=base.tabular[row], held=signals.held[row],
             events=signals.events[row], text_match=signals.text_match[row],
-            best_text_match=signals.best_text_match[row], best_text_source=signals.best_text_source[row],
+            best_text_match=signals.best_text_match[row], recent_post_match=signals.recent_post_match[row],
+            best_text_source=signals.best_text_source[row],
             detected_events=self._events_by_customer.get(customer_id, []), posts=self._posts,
             risk={k: v[row:row + 1] for k, v in base.risk.items()}, stress=base.stress[row:row + 1],
             cold_start=False, stated_needs=self._stated_needs.get(customer_id, {}))
@@ -162,7 +164,8 @@ class CustomerStates:
         return CustomerState(
             customer_id=customer_id, profile=record, tabular=self.model.features_.transform(view)[0],
             held=signals.held[0], events=signals.events[0], text_match=signals.text_match[0],
-            best_text_match=signals.best_text_match[0], best_text_source=signals.best_text_source[0],
+            best_text_match=signals.best_text_match[0], recent_post_match=signals.recent_post_match[0],
+            best_text_source=signals.best_text_source[0],
             detected_events=events_by_customer(signals.event_posts).get(customer_id, []),
             posts=PostTexts.of(post_frame), risk=risk_inputs(view), stress=stress_evidence(signals, detector.events),
             cold_start=True, stated_needs=stated_needs_by_customer(interests).get(customer_id, {}))

@@ -115,6 +115,7 @@ def evaluate(settings: Settings, cutoff: pd.Timestamp, ks: Sequence[int] = (1, 3
     model = services[0].model
     result["model_card"] = {"products_modelled": int(model.forest_.has_model.sum()),
                             "strategies": pd.Series(model.strategies).value_counts().to_dict(),
+                            "knowledge_prior": model.knowledge_summary(),
                             "training_seconds": model.training_seconds_}
     if ablations:
         result["ablations"] = {name: ranking_metrics(ranked[name], truth, ks) for name in ABLATIONS}

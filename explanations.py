@@ -1,8 +1,8 @@
 """Explanation generation: the real reasons behind one recommendation, as factors and sentences.
 
 Factors are machine-readable (kind, name, the customer's value, weight, source) and come from the
-scoring itself: the per-feature contributions of the trees that scored the product for this
-customer, the post that showed a life event (quoted, with its date), the customer's own words that
+scoring itself: the per-feature pushes of the knowledge prior and the trees that scored the product
+for this customer (as the evidence blend weighs them), the post that showed a life event (quoted, with its date), the customer's own words that
 matched the product description, the business rules that moved it, and its fit with the risk
 profile. Every factor states a fact about the customer read from structure, never from a feature's
 name: a feature's :class:`~feature_engineer.FeatureSpec` says what it is, the customer's own value
@@ -120,25 +120,19 @@ def explain_recommendations(model: HybridRecommender, customer: ExplainedCustome
     """
     position = {product_id: index for index, product_id in enumerate(model.product_ids_)}
     indices = [position[item.product_id] for item in ranked]
-    forest = model.forest_
-    modelled = [i for i in indices if forest is not None and forest.has_model[i]]
-    contributions = dict(zip(modelled, forest.contributions(design, modelled))) if modelled else {}
+    contributions = model.contributions(design, indices) if indices else np.zeros((0, len(model.design.specs)))
     explanations = []
-    for index, item in zip(indices, ranked):
+    for index, item, pushes in zip(indices, ranked, contributions):
         product = products[index]
         context = ProductContext(str(product["name"]), int(product["risk_level"]), max_risk, risk.level,
                                  item.model_score)
-        explanations.append(_explain(model, customer, index, item, context, design[index], contributions.get(index),
-                                     recent_events))
+        explanations.append(_explain(model, customer, index, item, context, design[index], pushes, recent_events))
     return explanations
 
 
 def _explain(model: HybridRecommender, customer: ExplainedCustomer, index: int, item: AdjustedProduct,
-             context: ProductContext, design_row: np.ndarray, contributions: np.ndarray | None,
+             context: ProductContext, design_row: np.ndarray, contributions: np.ndarray,
              recent_events: frozenset[str]) -> Explanation:
-    has_model = contributions is not None
-    if not has_model:
-        contributions = np.zeros(len(model.design.specs))
     factors: list[Factor] = []
     need = customer.stated_needs.get(item.product_id)
     if need is not None:
@@ -149,9 +143,9 @@ def _explain(model: HybridRecommender, customer: ExplainedCustomer, index: int, 
     if need is not None and text == need.words:
         text = None  # the stated need already quotes these words
     factors += text_factor(float(customer.best_text_match[index]), text, source, reference, date,
-                           float(contributions[-2:].sum()))
+                           float(contributions[model.design.text_columns].sum()))
     factors += model_factors(contributions, model.design.specs, design_row, customer.profile)
-    if not has_model:
+    if model.blend_.tree_weight[index] < 0.5:  # scored mostly by the prior, whose base is popularity
         factors.append(popularity_factor(float(model.prior_[index])))
     factors += rule_factors(item.effects)
     factors.append(suitability_factor(context))

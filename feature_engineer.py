@@ -294,7 +294,7 @@ def without_naming_words(signals: CustomerSignals, view: pd.DataFrame, posts: pd
     reduced = pd.DataFrame({"profile_text": [str(t).replace(str(w), "") for t, w in zip(profile, phrase)]}, index=pairs)
     pair_of = pd.DataFrame({"pair": pairs, "customer_id": view.index.to_numpy()[row]})
     pair_posts = posts.merge(pair_of, on="customer_id").drop(columns="customer_id").rename(columns={"pair": "customer_id"})
-    recent = np.zeros(len(pair_posts), dtype=bool)  # the recent-post closeness is not a text feature of the trees
+    recent = np.zeros(len(pair_posts), dtype=bool)  # posts keep no naming words: their recent closeness stands
     text_match, best, _, _ = _text_match(reduced, pair_posts, recency_weight(pair_posts["timestamp"], as_of),
                                          pairs.get_indexer(pair_posts["customer_id"]), recent, products, encoder,
                                          detector)
@@ -440,12 +440,13 @@ class CustomerInputs:
     events: np.ndarray  # (n or 1, E)
     text_match: np.ndarray  # (n or 1, P)
     best_text_match: np.ndarray  # (n or 1, P)
+    recent_post_match: np.ndarray  # (n or 1, P)
 
     @classmethod
     def of(cls, tabular: np.ndarray, signals: CustomerSignals, rows: np.ndarray) -> "CustomerInputs":
         """The customers at ``rows`` of a tabular matrix and the signals aligned with it."""
         return cls(tabular[rows], signals.held[rows], signals.events[rows], signals.text_match[rows],
-                   signals.best_text_match[rows])
+                   signals.best_text_match[rows], signals.recent_post_match[rows])
 
 
 class ProductDesign:
@@ -469,13 +470,16 @@ class ProductDesign:
                                 event) for event in event_names)
             + (FeatureSpec("life event this product serves", "event_need", "posts and transactions"),
                FeatureSpec("text match", "text_match", "posts and profile"),
-               FeatureSpec("best text match", "text_match", "posts and profile")))
+               FeatureSpec("best text match", "text_match", "posts and profile"),
+               FeatureSpec("closest recent post", "text_match", "posts")))
         self.feature_names = [spec.name for spec in self.specs]
         self.n_tabular = len(tabular_specs)
         self.n_products = len(product_names)
         self.event_names = list(event_names)
         start = self.n_tabular + self.n_products
         self.event_columns = slice(start, start + len(event_names) + 1)  # the events and the product's event need
+        self.event_need_column = self.event_columns.stop - 1
+        self.text_columns = slice(self.event_columns.stop, len(self.specs))  # text match, best, closest recent post
         self.event_relevance = np.asarray(event_relevance, dtype=np.float32)  # (events, products) in 0..1
         self.disabled = frozenset(disabled)
 
@@ -486,7 +490,7 @@ class ProductDesign:
         weights = {event: float(contributions[start + i]) for i, event in enumerate(self.event_names)}
         need = self._needs(events[None, :], [product])[0, :, 0]
         if need.max(initial=0.0) > 0:
-            weights[self.event_names[int(need.argmax())]] += float(contributions[self.event_columns.stop - 1])
+            weights[self.event_names[int(need.argmax())]] += float(contributions[self.event_need_column])
         return weights
 
     def _needs(self, events: np.ndarray, products: Sequence[int] | slice) -> np.ndarray:
@@ -507,14 +511,15 @@ class ProductDesign:
         design[:, :, :tabular_end] = inputs.tabular[:, None, :]
         design[:, :, tabular_end:held_end] = inputs.held[:, None, :]
         design[:, np.arange(len(positions)), tabular_end + positions] = 0.0
-        design[:, :, held_end:-3] = inputs.events[:, None, :]
-        design[:, :, -3] = self._needs(inputs.events, chosen).max(axis=1, initial=0.0)
-        design[:, :, -2] = inputs.text_match[:, chosen]
-        design[:, :, -1] = inputs.best_text_match[:, chosen]
+        design[:, :, held_end:self.event_need_column] = inputs.events[:, None, :]
+        design[:, :, self.event_need_column] = self._needs(inputs.events, chosen).max(axis=1, initial=0.0)
+        for column, match in zip(range(self.text_columns.start, self.text_columns.stop),
+                                 (inputs.text_match, inputs.best_text_match, inputs.recent_post_match)):
+            design[:, :, column] = match[:, chosen]
         if self.disabled & {"events", "text"}:
             design[..., self.event_columns] = 0.0
         if "text" in self.disabled:
-            design[..., -2:] = 0.0
+            design[..., self.text_columns] = 0.0
         return design
 
 

@@ -180,12 +180,14 @@ class RecommendationService:
         if state.cold_start:
             reasons.append("cold start: no history for this customer; scored from the profile and their own words")
         for item in recommended:
-            if item.scored_by == "content_prior":
+            if item.scored_by == "knowledge_prior":
                 report = self.model.reports_[self._product_index[item.product_id]]
                 why = (f"too few take-ups to learn from ({report.positives})"
                        if report.positives < self.settings.min_positives_for_model
-                       else f"its trees did not beat the fallback on held-out customers (AUC {report.content_auc})")
-                reasons.append(f"{item.product_id}: {why}; scored by text match times popularity")
+                       else f"its trees did not beat the prior on held-out customers (AUC {report.trees_auc} "
+                            f"against {report.prior_auc})")
+                reasons.append(f"{item.product_id}: {why}; scored by the knowledge prior (the customer's words, "
+                               "life events and popularity)")
         return reasons
 
     # ---------------------------------------------------------------- analysts
@@ -210,7 +212,8 @@ class RecommendationService:
             "customers": int(len(self.base.view)), "products": len(self.product_ids),
             "offline_metrics": {"mean_holdout_auc": round(float(np.mean(aucs)), 4) if aucs else None,
                                 "per_product": reports},
-            "fallbacks_in_force": [r.product_id for r in model.reports_ if r.strategy == "content_prior"],
+            "fallbacks_in_force": [r.product_id for r in model.reports_ if r.strategy == "knowledge_prior"],
+            "knowledge_prior": model.knowledge_summary(),
             "skipped_rules": [asdict(rule) for rule in self.rules.skipped_rules],
             "data_quality": self.data.quality.to_dict(),
         }

@@ -41,17 +41,20 @@ from sklearn.utils.validation import check_is_fitted
 from data_loader import BankData, customer_view, segment_eligibility
 from feature_engineer import (CustomerFeatures, CustomerInputs, CustomerSignals, ProductDesign, customer_signals,
                               event_relevance, held_matrix, without_naming_words)
+from knowledge_prior import (KNOWLEDGE_INPUTS, MAX_POOLED_EXAMPLES, EvidenceBlend, KnowledgePrior, blend,
+                             knowledge_inputs, prior_columns, sigmoid)
 from settings import Settings
 from text_models import LifeEventDetector, TextEncoder
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "1.9.0"
+MODEL_VERSION = "2.0.0"
 TREE_DEPTHS = (1, 4)  # additive effects only, or interactions: chosen from held-out data
 MAX_TREES = 250  # early stopping decides; additive models need more rounds
 HOLDOUT_SHARE = 0.2
 SMOTE_RATIO = 0.3
 COMPILATION_CHECK_ROWS = 200
+MAX_HELD_OUT_ROWS = 20_000  # held-out examples that judge trees against the prior and choose the blend
 MIN_LEAF_EXAMPLES = 5  # rare signals (a life event few customers show) must be able to split
 
 
@@ -298,9 +301,11 @@ class ProductReport:
     positives: int
     examples: int
     holdout_positives: int
-    auc: float | None = None
+    auc: float | None = None  # of the final score
     brier: float | None = None
-    content_auc: float | None = None  # the content-times-popularity fallback on the same customers
+    prior_auc: float | None = None  # of the knowledge prior alone, on the same customers
+    trees_auc: float | None = None  # of the calibrated trees alone
+    tree_weight: float = 0.0  # how far the final score moves from the prior towards the trees
     strategy_auc: dict[str, float] = field(default_factory=dict)  # held-out AUC of each fit that competed
 
 
@@ -311,36 +316,8 @@ class PlattScaling:
     slope: np.ndarray  # (P,)
     intercept: np.ndarray  # (P,)
 
-    def probabilities(self, raw: np.ndarray, products: np.ndarray | slice) -> np.ndarray:
-        return _sigmoid(self.slope[products] * raw + self.intercept[products])
-
-
-@dataclass(frozen=True)
-class MatchStatistics:
-    """Per product mean and spread of both text matches over the training examples: what puts a
-    customer's match on the content model's standard scale."""
-
-    match_mean: np.ndarray  # (P,)
-    match_std: np.ndarray  # (P,)
-    best_mean: np.ndarray  # (P,)
-    best_std: np.ndarray  # (P,)
-
-    @classmethod
-    def of(cls, signals: CustomerSignals) -> "MatchStatistics":
-        return cls(signals.text_match.mean(0).astype(float), (signals.text_match.std(0) + 1e-6).astype(float),
-                   signals.best_text_match.mean(0).astype(float),
-                   (signals.best_text_match.std(0) + 1e-6).astype(float))
-
-
-@dataclass(frozen=True)
-class ContentWeights:
-    """Logistic weights of the fallback, fitted on all products' candidates pooled: the popularity
-    prior (on the log-odds scale) moved by the standardised text matches."""
-
-    intercept: float = 0.0
-    prior: float = 1.0
-    match: float = 0.0
-    best_match: float = 0.0
+    def log_odds(self, raw: np.ndarray, products: np.ndarray | slice) -> np.ndarray:
+        return self.slope[products] * raw + self.intercept[products]
 
 
 class HybridRecommender(BaseEstimator):
@@ -349,10 +326,12 @@ class HybridRecommender(BaseEstimator):
     ``design`` lays out what the model reads (and zeroes the signals an ablation disabled); the
     other parameters say how much data a product needs for trees and resampling. :meth:`fit`
     learns from a :class:`TrainingSet`; :meth:`predict_proba` scores any design built by
-    ``design.design``, so training, serving and batch scoring read the same input. Learned state:
-    ``estimators_`` (scikit-learn's fitted trees per modelled product) and ``forest_`` (the same
-    trees compiled for serving), ``calibration_``, ``prior_``, ``match_stats_``,
-    ``content_model_``, ``reports_`` and what the data decided (``tree_depth_``, ``label_scheme_``).
+    ``design.design``, so training, serving and batch scoring read the same input. A product's score
+    is its :class:`~knowledge_prior.KnowledgePrior` moved towards its trees as far as its take-ups
+    warrant (:class:`~knowledge_prior.EvidenceBlend`). Learned state: ``estimators_``
+    (scikit-learn's fitted trees per modelled product) and ``forest_`` (the same trees compiled for
+    serving), ``calibration_``, ``prior_`` (take-up rates), ``knowledge_``, ``blend_``,
+    ``reports_`` and what the data decided (``tree_depth_``, ``label_scheme_``).
     """
 
     def __init__(self, design: ProductDesign, min_positives_for_model: int = 15, min_positives_for_smote: int = 40,
@@ -369,7 +348,7 @@ class HybridRecommender(BaseEstimator):
         self.features_, self.product_ids_, self.label_scheme_ = features, list(product_ids), label_scheme
         self.version_ = MODEL_VERSION
         self.prior_ = _take_up_rates(training)
-        self.match_stats_ = MatchStatistics.of(training.signals)
+        self.knowledge_ = _fit_knowledge_prior(training, self.design, self.prior_)
         self.reports_, candidates = [], {}
         for product, product_id in enumerate(self.product_ids_):
             report, fits = _fit_product(training, self, product, product_id)
@@ -378,14 +357,15 @@ class HybridRecommender(BaseEstimator):
                 candidates[product] = fits
         self.tree_depth_, self.estimators_, holdout_raw = _choose_fits(self.reports_, candidates)
         self.calibration_ = _calibrate(holdout_raw, len(self.product_ids_))
-        self.content_model_ = _fit_content_model(training, self.design, self.prior_, self.match_stats_)
         self.forest_ = self._compiled(training)
-        _score_holdout(training, self)
-        weak = _weaker_than_content(self.reports_)
+        held_out = _held_out_log_odds(training, self)
+        weak = _weaker_than_prior(self.reports_, held_out)
         if weak:
             self.estimators_ = {p: c for p, c in self.estimators_.items() if p not in weak}
             self.forest_ = self._compiled(training)
-            _score_holdout(training, self)
+        take_ups = np.array([report.positives for report in self.reports_], dtype=float)
+        self.blend_ = EvidenceBlend.chosen(*held_out, take_ups, self.forest_.has_model)
+        _score_holdout(self.reports_, held_out, self.blend_)
         self.training_seconds_ = round(time.perf_counter() - started, 2)
         logger.info("recommender fitted", extra={"products": len(self.product_ids_),
                                                   "with_model": len(self.estimators_),
@@ -409,33 +389,54 @@ class HybridRecommender(BaseEstimator):
         return np.array([r.strategy for r in self.reports_])
 
     def predict_proba(self, design: np.ndarray, products: Sequence[int] | None = None) -> np.ndarray:
-        """Calibrated take-up probabilities, (customers, products), of a design built for ``products``
-        (default: all): the trees where a product has them, the content fallback elsewhere."""
+        """Take-up probabilities, (customers, products), of a design built for ``products`` (default:
+        all): the knowledge prior moved towards the product's calibrated trees by its tree weight."""
+        return sigmoid(self.log_odds(design, products))
+
+    def log_odds(self, design: np.ndarray, products: Sequence[int] | None = None) -> np.ndarray:
         check_is_fitted(self)
         chosen = slice(None) if products is None else np.asarray(products, dtype=np.intp)
-        modelled = self.calibration_.probabilities(self.forest_.raw(design, products), chosen)
-        return np.where(self.forest_.has_model[chosen], modelled, self.content_scores(design, products))
+        weight = self.blend_.tree_weight[chosen]
+        prior = self.prior_log_odds(design, products)
+        if not weight.any():
+            return prior
+        return blend(prior, self.calibration_.log_odds(self.forest_.raw(design, products), chosen), weight)
+
+    def prior_log_odds(self, design: np.ndarray, products: Sequence[int] | None = None) -> np.ndarray:
+        """The knowledge prior's log-odds, (customers, products): words, events and popularity."""
+        chosen = slice(None) if products is None else np.asarray(products, dtype=np.intp)
+        return self.knowledge_.log_odds(knowledge_inputs(self.design, design, self.prior_[chosen]))
+
+    def knowledge_summary(self) -> dict[str, object]:
+        """The prior's weights by input and the blend's strength, for the model card."""
+        check_is_fitted(self)
+        return {"fitted": self.knowledge_.fitted,
+                "weights": dict(zip(KNOWLEDGE_INPUTS, np.round(self.knowledge_.weights, 4).tolist())),
+                "blend_strength_take_ups": self.blend_.strength,
+                "held_out_ndcg@5_by_strength": self.blend_.held_out_ndcg}
+
+    def contributions(self, design: np.ndarray, products: Sequence[int]) -> np.ndarray:
+        """Per-feature pushes on one customer's final log-odds, (len(products), features): the trees'
+        (Saabas, on the calibrated scale) and the prior's (popularity, no column, left out), each
+        weighted as the blend weights them. ``design`` is the customer's (products, features) input
+        for every product."""
+        check_is_fitted(self)
+        products = list(products)
+        weight = self.blend_.tree_weight[products][:, None]
+        prior = np.zeros((len(products), len(self.design.specs)))
+        pushes = self.knowledge_.contributions(knowledge_inputs(self.design, design[None, products],
+                                                                self.prior_[products]))[0]
+        prior[:, prior_columns(self.design)] = pushes[:, 1:]
+        modelled = [p for p in products if self.forest_.has_model[p]]
+        trees = np.zeros_like(prior)
+        if modelled:
+            rows = [products.index(p) for p in modelled]
+            trees[rows] = self.forest_.contributions(design, modelled) * self.calibration_.slope[modelled][:, None]
+        return (1 - weight) * prior + weight * trees
 
     def score(self, inputs: CustomerInputs, products: Sequence[int] | None = None) -> np.ndarray:
         """Calibrated probabilities of customers' inputs: the design, then :meth:`predict_proba`."""
         return self.predict_proba(self.design.design(inputs, products), products)
-
-    def content_scores(self, design: np.ndarray, products: Sequence[int] | None = None) -> np.ndarray:
-        """Popularity prior moved by how well the customer's words match the product."""
-        chosen = slice(None) if products is None else np.asarray(products, dtype=np.intp)
-        stats, w = self.match_stats_, self.content_model_
-        z_match = (design[..., -2] - stats.match_mean[chosen]) / stats.match_std[chosen]
-        z_best = (design[..., -1] - stats.best_mean[chosen]) / stats.best_std[chosen]
-        return _sigmoid(w.intercept + w.prior * _logit(self.prior_[chosen]) + w.match * z_match + w.best_match * z_best)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 def _examples(training: TrainingSet, design: ProductDesign, product: int, which: np.ndarray
@@ -474,7 +475,7 @@ def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, 
     held_out = candidates & training.holdout
     train = _with_negatives_bounded(candidates & ~training.holdout, labels, model.max_negatives_per_product)
     positives = int(labels[train].sum())
-    report = ProductReport(product_id, "content_prior", positives, int(train.sum()), int(labels[held_out].sum()))
+    report = ProductReport(product_id, "knowledge_prior", positives, int(train.sum()), int(labels[held_out].sum()))
     if positives < model.min_positives_for_model or positives == train.sum():
         return report, None
     design, train_labels = _examples(training, model.design, product, np.flatnonzero(train))
@@ -583,62 +584,71 @@ def _take_up_rates(training: TrainingSet) -> np.ndarray:
     return (positives + 1.0) / (candidates.sum(axis=0) + 50.0)
 
 
-def _fit_content_model(training: TrainingSet, design: ProductDesign, prior: np.ndarray,
-                       match_stats: MatchStatistics) -> ContentWeights:
-    """Logistic weights of prior and text match, fitted on all products' candidates pooled."""
-    rows, cols = np.nonzero(training.candidates)
-    if len(rows) == 0:
-        return ContentWeights()
-    sample = np.random.default_rng(0).permutation(len(rows))[:200_000]
+def _fit_knowledge_prior(training: TrainingSet, design: ProductDesign, popularity: np.ndarray) -> KnowledgePrior:
+    """The prior's five weights, fitted on the training customers' candidates of all products pooled."""
+    rows, cols = np.nonzero(training.candidates & ~training.holdout[:, None])
+    sample = np.random.default_rng(0).permutation(len(rows))[:MAX_POOLED_EXAMPLES]
     rows, cols = rows[sample], cols[sample]
-    matches = _pooled_text_matches(training, design, rows, cols)
-    inputs = np.column_stack([_logit(prior[cols]), (matches[:, 0] - match_stats.match_mean[cols]) / match_stats.match_std[cols],
-                              (matches[:, 1] - match_stats.best_mean[cols]) / match_stats.best_std[cols]])
-    labels = training.labels[rows, cols]
-    if labels.min() == labels.max():
-        return ContentWeights()
-    fitted = LogisticRegression(C=1.0).fit(inputs, labels)
-    return ContentWeights(float(fitted.intercept_[0]), *map(float, fitted.coef_[0]))
-
-
-def _pooled_text_matches(training: TrainingSet, design: ProductDesign, rows: np.ndarray, cols: np.ndarray
-                         ) -> np.ndarray:
-    """(pairs, 2) text match and best text match of (example, product) pairs, as the design has them."""
-    matches = np.empty((len(rows), 2), dtype=np.float32)
+    inputs = np.empty((len(rows), len(KNOWLEDGE_INPUTS)))
     for product in np.unique(cols):
         pairs = np.flatnonzero(cols == product)
-        matches[pairs] = _examples(training, design, int(product), rows[pairs])[0][:, 0, -2:]
-    return matches
+        examples = _examples(training, design, int(product), rows[pairs])[0]
+        inputs[pairs] = knowledge_inputs(design, examples, popularity[[product]])[:, 0]
+    return KnowledgePrior.fit(inputs, training.labels[rows, cols].astype(int))
 
 
-def _score_holdout(training: TrainingSet, model: HybridRecommender) -> None:
-    """AUC and Brier score of the final calibrated scores on held-out customers, per product,
-    and the AUC the content fallback would have had."""
-    for product, report in enumerate(model.reports_):
-        held_out = training.candidates[:, product] & training.holdout
-        if not held_out.any():
-            continue
-        design, labels = _examples(training, model.design, product, np.flatnonzero(held_out))
-        scores = model.predict_proba(design, [product])[:, 0]
-        report.brier = round(float(brier_score_loss(labels, scores)), 5)
-        if labels.min() != labels.max():
-            report.auc = round(float(roc_auc_score(labels, scores)), 4)
-            content = model.content_scores(design, [product])[:, 0]
-            report.content_auc = round(float(roc_auc_score(labels, content)), 4)
+def _held_out_log_odds(training: TrainingSet, model: HybridRecommender
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Prior and calibrated-trees log-odds, candidates and labels, (customers, P), of held-out
+    customers: what judges the trees against the prior and chooses the blend."""
+    rows = np.flatnonzero(training.holdout)
+    rows = rows[np.random.default_rng(0).permutation(len(rows))[:MAX_HELD_OUT_ROWS]]
+    prior = np.zeros((len(rows), len(model.product_ids_)))
+    trees = np.zeros_like(prior)
+    inputs = CustomerInputs.of(training.tabular, training.signals, rows)
+    for product in range(len(model.product_ids_)):
+        design = model.design.design(inputs, [product])
+        prior[:, product] = model.prior_log_odds(design, [product])[:, 0]
+        if model.forest_.has_model[product]:
+            trees[:, product] = model.calibration_.log_odds(model.forest_.raw(design, [product]), [product])[:, 0]
+    return prior, trees, training.candidates[rows], training.labels[rows].astype(bool)
 
 
-def _weaker_than_content(reports: list[ProductReport]) -> set[int]:
-    """Products whose trees rank held-out customers worse than the simple fallback: use the fallback.
+def _weaker_than_prior(reports: list[ProductReport], held_out: tuple[np.ndarray, ...]) -> set[int]:
+    """Products whose trees rank held-out customers worse than the knowledge prior: the prior alone.
 
-    Progressive enhancement decided by the data: a gradient-boosted model earns its place only
-    where it beats content similarity times popularity on customers it never saw.
+    Progressive enhancement decided by the data: a product's trees earn a place only where they
+    beat what words, events and popularity say, on customers they never saw.
     """
+    prior, trees, candidates, labels = held_out
     weak = set()
     for product, report in enumerate(reports):
-        if report.auc is not None and report.content_auc is not None and report.auc < report.content_auc:
-            report.strategy = "content_prior"
+        rows = candidates[:, product]
+        truth = labels[rows, product]
+        if report.strategy == "knowledge_prior" or truth.min(initial=0) == truth.max(initial=0):
+            continue
+        report.prior_auc = round(float(roc_auc_score(truth, prior[rows, product])), 4)
+        report.trees_auc = round(float(roc_auc_score(truth, trees[rows, product])), 4)
+        if report.trees_auc < report.prior_auc:
+            report.strategy = "knowledge_prior"
             weak.add(product)
     return weak
+
+
+def _score_holdout(reports: list[ProductReport], held_out: tuple[np.ndarray, ...], chosen: EvidenceBlend) -> None:
+    """Each product's final AUC and Brier score on held-out customers, and its tree weight."""
+    prior, trees, candidates, labels = held_out
+    final = blend(prior, trees, chosen.tree_weight)
+    for product, report in enumerate(reports):
+        report.tree_weight = round(float(chosen.tree_weight[product]), 4)
+        rows = candidates[:, product]
+        if not rows.any():
+            continue
+        truth, scores = labels[rows, product], final[rows, product]
+        report.brier = round(float(brier_score_loss(truth, sigmoid(scores))), 5)
+        if truth.min() != truth.max():
+            report.auc = round(float(roc_auc_score(truth, scores)), 4)
+            report.prior_auc = round(float(roc_auc_score(truth, prior[rows, product])), 4)
 
 
 def _check_compilation(forest: CompiledForest, classifier: HistGradientBoostingClassifier, design: np.ndarray,

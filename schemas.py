@@ -92,7 +92,8 @@ class RecommendedProductPublic(Public):
     rank: int
     score: float = Field(description="Calibrated probability of take-up.")
     adjusted_score: float = Field(description="Score after business-rule boosts and demotions; the ranking key.")
-    scored_by: str = Field(description="smote+gbm | balanced_gbm | content_prior")
+    scored_by: str = Field(description="gbm | smote+gbm | balanced_gbm (its trees, blended with the knowledge prior "
+                           "by report.tree_weight) | knowledge_prior (the prior alone)")
     rules: list[RuleEffectPublic]
     explanation: ExplanationPublic | None
 

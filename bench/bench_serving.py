@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.results_file import RESULTS, record  # noqa: E402
+from bench.results_file import record  # noqa: E402
 BENCH = ROOT / "bench"
 PYTHON = sys.executable
 

@@ -33,6 +33,16 @@ def hackathon_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def hackathon_service(hackathon_dir, tmp_path_factory):
+    """The service started on the real hackathon files (trained once per session)."""
+    from recommendation_service import RecommendationService
+    from settings import Settings
+
+    return RecommendationService.start(Settings(data_dir=hackathon_dir, api_keys=[],
+                                                models_dir=tmp_path_factory.mktemp("hackathon_models")))
+
+
+@pytest.fixture(scope="session")
 def api_settings(tmp_path_factory):
     """A small generated bank, trained once per session."""
     from tests.utils.service import small_bank_settings

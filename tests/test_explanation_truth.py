@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from business_rules import AdjustedProduct, CustomerContext, RuleEffect
+from business_rules import CustomerContext, RuleEffect
 from explanations import (MIN_FACTOR_WEIGHT, Factor, ProductContext, event_factors, explain, model_factors,
                           rule_factors)
 from feature_engineer import CustomerFeatures, CustomerInputs, FeatureSpec
@@ -36,13 +36,6 @@ EVENT_CLAUSE = re.compile(r"(you posted about|your spending shows) ([a-z ]+) \(\
 # --------------------------------------------------------------------------------------------------
 # Every customer, every claim
 # --------------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def hackathon_service(hackathon_dir, tmp_path_factory) -> RecommendationService:
-    """The service started on the real hackathon files (trained once for this module)."""
-    return RecommendationService.start(Settings(data_dir=hackathon_dir, api_keys=[],
-                                                models_dir=tmp_path_factory.mktemp("hackathon_models")))
-
 
 @pytest.fixture(scope="module")
 def small_hackathon_service(tmp_path_factory) -> RecommendationService:

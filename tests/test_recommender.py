@@ -71,10 +71,11 @@ def test_scores_are_probabilities_on_one_scale(trained_service):
 
 
 def test_calibration_in_the_large_on_held_out_customers(trained_service, trained_training):
-    """Mean predicted take-up matches the observed rate on customers the models never saw."""
+    """Mean predicted take-up matches the observed rate on customers the models never saw, over
+    every product (trees blended with the prior, and the prior alone)."""
     model, training = trained_service.model, trained_training
     predicted, observed = [], []
-    for product in model.estimators_:
+    for product in range(len(model.product_ids_)):
         held_out = np.flatnonzero(training.candidates[:, product] & training.holdout)
         inputs = CustomerInputs.of(training.tabular, training.signals, held_out)
         predicted.append(model.score(inputs, [product]).sum())
@@ -116,10 +117,10 @@ def test_degraded_answer_when_the_model_cannot_score(trained_service, known_cust
     assert all(item.explanation is None for item in answer.recommendations)
 
 
-def test_products_with_too_few_take_ups_fall_back_to_content_times_popularity(fallback_service):
+def test_products_with_too_few_take_ups_are_scored_by_the_knowledge_prior(fallback_service):
     model = fallback_service.model
-    assert not model.forest_.has_model.any()
-    assert {r.strategy for r in model.reports_} == {"content_prior"}
+    assert not model.forest_.has_model.any() and not model.blend_.tree_weight.any()
+    assert {r.strategy for r in model.reports_} == {"knowledge_prior"}
     customer = str(fallback_service.base.view.index[0])
     answer = fallback_service.recommend(customer, 5)
     assert answer.recommendations and answer.fallback.used
