@@ -80,7 +80,7 @@ def data_fingerprint(settings: Settings) -> str:
 
 def load_data(settings: Settings) -> BankData:
     try:
-        return load_bank_data(settings.data_dir, settings)
+        return load_bank_data(settings.data_dir, settings, get_text_encoder(settings))
     except DataLoadError as error:
         raise ServiceError(f"cannot load the data in {settings.data_dir}: {error}") from error
 

@@ -84,8 +84,9 @@ def generate_data(args: argparse.Namespace, settings: Settings) -> int:
 
 def check_data(args: argparse.Namespace, settings: Settings) -> int:
     from data_loader import load_bank_data
+    from text_models import get_text_encoder
 
-    data = load_bank_data(_existing(args.data), settings)
+    data = load_bank_data(_existing(args.data), settings, get_text_encoder(settings))
     return _print(data.quality.to_dict())
 
 

@@ -1052,8 +1052,9 @@ def _load_products(data_dir: Path, catalogue_file: Path, report: DataQualityRepo
 def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEncoder | None = None) -> BankData:
     """Loads, cleans and reports a data directory in the canonical or the hackathon format.
 
-    ``encoder`` maps hackathon preferences and transactions onto products; when it is not given
-    and the format needs it, the process-wide text encoder is used.
+    ``encoder`` maps free-text preferences and needs (and hackathon payments) onto products by
+    meaning. The caller gives it: the data layer never loads a text model itself. Data with such
+    text and no encoder is refused with a :class:`ValueError` that says so.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -1065,9 +1066,9 @@ def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEn
     evidence = []
     if report.source_format == "hackathon":
         tables["holdings"], paid = _evidence_holdings(tables["transactions"], tables["customers"],
-                                                      tables["products"], encoder or _default_encoder(settings), report)
+                                                      tables["products"], _required(encoder, "hackathon payments"), report)
         evidence.append(paid)
-    tables["interests"], asked = _interests_of(tables["customers"], tables["products"], encoder, settings, report)
+    tables["interests"], asked = _interests_of(tables["customers"], tables["products"], encoder, report)
     _summarise_evidence(report, [*evidence, asked])
     _drop_orphans(tables, report)
     tables["holdings"] = _deduplicated_holdings(tables["holdings"], report.table("holdings"))
@@ -1080,11 +1081,12 @@ def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEn
 
 
 def _interests_of(customers: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder | None,
-                  settings: Settings, report: DataQualityReport) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stated interests and their items as matched, reported; the text model is loaded only when
+                  report: DataQualityReport) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stated interests and their items as matched, reported; the encoder is needed only when
     some customer stated something."""
     items = _asked_items(customers)
-    evidence = _matched_interest_items(items, products, (encoder or _default_encoder(settings)) if len(items) else None)
+    evidence = _matched_interest_items(items, products, _required(encoder, "preferences and financial needs")
+                                       if len(items) else None)
     quality = report.table("interests")
     quality.sources.append(", ".join(INTEREST_FIELDS))
     quality.rows_read = len(evidence)
@@ -1094,10 +1096,10 @@ def _interests_of(customers: pd.DataFrame, products: pd.DataFrame, encoder: Sent
     return _interests_from(evidence), evidence
 
 
-def _default_encoder(settings: Settings) -> SentenceEncoder:
-    from text_models import get_text_encoder  # the text layer loads a model: only when mapping needs it
-
-    return get_text_encoder(settings)
+def _required(encoder: SentenceEncoder | None, text: str) -> SentenceEncoder:
+    if encoder is None:
+        raise ValueError(f"this data has {text} to map onto products by meaning: load_bank_data needs an encoder")
+    return encoder
 
 
 # ----------------------------------------------------------------------------------------------

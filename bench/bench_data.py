@@ -114,10 +114,11 @@ def generate_with_numpy(out_dir: Path, n: int, seed: int) -> None:
 def measure(data_dir: Path) -> dict:
     """Times load and view in this (fresh) process and reports its peak resident memory."""
     from data_loader import customer_view, load_bank_data
+    from text_models import get_text_encoder
     from settings import get_settings
 
     started = time.perf_counter()
-    data = load_bank_data(data_dir, get_settings())
+    data = load_bank_data(data_dir, get_settings(), get_text_encoder(get_settings()))
     loaded = time.perf_counter()
     view = customer_view(data)
     finished = time.perf_counter()

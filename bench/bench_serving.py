@@ -90,9 +90,10 @@ def customer_ids(data_dir: Path, count: int = 2000) -> list[str]:
     import pandas as pd
 
     from data_loader import load_bank_data
+    from text_models import get_text_encoder
     from settings import get_settings
 
-    data = load_bank_data(data_dir, get_settings())
+    data = load_bank_data(data_dir, get_settings(), get_text_encoder(get_settings()))
     ids = pd.Series(data.customers["customer_id"].astype(str))
     return ids.sample(min(count, len(ids)), random_state=0).tolist()
 

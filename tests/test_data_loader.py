@@ -135,8 +135,8 @@ def test_tables_are_recognised_by_their_columns_not_their_names():
 # ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def canonical() -> BankData:
-    return load_bank_data(CANONICAL_SMALL, get_settings())
+def canonical(text_encoder) -> BankData:
+    return load_bank_data(CANONICAL_SMALL, get_settings(), text_encoder)
 
 
 def test_canonical_customers_are_cleaned_and_typed(canonical):
@@ -200,10 +200,10 @@ def test_canonical_transactions_posts_and_holdings(canonical):
     assert len(canonical.products) == 36  # no products.csv in the directory: the catalogue
 
 
-def test_parquet_reads_like_csv(canonical, tmp_path):
+def test_parquet_reads_like_csv(canonical, tmp_path, text_encoder):
     for path in CANONICAL_SMALL.glob("*.csv"):
         pd.read_csv(path, dtype=str, keep_default_na=False).to_parquet(tmp_path / f"{path.stem}.parquet")
-    from_parquet = load_bank_data(tmp_path, get_settings())
+    from_parquet = load_bank_data(tmp_path, get_settings(), text_encoder)
     pd.testing.assert_frame_equal(from_parquet.customers, canonical.customers)
     pd.testing.assert_frame_equal(from_parquet.transactions, canonical.transactions)
 
@@ -216,9 +216,9 @@ def test_as_of_keeps_what_was_known_before_the_cutoff(canonical):
     assert past.customers is canonical.customers and past.quality is canonical.quality
 
 
-def test_only_customers_given(tmp_path):
+def test_only_customers_given(tmp_path, text_encoder):
     (tmp_path / "customers.csv").write_bytes((CANONICAL_SMALL / "customers.csv").read_bytes())
-    data = load_bank_data(tmp_path, get_settings())
+    data = load_bank_data(tmp_path, get_settings(), text_encoder)
     assert len(data.customers) == 10 and data.transactions.empty and data.holdings.empty
     assert list(data.holdings.columns) == ["customer_id", "product_id", "start_date", "source"]
     assert str(data.transactions["date"].dtype) == "datetime64[us]"
@@ -228,14 +228,21 @@ def test_only_customers_given(tmp_path):
     assert len(data.as_of(T("2025-01-01")).customers) == 10
 
 
-def test_report_is_json_and_logs_hold_counts_not_words(caplog):
+def test_report_is_json_and_logs_hold_counts_not_words(caplog, text_encoder):
     with caplog.at_level(logging.DEBUG, logger="data_loader"):
-        data = load_bank_data(CANONICAL_SMALL, get_settings())
+        data = load_bank_data(CANONICAL_SMALL, get_settings(), text_encoder)
     json.dumps(data.quality.to_dict())
     logged = " ".join(f"{record.getMessage()} {record.__dict__}" for record in caplog.records)
     assert "orphan" in logged and "rows_kept" in logged
     for private in ("buying our first home", "Software Engineer", "C001", "2025-02-29"):
         assert private not in logged
+
+
+def test_the_data_layer_loads_no_text_model_of_its_own():
+    """Free-text needs are matched by meaning with the encoder the caller gives, never one the
+    loader would load itself: without one, such data is refused, saying why."""
+    with pytest.raises(ValueError, match="preferences and financial needs .* needs an encoder"):
+        load_bank_data(CANONICAL_SMALL, get_settings())
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,13 +11,13 @@ from settings import get_settings
 
 
 @pytest.fixture(scope="module")
-def biased_bank(tmp_path_factory):
+def biased_bank(tmp_path_factory, text_encoder):
     """A bank whose history gives women half the investment take-up of men (the generator's default bias)."""
     from synthetic_data import generate_bank_data
 
     data_dir = tmp_path_factory.mktemp("biased") / "data"
     generate_bank_data(data_dir, 6000, seed=11)
-    return load_bank_data(data_dir, get_settings())
+    return load_bank_data(data_dir, get_settings(), text_encoder)
 
 
 def test_audit_flags_the_injected_bias_and_only_where_the_data_supports_it(biased_bank):
