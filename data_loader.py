@@ -898,16 +898,35 @@ def _one_product_per_payment(evidence: pd.DataFrame, quality: TableQuality) -> p
     return pd.concat([evidence[~paid], ranked[~weaker]]).sort_index()
 
 
-def _product_phrases(products: pd.DataFrame) -> tuple[list[str], np.ndarray]:
-    """Each product's name, aliases and description, with the row of the product they describe."""
+DESCRIPTION_CLAUSE = re.compile(r"[,;:.()]|\band\b|\bor\b|\bwith\b|\bfor\b")
+MIN_CLAUSE_WORDS = 2
+CLAUSE_WEIGHT = 0.85  # a clause is one feature among several: weaker evidence than the name or an alias
+
+
+def _product_phrases(products: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Each product's name, aliases, description and the description's clauses, with the row of
+    the product they describe and the weight of a match with them.
+
+    A bank's catalogue says what a product does in a sentence ("Cash management, foreign exchange
+    and hedging of currency risk for international trade"); a customer states a need in two words
+    ("Cash Management"). Each clause of two or more words is a phrase of its own, so the need meets
+    the clause that says it instead of a sentence that dilutes it. A clause counts for
+    ``CLAUSE_WEIGHT`` of a name: "Travel Insurance" is the travel insurance product, not the
+    premium account that includes it.
+    """
     phrases: list[str] = []
     owners: list[int] = []
+    weights: list[float] = []
     for row, product in enumerate(products.itertuples(index=False)):
         aliases = [a.strip() for a in product.aliases.split(";")] if isinstance(product.aliases, str) else []
-        texts = [t for t in [product.name, *aliases, product.description] if isinstance(t, str) and t]
-        phrases += texts
-        owners += [row] * len(texts)
-    return phrases, np.asarray(owners)
+        description = product.description if isinstance(product.description, str) else ""
+        whole = [t for t in [product.name, *aliases, description] if isinstance(t, str) and t]
+        clauses = [c for c in (part.strip() for part in DESCRIPTION_CLAUSE.split(description))
+                   if len(c.split()) >= MIN_CLAUSE_WORDS and c != description]
+        phrases += whole + clauses
+        owners += [row] * (len(whole) + len(clauses))
+        weights += [1.0] * len(whole) + [CLAUSE_WEIGHT] * len(clauses)
+    return phrases, np.asarray(owners), np.asarray(weights, dtype=np.float32)
 
 
 def _match_products(evidence: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder,
@@ -920,8 +939,8 @@ def _match_products(evidence: pd.DataFrame, products: pd.DataFrame, encoder: Sen
     stated interest may name several products ("Health & Life Insurance"), a payment pays one.
     """
     distinct = evidence[["text", "customer_type"]].drop_duplicates().reset_index(drop=True)
-    phrases, owners = _product_phrases(products)
-    similarity = encoder.encode(distinct["text"].tolist()) @ encoder.encode(phrases).T
+    phrases, owners, weights = _product_phrases(products)
+    similarity = (encoder.encode(distinct["text"].tolist()) @ encoder.encode(phrases).T) * weights
     per_product = np.full((len(distinct), len(products)), -1.0, dtype=np.float32)
     np.maximum.at(per_product.T, owners, similarity.T)
     per_product[~segment_eligibility(distinct["customer_type"], products["segment"])] = -1.0
