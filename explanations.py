@@ -28,6 +28,7 @@ MAX_MODEL_FACTORS = 3
 MAX_REASONS = 3
 MIN_FACTOR_WEIGHT = 0.05
 STRONG_TEXT_MATCH = 0.35
+TYPICAL_BAND = 0.05  # a number within 5% of the typical customer's is not stated as above or below it
 QUOTE_LIMIT = 100
 
 
@@ -174,8 +175,8 @@ def model_factors(contributions: np.ndarray, specs: Sequence[FeatureSpec], desig
     contribution from what the customer is *not* (does not hold a pension, is not a teacher) is
     left out: "you do not have a pension" is true of most customers, says nothing about why the
     product suits this one, and reads to a banker as a sales pitch. So is a number the data lacks
-    (the model saw the median in its place) or one equal to the typical customer's (a share of
-    spending of 0, like most customers'). Life events and text are explained with their evidence
+    (the model saw the median in its place) or one within 5% of the typical customer's (a share
+    of spending of 0, like most customers'; 760 days against 758). Life events and text are explained with their evidence
     (:func:`event_factors`, :func:`text_factor`).
     """
     factors = []
@@ -203,10 +204,18 @@ def _stated_feature(spec: FeatureSpec, weight: float, design_value: float,
                       spec.column)
     if spec.kind == "numeric":
         value = _number(profile.get(spec.column))
-        if value is None or value == spec.typical:
+        if value is None or _close_to_typical(value, spec.typical):
             return None
         return Factor("feature", spec.name, weight, value, None, spec.source, spec.kind, spec.column, spec.typical)
     return None
+
+
+def _close_to_typical(value: float, typical: float | None) -> bool:
+    """Within ``TYPICAL_BAND`` of the typical value: "760 days, above the typical 758" tells a
+    customer nothing about why the product suits them."""
+    if typical is None:
+        return False
+    return abs(value - typical) <= TYPICAL_BAND * max(abs(value), abs(typical))
 
 
 def event_factors(event_weights: Mapping[str, float], customer_events: Sequence[DetectedEvent],

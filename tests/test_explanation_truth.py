@@ -212,9 +212,11 @@ def test_a_number_is_stated_as_above_or_below_the_typical_customer():
     assert "your average monthly spending (812) is below the typical 1,000" in sentence(below)
 
 
-def test_a_number_the_data_lacks_or_equal_to_the_typical_one_is_not_stated():
+def test_a_number_the_data_lacks_or_close_to_the_typical_one_is_not_stated():
     assert model_factors(CONTRIBUTIONS[2:3], SPECS[2:3], np.array([0.0]), {"tx_monthly_mean": None}) == []
     assert model_factors(CONTRIBUTIONS[2:3], SPECS[2:3], np.array([0.0]), {"tx_monthly_mean": 1000.0}) == []
+    assert model_factors(CONTRIBUTIONS[2:3], SPECS[2:3], np.array([0.0]), {"tx_monthly_mean": 1030.0}) == []
+    assert model_factors(CONTRIBUTIONS[2:3], SPECS[2:3], np.array([0.0]), {"tx_monthly_mean": 1080.0}) != []
 
 
 def test_a_category_is_stated_only_when_it_is_the_customers():
