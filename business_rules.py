@@ -76,6 +76,17 @@ class CustomerContext:
     life_events: frozenset[str] = frozenset()
     held_products: frozenset[str] = frozenset()
     asked_products: frozenset[str] = frozenset()  # named in the customer's preferences or financial needs
+    contact: ContactHistory | None = None  # what the decision log says of past offers; None: nothing logged
+
+
+@dataclass(frozen=True)
+class ContactHistory:
+    """One customer's offers and answers in the decision log, over the contact policy's windows:
+    what the policy needs to stop offering what a customer just declined or keeps ignoring."""
+
+    declined_recently: frozenset[str] = frozenset()  # declined within suppress_after_decline_days
+    unanswered_offers: Mapping[str, int] = field(default_factory=dict)  # offers without any answer, in window_days
+    accepted: frozenset[str] = frozenset()  # accepted offers: held from then on
 
 
 @dataclass(frozen=True)
@@ -495,12 +506,25 @@ class _StatedNeeds(BaseModel):
                                                          "ranked ahead of the others (still subject to every rule).")
 
 
+class ContactPolicy(BaseModel):
+    """How often one product may be offered to one customer: the rules file's ``contact_policy``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suppress_after_decline_days: int = Field(default=30, ge=0, description="After a decline, the product is not "
+                                                                               "offered to that customer for this long.")
+    max_offers: int = Field(default=3, ge=1, description="At most this many offers of one product to one customer "
+                                                         "without any response within window_days.")
+    window_days: int = Field(default=30, ge=1)
+
+
 class _RulesDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     suitability: _Suitability
     diversity: _Diversity
     stated_needs: _StatedNeeds = Field(default_factory=_StatedNeeds)
+    contact_policy: ContactPolicy = Field(default_factory=ContactPolicy)
     rules: list[Any] = Field(default_factory=list)
 
 
@@ -718,6 +742,7 @@ def _exclusion(rule: str, reason: str) -> RuleEffect:
 
 
 _ALREADY_HELD = _exclusion("eligibility.already_held", "the customer already holds this product")
+_ACCEPTED = _exclusion("eligibility.already_held", "the customer accepted this offer: it counts as held")
 _STATED_NEED = RuleEffect("stated_need", "boost", 1.0, "offered first: the customer asked for this kind of product")
 """Orders rather than scales (factor 1): what a customer asked for comes before what the model guesses."""
 
@@ -780,8 +805,10 @@ class _HardEligibility:
     """What rules a product out before any score: segment, minimum age and income, holding it
     already, and the customer's risk profile (suitability)."""
 
-    def __init__(self, catalogue: _Catalogue, max_product_risk: Mapping[str, int]) -> None:
+    def __init__(self, catalogue: _Catalogue, max_product_risk: Mapping[str, int], contact_policy: ContactPolicy
+                 ) -> None:
         self.position = {product_id: position for position, product_id in enumerate(catalogue.product_ids)}
+        self.contact_policy = contact_policy
         self._max_product_risk = dict(max_product_risk)
         self._segment_failures = _segment_failures(catalogue)
         self._suitability_failures = _suitability_failures(catalogue, max_product_risk)
@@ -794,6 +821,23 @@ class _HardEligibility:
                                                      f"is below the minimum of {income}",
                                       applies_to_organizations=True),
         )
+
+    def _contact_failures(self, contact: ContactHistory) -> Iterator[tuple[int, RuleEffect]]:
+        """Accepted offers count as held; the contact policy suppresses recent declines and offers
+        that keep going unanswered."""
+        policy = self.contact_policy
+        for product_id in contact.accepted & self.position.keys():
+            yield self.position[product_id], _ACCEPTED
+        for product_id in contact.declined_recently & self.position.keys():
+            yield self.position[product_id], _exclusion(
+                "contact_policy.suppress_after_decline",
+                f"the customer declined it within the last {policy.suppress_after_decline_days} days")
+        for product_id, offers in contact.unanswered_offers.items():
+            if offers >= policy.max_offers and product_id in self.position:
+                yield self.position[product_id], _exclusion(
+                    "contact_policy.max_offers",
+                    f"offered {offers} times in the last {policy.window_days} days without a response "
+                    f"(at most {policy.max_offers})")
 
     def max_risk_level(self, risk_level: str) -> int:
         try:
@@ -813,6 +857,8 @@ class _HardEligibility:
         for product_id in context.held_products:
             if product_id in self.position:
                 yield self.position[product_id], _ALREADY_HELD
+        if context.contact is not None:
+            yield from self._contact_failures(context.contact)
         try:
             unsuitable = self._suitability_failures[context.risk_level]
         except KeyError:
@@ -848,14 +894,15 @@ class RuleBook:
 
     def __init__(self, catalogue: _Catalogue, max_product_risk: Mapping[str, int], category_limits: Mapping[str, int],
                  rules: Sequence[_CompiledRule], stated_needs_first: bool = True,
-                 skipped_rules: Sequence[SkippedRule] = ()) -> None:
+                 skipped_rules: Sequence[SkippedRule] = (), contact_policy: ContactPolicy = ContactPolicy()) -> None:
         self.product_ids = catalogue.product_ids
         self.stated_needs_first = stated_needs_first
         self.category_limits = dict(category_limits)
         self.rule_names = tuple(rule.effect.rule for rule in rules)
         self.skipped_rules = tuple(skipped_rules)
         """Rules of the shipped default file left out for naming what the catalogue lacks."""
-        self._eligibility = _HardEligibility(catalogue, max_product_risk)
+        self.contact_policy = contact_policy
+        self._eligibility = _HardEligibility(catalogue, max_product_risk, contact_policy)
         self._position = self._eligibility.position
         self._category = tuple(record["category"] for record in catalogue.records)
         self._diversity_effects = {
@@ -895,7 +942,7 @@ class RuleBook:
                            extra={"rules_file": str(path),
                                   "skipped_rules": {rule.rule: list(rule.absent) for rule in skipped}})
         return cls(catalogue, document.suitability.max_product_risk, category_limits, rules,
-                   document.stated_needs.offer_first, skipped or ())
+                   document.stated_needs.offer_first, skipped or (), document.contact_policy)
 
     def max_risk_level(self, risk_level: str) -> int:
         """The highest product risk level a customer of this risk level may be offered."""

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from business_rules import CustomerContext, RuleBook, RuleOutcome, RulesFileError
+from business_rules import ContactHistory, CustomerContext, RuleBook, RuleOutcome, RulesFileError
 from settings import PROJECT_ROOT
 from tests.utils.data_files import CANONICAL_SMALL
 from text_models import LIFE_EVENTS
@@ -266,6 +266,33 @@ def test_products_already_held_are_not_offered_again(default_book: RuleBook, cat
     assert excluded_by(outcome, "eligibility.already_held") == {"current_account", "life_insurance"}
     assert outcome.excluded["life_insurance"][0].reason == "the customer already holds this product"
     assert not {"current_account", "life_insurance"} & default_book.eligible(customer)
+
+
+def test_the_contact_policy_suppresses_declines_and_ignored_offers(default_book: RuleBook, catalogue: pd.DataFrame):
+    contact = ContactHistory(declined_recently=frozenset({"travel_rewards_card"}),
+                             unanswered_offers={"life_insurance": 3, "health_insurance": 2},
+                             accepted=frozenset({"personal_loan"}))
+    customer = CustomerContext(**{**vars(person()), "contact": contact})
+    outcome = default_book.apply(customer, scores(catalogue, travel_rewards_card=0.99, life_insurance=0.98,
+                                                  health_insurance=0.97, personal_loan=0.96), top_k=5)
+
+    assert excluded_by(outcome, "contact_policy.suppress_after_decline") == {"travel_rewards_card"}
+    assert excluded_by(outcome, "contact_policy.max_offers") == {"life_insurance"}
+    assert "within the last 30 days" in outcome.excluded["travel_rewards_card"][0].reason
+    assert excluded_by(outcome, "eligibility.already_held") >= {"personal_loan"}
+    assert "health_insurance" in [item.product_id for item in outcome.ranked]
+    assert not {"travel_rewards_card", "life_insurance", "personal_loan"} & default_book.eligible(customer)
+
+
+def test_a_contact_policy_is_validated_like_the_rules(tmp_path: Path, catalogue: pd.DataFrame):
+    path = write_rules(tmp_path, [], contact_policy={"suppress_after_decline_days": 7, "max_offers": 1})
+    book = RuleBook.load(path, catalogue, VIEW_FIELDS)
+    assert (book.contact_policy.suppress_after_decline_days, book.contact_policy.max_offers,
+            book.contact_policy.window_days) == (7, 1, 30)
+    with pytest.raises(RulesFileError, match="contact_policy.max_offers"):
+        RuleBook.load(write_rules(tmp_path, [], contact_policy={"max_offers": 0}), catalogue, VIEW_FIELDS)
+    with pytest.raises(RulesFileError, match="contact_policy.suppress_days"):
+        RuleBook.load(write_rules(tmp_path, [], contact_policy={"suppress_days": 7}), catalogue, VIEW_FIELDS)
 
 
 def test_all_reasons_for_an_exclusion_are_reported(default_book: RuleBook, catalogue: pd.DataFrame):
