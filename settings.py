@@ -10,7 +10,7 @@ import os
 from enum import Enum
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Sequence
+from typing import Annotated, Literal, Sequence
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -21,6 +21,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# URL schemes that name PostgreSQL without a driver: they mean psycopg 3, the driver installed.
+POSTGRES_SCHEMES = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
 
 
 class Environment(str, Enum):
@@ -96,6 +100,17 @@ class Settings(BaseSettings):
         description="Training examples without a take-up kept per product (all take-ups are kept); bounds training "
                     "time on large banks, and calibration on untouched held-out customers keeps scores true.")
 
+    state_dir: Path = Field(default=PROJECT_ROOT / "state",
+                            description="What the service learns while serving: the default SQLite decision log.")
+    database_url: str | None = Field(
+        default=None, description="postgresql+psycopg://... for PostgreSQL; default: a SQLite file in STATE_DIR.")
+    decision_log: Literal["best_effort", "required"] = Field(
+        default="best_effort", description="best_effort: a decision that cannot be logged is dropped and counted; "
+                                           "required: the request fails (503) instead.")
+    decision_queue_size: int = Field(default=10_000, ge=1, le=1_000_000,
+                                     description="Decisions waiting to be written; bounds the memory a slow "
+                                                 "database can take.")
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value: object) -> object:
@@ -117,6 +132,24 @@ class Settings(BaseSettings):
         if len(value) < 2 or sorted(set(value)) != value:
             raise ValueError(f"AGE_BANDS must be at least two strictly increasing ages, not {value}")
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        """SQLite files and PostgreSQL through psycopg 3, the one driver installed; a bare postgresql:// URL
+        means it. The URL itself is never echoed: it may carry a password."""
+        if value is None:
+            return None
+        scheme, separator, rest = value.partition("://")
+        if not separator:
+            raise ValueError("DATABASE_URL must be a URL: postgresql+psycopg://... or sqlite:///...")
+        scheme = POSTGRES_SCHEMES.get(scheme, scheme)
+        if scheme not in {"sqlite", "postgresql+psycopg"}:
+            raise ValueError(f"DATABASE_URL must start with postgresql+psycopg:// or sqlite:///, not {scheme!r}://")
+        if scheme == "sqlite" and rest.lstrip("/") in {"", ":memory:"}:
+            raise ValueError("DATABASE_URL=sqlite needs a file (sqlite:///path/to/file): the decision log is shared "
+                             "by connections and must outlive the process")
+        return f"{scheme}://{rest}"
 
     @field_validator("rules_file", "catalogue_file")
     @classmethod
@@ -145,6 +178,11 @@ class Settings(BaseSettings):
         """Whether RULES_FILE was left unset. The shipped rules, written for the shipped catalogue, then
         skip (with a warning) what a bank's own catalogue lacks; a rules file the bank names stays strict."""
         return "rules_file" not in self.model_fields_set
+
+    @property
+    def resolved_database_url(self) -> str:
+        """Where the decision log lives: DATABASE_URL, or a SQLite file in STATE_DIR (created on first use)."""
+        return self.database_url or f"sqlite:///{(self.state_dir / 'decisions.sqlite3').resolve()}"
 
     @property
     def resolved_embedding_cache_dir(self) -> Path:

@@ -1,0 +1,769 @@
+"""The decision log: what the service offered to whom, when, why and with which model, and what the
+customer did about it (issue 12).
+
+An answer is an automated decision about a person; a bank has to be able to show it later (EU AI Act
+Article 12 asks high-risk systems, creditworthiness among them, to log automatically), to hear back
+what the customer did, and to stop offering what a customer just declined. This module is the only
+code that speaks SQL, so the default SQLite file and a PostgreSQL server (``DATABASE_URL``) look the
+same to the rest of the service:
+
+- ``migrate(url)`` brings a database to the schema of ``migrations/`` (Alembic); start-up runs it.
+- ``DecisionStore(url)`` records decisions and feedback and answers what the API, the contact
+  policy and the report ask of them.
+- ``DecisionLog(store, mode, queue_size)`` keeps writes off the request path: a bounded queue
+  drained in batches by one background thread.
+
+Nothing here holds post text or profile values: a decision is ids, scores, rule names and flags.
+The log is for audit, not a copy of the customer.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Collection, Iterator, Literal, Protocol, Sequence, get_args
+from urllib.parse import quote
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (JSON, BigInteger, Boolean, CheckConstraint, DateTime, Dialect, Engine, Float,
+                        ForeignKey, ForeignKeyConstraint, Index, Integer, MetaData, String, bindparam,
+                        create_engine, distinct, event, exists, func, insert, select, text)
+from sqlalchemy.engine import URL, Connection, Row, make_url
+from sqlalchemy.exc import IntegrityError, InvalidatePoolError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import NullPool
+from sqlalchemy.types import TypeDecorator
+
+logger = logging.getLogger("decision_log")
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+Outcome = Literal["shown", "clicked", "accepted", "declined"]
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
+# An offer ends once: accepted or declined. Shown and clicked may come any number of times.
+FINAL_OUTCOMES = frozenset({"accepted", "declined"})
+
+ID_LENGTH = 64          # request, customer and product ids (the API allows customer ids of 64 characters)
+LABEL_LENGTH = 64       # model version, data fingerprint, scoring strategy
+CONNECT_TIMEOUT_S = 5   # an unreachable PostgreSQL fails a batch in seconds instead of hanging the writer
+IN_CLAUSE_CHUNK = 500   # ids per IN (...): far below SQLite's and PostgreSQL's limits on bound values
+MIGRATION_LOCK_KEY = 0x6E62705F6C6F67  # "nbp_log": serialises start-up migrations of several workers
+
+
+# ------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class AppliedRule:
+    """A business rule that changed an offer: its name, what it did and by how much (no reason text,
+    which may quote the customer's values)."""
+
+    rule: str
+    effect: str
+    factor: float | None = None
+
+
+@dataclass(frozen=True)
+class OfferRecord:
+    """One product an answer offered, as the customer saw it ranked."""
+
+    product_id: str
+    rank: int
+    score: float
+    adjusted_score: float
+    scored_by: str
+    rules: tuple[AppliedRule, ...] = ()
+
+    def __post_init__(self) -> None:
+        _require_text("product_id", self.product_id, ID_LENGTH)
+        _require_text("scored_by", self.scored_by, LABEL_LENGTH)
+        if self.rank < 1:
+            raise ValueError(f"offer of {self.product_id!r}: rank must be 1 or more, not {self.rank}")
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One answer of ``/recommend``, built by the service from what it sent: validated here, before it
+    is queued, so that a batch cannot fail later on a value the database refuses."""
+
+    request_id: str
+    customer_id: str
+    created_at: datetime
+    cold_start: bool
+    cached: bool
+    model_version: str
+    data_fingerprint: str
+    bias_check_passed: bool
+    fallback_used: bool
+    degraded: bool
+    fallback_reasons: tuple[str, ...]
+    offers: tuple[OfferRecord, ...]
+
+    def __post_init__(self) -> None:
+        _require_text("request_id", self.request_id, ID_LENGTH)
+        _require_text("customer_id", self.customer_id, ID_LENGTH)
+        _require_text("model_version", self.model_version, LABEL_LENGTH)
+        _require_text("data_fingerprint", self.data_fingerprint, LABEL_LENGTH)
+        _require_aware("created_at", self.created_at)
+        products = [offer.product_id for offer in self.offers]
+        if len(set(products)) != len(products):
+            raise ValueError(f"decision {self.request_id!r} offers a product twice: {products}")
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """One stored piece of feedback: what ``add_feedback`` returns and what a decision's history lists."""
+
+    feedback_id: int
+    request_id: str
+    customer_id: str
+    product_id: str
+    outcome: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DecisionHistory:
+    """A logged decision with the feedback on each product it offered (oldest first; every offered
+    product has an entry, empty when the customer said nothing)."""
+
+    decision: DecisionRecord
+    feedback: dict[str, tuple[FeedbackResult, ...]]
+
+
+@dataclass(frozen=True)
+class OutcomeCounts:
+    """How one product's offers fared: offers made, and how many of them got each outcome at least once."""
+
+    offered: int
+    shown: int = 0
+    clicked: int = 0
+    accepted: int = 0
+    declined: int = 0
+
+
+class UnknownDecision(LookupError):
+    """Feedback names a decision this customer was not given, or a product that decision did not offer."""
+
+
+class OutcomeConflict(Exception):
+    """A second final outcome (accepted or declined) for one offer: the first one stands."""
+
+    def __init__(self, message: str, existing: FeedbackResult | None):
+        super().__init__(message)
+        self.existing = existing
+
+
+def _require_text(name: str, value: str, max_length: int) -> None:
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        raise ValueError(f"{name} must be a non-empty string of at most {max_length} characters, not {value!r}")
+
+
+def _require_aware(name: str, value: datetime) -> None:
+    if value.tzinfo is None:
+        raise ValueError(f"{name} must carry a time zone: a naive time is ambiguous in an audit log")
+
+
+# -------------------------------------------------------------------------------------------- schema
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A point in time kept in UTC and read back as an aware UTC datetime on every database. SQLite
+    stores no zone, so binding an aware value there would compare text written at another offset."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        _require_aware("time", value)
+        utc = value.astimezone(timezone.utc)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """The decision log's tables. ``migrations/`` creates them; these classes read and write them, and a
+    test checks that the two agree."""
+
+    metadata = MetaData(naming_convention={
+        "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    })
+
+
+class DecisionRow(Base):
+    """One answer: who, when, with which model and data, and whether it was checked, degraded or cached."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_customer_time", "customer_id", "created_at"),)
+
+    request_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    customer_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    cold_start: Mapped[bool] = mapped_column(Boolean())
+    cached: Mapped[bool] = mapped_column(Boolean())
+    model_version: Mapped[str] = mapped_column(String(LABEL_LENGTH))
+    data_fingerprint: Mapped[str] = mapped_column(String(LABEL_LENGTH))
+    bias_check_passed: Mapped[bool] = mapped_column(Boolean())
+    fallback_used: Mapped[bool] = mapped_column(Boolean())
+    degraded: Mapped[bool] = mapped_column(Boolean())
+    fallback_reasons: Mapped[list[str]] = mapped_column(JSON())
+
+
+class OfferRow(Base):
+    """One product an answer offered: its rank, scores, scoring strategy and the rules that moved it."""
+
+    __tablename__ = "offers"
+
+    request_id: Mapped[str] = mapped_column(String(ID_LENGTH), ForeignKey("decisions.request_id"), primary_key=True)
+    product_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer())
+    score: Mapped[float] = mapped_column(Float())
+    adjusted_score: Mapped[float] = mapped_column(Float())
+    scored_by: Mapped[str] = mapped_column(String(LABEL_LENGTH))
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON())
+
+
+KNOWN_OUTCOME_SQL = f"outcome IN ({', '.join(repr(outcome) for outcome in OUTCOMES)})"
+FINAL_OUTCOME_SQL = f"outcome IN ({', '.join(repr(outcome) for outcome in sorted(FINAL_OUTCOMES))})"
+
+
+class FeedbackRow(Base):
+    """What the customer did with one offer. It references the offer itself, so feedback on a product the
+    answer did not offer cannot be stored, and a partial unique index lets an offer end only once."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        ForeignKeyConstraint(["request_id", "product_id"], ["offers.request_id", "offers.product_id"]),
+        CheckConstraint(KNOWN_OUTCOME_SQL, name="outcome"),
+        Index("ix_feedback_offer", "request_id", "product_id"),
+        Index("ix_feedback_customer_outcome_time", "customer_id", "outcome", "created_at"),
+        Index("uq_feedback_one_final_outcome", "request_id", "product_id", unique=True,
+              sqlite_where=text(FINAL_OUTCOME_SQL), postgresql_where=text(FINAL_OUTCOME_SQL)),
+    )
+
+    feedback_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True,
+                                             autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    product_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    customer_id: Mapped[str] = mapped_column(String(ID_LENGTH))
+    outcome: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+# The tables, for the Core statements of DecisionStore.
+DECISIONS = DecisionRow.__table__
+OFFERS = OfferRow.__table__
+FEEDBACK = FeedbackRow.__table__
+
+# The contact policy's reads, built once: they run on the request path, where building a statement
+# costs twice what running it does.
+DECLINED_SINCE = (select(FEEDBACK.c.product_id, func.max(FEEDBACK.c.created_at))
+                  .where(FEEDBACK.c.customer_id == bindparam("customer_id"), FEEDBACK.c.outcome == "declined",
+                         FEEDBACK.c.created_at >= bindparam("since"))
+                  .group_by(FEEDBACK.c.product_id))
+UNANSWERED_SINCE = (select(OFFERS.c.product_id, func.count())
+                    .join(DECISIONS, DECISIONS.c.request_id == OFFERS.c.request_id)
+                    .where(DECISIONS.c.customer_id == bindparam("customer_id"),
+                           DECISIONS.c.created_at >= bindparam("since"),
+                           ~exists().where(FEEDBACK.c.request_id == OFFERS.c.request_id,
+                                           FEEDBACK.c.product_id == OFFERS.c.product_id))
+                    .group_by(OFFERS.c.product_id))
+ACCEPTED = (select(FEEDBACK.c.product_id).distinct()
+            .where(FEEDBACK.c.customer_id == bindparam("customer_id"), FEEDBACK.c.outcome == "accepted"))
+
+
+# ---------------------------------------------------------------------------------------- migrations
+
+
+def migrate(url: str) -> None:
+    """Brings the database at ``url`` to the newest schema, creating a SQLite file and its directory if
+    there are none. Running it again is a no-op, and several worker processes starting at once take
+    turns (a file lock for SQLite, an advisory lock for PostgreSQL) instead of racing to create tables."""
+    parsed = make_url(url)
+    engine = create_engine(parsed, poolclass=NullPool, hide_parameters=True)
+    try:
+        with _sqlite_migration_lock(parsed):
+            if parsed.get_backend_name() == "sqlite":
+                _use_write_ahead_log(engine)
+            with engine.begin() as connection:
+                if parsed.get_backend_name() == "postgresql":
+                    connection.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
+                command.upgrade(_alembic_config(connection), "head")
+    finally:
+        engine.dispose()
+
+
+def _alembic_config(connection: Connection) -> Config:
+    """Alembic's configuration built in code, on the caller's connection: no alembic.ini to ship or to
+    find, and the migrations are found beside this file wherever the service runs from."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+@contextmanager
+def _sqlite_migration_lock(url: URL) -> Iterator[None]:
+    if url.get_backend_name() != "sqlite":
+        yield
+        return
+    database = _sqlite_path(url)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".migrate-lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _use_write_ahead_log(engine: Engine) -> None:
+    """WAL (kept in the file once set): readers in other workers do not wait for the writer's batch."""
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+def _sqlite_path(url: URL) -> Path:
+    if not url.database or url.database == ":memory:":
+        raise ValueError("the decision log needs a SQLite file (sqlite:///path), not an in-memory database")
+    return Path(url.database).resolve()
+
+
+# --------------------------------------------------------------------------------------------- store
+
+
+class DecisionStore:
+    """Decisions and feedback in a database that ``migrate`` has prepared. Thread-safe: each call is its
+    own transaction on a pooled connection. Core statements over the models' tables, not ORM sessions:
+    the contact policy reads on the request path, and a session triples the cost of a read."""
+
+    def __init__(self, url: str):
+        self._engine = _engine(make_url(url))
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def record(self, decisions: Sequence[DecisionRecord]) -> int:
+        """Stores decisions with their offers in one transaction and returns how many were new. A request
+        id already stored is skipped, so a batch retried after a commit whose acknowledgement was lost
+        (a connection dropped at the wrong moment) is not stored twice."""
+        unique: dict[str, DecisionRecord] = {}
+        for decision in decisions:
+            unique.setdefault(decision.request_id, decision)
+        with self._engine.begin() as connection:
+            stored = set()
+            for chunk in _chunks(list(unique), IN_CLAUSE_CHUNK):
+                stored.update(connection.scalars(select(DECISIONS.c.request_id)
+                                                 .where(DECISIONS.c.request_id.in_(chunk))))
+            new = [decision for request_id, decision in unique.items() if request_id not in stored]
+            if new:
+                connection.execute(insert(DECISIONS), [_decision_row(decision) for decision in new])
+                offers = [_offer_row(decision.request_id, offer) for decision in new for offer in decision.offers]
+                if offers:
+                    connection.execute(insert(OFFERS), offers)
+        return len(new)
+
+    def add_feedback(self, request_id: str, customer_id: str, product_id: str, outcome: str,
+                     at: datetime | None = None) -> FeedbackResult:
+        """Records what the customer did with one offer. Raises ``UnknownDecision`` when this customer was
+        not given that decision or it did not offer the product, ``OutcomeConflict`` when the offer
+        already has a final outcome (the database's unique index decides a race between two)."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
+        created_at = at or datetime.now(timezone.utc)
+        _require_aware("at", created_at)
+        with self._engine.begin() as connection:
+            _require_offer(connection, request_id, customer_id, product_id)
+            if outcome in FINAL_OUTCOMES:
+                _refuse_second_final_outcome(connection, request_id, product_id)
+            try:
+                row = connection.execute(insert(FEEDBACK).returning(*FEEDBACK.c), {
+                    "request_id": request_id, "product_id": product_id, "customer_id": customer_id,
+                    "outcome": outcome, "created_at": created_at}).one()
+            except IntegrityError as error:
+                raise OutcomeConflict(f"decision {request_id!r} already has a final outcome for {product_id!r}",
+                                      None) from error
+        return _feedback_result(row)
+
+    def decisions_of(self, customer_id: str, limit: int = 20, offset: int = 0) -> list[DecisionHistory]:
+        """One page of a customer's decisions, newest first, each with its offers and their feedback."""
+        if limit < 1 or offset < 0:
+            raise ValueError(f"limit must be 1 or more and offset 0 or more, not {limit} and {offset}")
+        page = (select(DECISIONS).where(DECISIONS.c.customer_id == customer_id)
+                .order_by(DECISIONS.c.created_at.desc(), DECISIONS.c.request_id.desc()).limit(limit).offset(offset))
+        with self._engine.connect() as connection:
+            decisions = connection.execute(page).all()
+            request_ids = [decision.request_id for decision in decisions]
+            offers = connection.execute(select(OFFERS).where(OFFERS.c.request_id.in_(request_ids))
+                                        .order_by(OFFERS.c.rank)).all()
+            feedback = connection.execute(select(FEEDBACK).where(FEEDBACK.c.request_id.in_(request_ids))
+                                          .order_by(FEEDBACK.c.created_at, FEEDBACK.c.feedback_id)).all()
+        return _decision_histories(decisions, offers, feedback)
+
+    def declined_within(self, customer_id: str, since: datetime) -> dict[str, datetime]:
+        """The products this customer declined since ``since``, each with its latest decline: what the
+        contact policy suppresses."""
+        with self._engine.connect() as connection:
+            return {product: at for product, at in connection.execute(
+                DECLINED_SINCE, {"customer_id": customer_id, "since": since})}
+
+    def unanswered_offers(self, customer_id: str, since: datetime) -> dict[str, int]:
+        """Per product, the offers made to this customer since ``since`` that have no feedback at all:
+        what the contact policy's ``max_offers`` counts."""
+        with self._engine.connect() as connection:
+            return {product: count for product, count in connection.execute(
+                UNANSWERED_SINCE, {"customer_id": customer_id, "since": since})}
+
+    def accepted(self, customer_id: str) -> set[str]:
+        """Products this customer accepted through the service: they count as held."""
+        with self._engine.connect() as connection:
+            return set(connection.scalars(ACCEPTED, {"customer_id": customer_id}))
+
+    def outcome_counts(self, since: datetime | None = None,
+                       customers: Collection[str] | None = None) -> dict[str, OutcomeCounts]:
+        """Per product, the offers made since ``since`` (to ``customers`` if given: one protected group, for
+        the report's acceptance rates by group) and how many of them got each outcome."""
+        offered: Counter[str] = Counter()
+        answered: Counter[tuple[str, str]] = Counter()
+        groups = [None] if customers is None else _chunks(sorted(set(customers)), IN_CLAUSE_CHUNK)
+        with self._engine.connect() as connection:
+            for group in groups:
+                made = _decisions_made(since, group)
+                offered.update({product: count for product, count in connection.execute(
+                    select(OFFERS.c.product_id, func.count())
+                    .join(DECISIONS, DECISIONS.c.request_id == OFFERS.c.request_id)
+                    .where(*made).group_by(OFFERS.c.product_id))})
+                answered.update({(product, outcome): count for product, outcome, count in connection.execute(
+                    select(FEEDBACK.c.product_id, FEEDBACK.c.outcome, func.count(distinct(FEEDBACK.c.request_id)))
+                    .join(DECISIONS, DECISIONS.c.request_id == FEEDBACK.c.request_id)
+                    .where(*made).group_by(FEEDBACK.c.product_id, FEEDBACK.c.outcome))})
+        return {product: OutcomeCounts(offered=count, **{outcome: answered[product, outcome] for outcome in OUTCOMES})
+                for product, count in sorted(offered.items())}
+
+
+def _engine(url: URL) -> Engine:
+    """PostgreSQL: pooled, each connection pinged before use, so a restarted server costs a reconnect,
+    not a failed batch. SQLite: pooled connections to a file that must exist (``mode=rw``: the store
+    never creates an empty database, ``migrate`` does), checked on every checkout (see
+    ``_watch_sqlite_file``)."""
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True, hide_parameters=True,
+                             connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+    path = _sqlite_path(url)
+    existing_file = URL.create("sqlite", database=f"file:{quote(str(path))}", query={"mode": "rw", "uri": "true"})
+    engine = create_engine(existing_file, hide_parameters=True)
+    _watch_sqlite_file(engine, path)
+    return engine
+
+
+def _watch_sqlite_file(engine: Engine, path: Path) -> None:
+    """A pooled SQLite connection holds its file open: deleted, moved or replaced while serving, the
+    connection would go on writing to a file nobody can see. Each checkout compares the file with the
+    one the connection opened (a stat, microseconds) and drops the pool if it changed, so the next write
+    fails loudly or reaches the file now at that path."""
+
+    @event.listens_for(engine, "connect")
+    def prepare(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")  # SQLite checks foreign keys only when asked, per connection
+        cursor.execute("PRAGMA synchronous=NORMAL")  # safe in WAL mode against a crashed process
+        cursor.close()
+        record.info["file"] = _file_identity(path)
+
+    @event.listens_for(engine, "checkout")
+    def still_the_same_file(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if _file_identity(path) != record.info.get("file"):
+            raise InvalidatePoolError(f"the SQLite file {path} was deleted, moved or replaced")
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def _decisions_made(since: datetime | None, customers: list[str] | None) -> list[Any]:
+    conditions = []
+    if since is not None:
+        conditions.append(DECISIONS.c.created_at >= since)
+    if customers is not None:
+        conditions.append(DECISIONS.c.customer_id.in_(customers))
+    return conditions
+
+
+def _require_offer(connection: Connection, request_id: str, customer_id: str, product_id: str) -> None:
+    """The same answer (UnknownDecision) whether the request id is unknown or another customer's, so a
+    caller cannot learn that someone else's request exists."""
+    owner = connection.scalar(select(DECISIONS.c.customer_id).where(DECISIONS.c.request_id == request_id))
+    if owner is None or owner != customer_id:
+        raise UnknownDecision(f"no decision {request_id!r} for customer {customer_id!r}")
+    offered = connection.scalar(select(OFFERS.c.product_id)
+                                .where(OFFERS.c.request_id == request_id, OFFERS.c.product_id == product_id))
+    if offered is None:
+        raise UnknownDecision(f"decision {request_id!r} did not offer {product_id!r}")
+
+
+def _refuse_second_final_outcome(connection: Connection, request_id: str, product_id: str) -> None:
+    existing = connection.execute(select(FEEDBACK).where(
+        FEEDBACK.c.request_id == request_id, FEEDBACK.c.product_id == product_id,
+        FEEDBACK.c.outcome.in_(sorted(FINAL_OUTCOMES)))).first()
+    if existing is not None:
+        raise OutcomeConflict(f"decision {request_id!r} already has the final outcome {existing.outcome!r} for "
+                              f"{product_id!r} (at {existing.created_at.isoformat()})", _feedback_result(existing))
+
+
+def _decision_row(decision: DecisionRecord) -> dict[str, Any]:
+    return {"request_id": decision.request_id, "created_at": decision.created_at,
+            "customer_id": decision.customer_id, "cold_start": decision.cold_start, "cached": decision.cached,
+            "model_version": decision.model_version, "data_fingerprint": decision.data_fingerprint,
+            "bias_check_passed": decision.bias_check_passed, "fallback_used": decision.fallback_used,
+            "degraded": decision.degraded, "fallback_reasons": list(decision.fallback_reasons)}
+
+
+def _offer_row(request_id: str, offer: OfferRecord) -> dict[str, Any]:
+    return {"request_id": request_id, "product_id": offer.product_id, "rank": offer.rank, "score": offer.score,
+            "adjusted_score": offer.adjusted_score, "scored_by": offer.scored_by,
+            "rules": [{"rule": rule.rule, "effect": rule.effect, "factor": rule.factor} for rule in offer.rules]}
+
+
+def _decision_histories(decisions: Sequence[Row[Any]], offers: Sequence[Row[Any]],
+                        feedback: Sequence[Row[Any]]) -> list[DecisionHistory]:
+    """Puts a page's rows back together: offers (by rank) under their decision, feedback (oldest first)
+    under its offer."""
+    offers_of: dict[str, list[OfferRecord]] = {decision.request_id: [] for decision in decisions}
+    for offer in offers:
+        offers_of[offer.request_id].append(OfferRecord(
+            offer.product_id, offer.rank, offer.score, offer.adjusted_score, offer.scored_by,
+            tuple(AppliedRule(**rule) for rule in offer.rules)))
+    feedback_on: dict[tuple[str, str], list[FeedbackResult]] = {}
+    for item in feedback:
+        feedback_on.setdefault((item.request_id, item.product_id), []).append(_feedback_result(item))
+    return [DecisionHistory(
+        DecisionRecord(row.request_id, row.customer_id, row.created_at, row.cold_start, row.cached,
+                       row.model_version, row.data_fingerprint, row.bias_check_passed, row.fallback_used,
+                       row.degraded, tuple(row.fallback_reasons), tuple(offers_of[row.request_id])),
+        {offer.product_id: tuple(feedback_on.get((row.request_id, offer.product_id), ()))
+         for offer in offers_of[row.request_id]})
+        for row in decisions]
+
+
+def _feedback_result(row: Row[Any]) -> FeedbackResult:
+    return FeedbackResult(row.feedback_id, row.request_id, row.customer_id, row.product_id, row.outcome,
+                          row.created_at)
+
+
+# ----------------------------------------------------------------------------------------------- log
+
+
+class DecisionSink(Protocol):
+    """Where the log writes a batch: a ``DecisionStore`` (or a test's stand-in for one)."""
+
+    def record(self, decisions: Sequence[DecisionRecord]) -> int: ...
+
+
+class DecisionLog:
+    """Takes decisions from requests without making them wait for a database.
+
+    ``submit`` puts a record on a bounded queue without blocking; one background thread writes it in
+    batches (up to ``batch_size`` records, or what arrived within ``batch_wait_s`` of the first).
+    ``best_effort``: a full queue or a failed write drops the records and counts them, and the service
+    answers on. ``required``: ``submit`` refuses (the API answers 503) while the queue is full or the
+    last write failed, and a failed batch is kept and retried with backoff until it is written: what
+    was accepted is not lost while the process lives (it is lost if the process is killed first:
+    the queue is memory). ``status()`` is what ``/health`` and ``/metrics`` report.
+    """
+
+    def __init__(self, store: DecisionSink, mode: Literal["best_effort", "required"], queue_size: int,
+                 batch_size: int = 500, batch_wait_s: float = 0.05, retry_backoff_s: tuple[float, float] = (0.05, 2.0)):
+        if mode not in ("best_effort", "required"):
+            raise ValueError(f"mode must be best_effort or required, not {mode!r}")
+        self.mode = mode
+        self._store = store
+        self._queue: queue.Queue[DecisionRecord | object] = queue.Queue(maxsize=queue_size)
+        self._batch_size = batch_size
+        self._batch_wait_s = batch_wait_s
+        self._retry_backoff_s = retry_backoff_s
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self._progress = threading.Condition(self._lock)
+        self._counts = Counter[str]()
+        self._healthy = True
+        self._queue_full = False
+        self._retrying = 0
+        self._last_error: str | None = None
+        self._last_error_at: datetime | None = None
+        self._writer = threading.Thread(target=self._write_until_closed, name="decision-log-writer", daemon=True)
+        self._writer.start()
+
+    def submit(self, record: DecisionRecord) -> bool:
+        """Queues one decision; False when it was not taken (counted as dropped or refused)."""
+        if self._closing.is_set() or (self.mode == "required" and not self._healthy):
+            self._count_not_taken(queue_full=False)
+            return False
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self._count_not_taken(queue_full=True)
+            return False
+        with self._lock:
+            self._counts["accepted"] += 1
+        return True
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def status(self) -> dict[str, Any]:
+        """Counters and health since start: ``healthy`` is whether the last write succeeded."""
+        with self._lock:
+            return {"mode": self.mode, "healthy": self._healthy, "queue_depth": self._queue.qsize(),
+                    "queue_capacity": self._queue.maxsize, "retrying": self._retrying,
+                    **{name: self._counts[name] for name in ("accepted", "written", "duplicates", "dropped",
+                                                             "refused", "failed_batches")},
+                    "last_error": self._last_error,
+                    "last_error_at": self._last_error_at.isoformat() if self._last_error_at else None}
+
+    def flush(self, timeout: float) -> bool:
+        """Waits until every decision accepted before the call is written (or, in best_effort, dropped);
+        False if ``timeout`` seconds pass first."""
+        with self._progress:
+            target = self._counts["accepted"]
+            return self._progress.wait_for(lambda: self._settled() >= target, timeout)
+
+    def close(self, timeout: float) -> bool:
+        """Graceful shutdown: takes no more decisions, writes what is queued and stops the writer. False
+        (and an error in the log with the count) if decisions are still unwritten after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        self._closing.set()
+        try:
+            self._queue.put(_WAKE, timeout=timeout)
+        except queue.Full:
+            pass
+        self._writer.join(max(0.0, deadline - time.monotonic()))
+        if not self._writer.is_alive():
+            return True
+        with self._lock:
+            unwritten = self._counts["accepted"] - self._settled()
+        logger.error("decision log closed with decisions unwritten", extra={"unwritten": unwritten, "mode": self.mode})
+        return False
+
+    # ------------------------------------------------------------------------------ the writer thread
+
+    def _write_until_closed(self) -> None:
+        while batch := self._next_batch():
+            self._write(batch)
+
+    def _next_batch(self) -> list[DecisionRecord]:
+        """Waits for one decision, then gathers what follows until the batch is full or its time is up:
+        a quiet service writes each decision at once, a busy one in bulk. Empty only when closed."""
+        first = self._take(timeout=None)
+        if first is None:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self._batch_wait_s
+        while len(batch) < self._batch_size:
+            record = self._take(timeout=max(0.0, deadline - time.monotonic()))
+            if record is None:
+                break
+            batch.append(record)
+        return batch
+
+    def _take(self, timeout: float | None) -> DecisionRecord | None:
+        """The next queued decision; None when none comes in time, or none is left once closing."""
+        while True:
+            try:
+                item = self._queue.get_nowait() if self._closing.is_set() else self._queue.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            if item is not _WAKE:
+                return item  # type: ignore[return-value]
+
+    def _write(self, batch: list[DecisionRecord]) -> None:
+        backoff, longest = self._retry_backoff_s
+        while True:
+            try:
+                stored = self._store.record(batch)
+            except Exception as error:  # a failing database is the log's to report, never the writer's end
+                self._note_failure(batch, error)
+                if self.mode == "best_effort":
+                    return
+                time.sleep(backoff)
+                backoff = min(backoff * 2, longest)
+            else:
+                self._note_success(batch, stored)
+                return
+
+    # ----------------------------------------------------------------------------------- book-keeping
+
+    def _settled(self) -> int:
+        """Accepted decisions that are done with: written, or dropped after a failed write."""
+        return self._counts["written"] + self._counts["duplicates"] + self._counts["dropped_after_accept"]
+
+    def _count_not_taken(self, queue_full: bool) -> None:
+        """Counts a decision not taken; warns once per episode of a full queue (one ends when a write
+        leaves the queue under half full), not once per request while it lasts."""
+        with self._lock:
+            self._counts["dropped" if self.mode == "best_effort" else "refused"] += 1
+            first_of_episode = queue_full and not self._queue_full
+            self._queue_full = self._queue_full or queue_full
+        if first_of_episode:
+            logger.warning("decision log queue full", extra={"mode": self.mode, "capacity": self._queue.maxsize})
+
+    def _note_failure(self, batch: list[DecisionRecord], error: Exception) -> None:
+        with self._progress:
+            was_healthy = self._healthy
+            self._healthy = False
+            self._counts["failed_batches"] += 1
+            self._last_error = _error_summary(error)
+            self._last_error_at = datetime.now(timezone.utc)
+            if self.mode == "best_effort":
+                self._counts["dropped"] += len(batch)
+                self._counts["dropped_after_accept"] += len(batch)
+                self._progress.notify_all()
+            else:
+                self._retrying = len(batch)
+        if was_healthy:
+            logger.warning("decision log write failed", extra={"mode": self.mode, "records": len(batch),
+                                                               "error": self._last_error})
+
+    def _note_success(self, batch: list[DecisionRecord], stored: int) -> None:
+        with self._progress:
+            recovered = not self._healthy
+            self._healthy = True
+            self._retrying = 0
+            self._queue_full = self._queue_full and self._queue.qsize() >= self._queue.maxsize // 2
+            self._counts["written"] += stored
+            self._counts["duplicates"] += len(batch) - stored
+            failed_batches = self._counts["failed_batches"]
+            self._progress.notify_all()
+        if recovered:
+            logger.info("decision log recovered", extra={"mode": self.mode, "failed_batches": failed_batches})
+
+
+_WAKE = object()  # put by close() so that a writer waiting on an empty queue wakes up and finishes
+
+
+def _error_summary(error: Exception) -> str:
+    """The error's kind and the driver's first line: no SQL, no bound values (a message like PostgreSQL's
+    ``DETAIL: Key (...)=(...)`` sits on a later line), so it can go to /health and the logs."""
+    message = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0] if message else ''}"[:300]

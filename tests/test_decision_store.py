@@ -1,0 +1,421 @@
+"""The decision log's storage and writer (issue 12), run against SQLite and against a real PostgreSQL
+server started by the tests (pgserver): the same tests on both, no mock database.
+
+Faults are real ones: the SQLite file's directory moved away, the PostgreSQL server stopped; and
+the writer is held inside a write by an Event the test controls, so a full queue is a known state
+rather than a race against the clock.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from pydantic import ValidationError
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+import decision_store
+from decision_store import (MIGRATIONS_DIR, AppliedRule, Base, DecisionLog, DecisionRecord, DecisionStore,
+                            OfferRecord, OutcomeConflict, OutcomeCounts, UnknownDecision, migrate)
+from settings import Settings
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+WAIT_S = 20  # longest any wait may take before the test fails; a healthy run takes a fraction of it
+HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+@dataclass
+class Backend:
+    """A database the tests can break and mend, as an operator's mistake or an outage would."""
+
+    url: str
+    break_: Callable[[], None]
+    restore: Callable[[], None]
+
+
+@pytest.fixture(scope="module")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    pgserver = pytest.importorskip("pgserver", reason="pgserver (requirements-dev.txt) starts the PostgreSQL server")
+    try:
+        server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    except Exception as error:  # no PostgreSQL here: say why, run the SQLite half
+        pytest.skip(f"pgserver could not start PostgreSQL on this machine: {type(error).__name__}: {error}")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return _sqlite_backend(tmp_path)
+    return _postgres_backend(request.getfixturevalue("postgres_server"))
+
+
+def _sqlite_backend(tmp_path: Path) -> Backend:
+    state = tmp_path / "state"
+    away = tmp_path / "state-moved-away"
+    return Backend(f"sqlite:///{state / 'decisions.sqlite3'}",
+                   break_=lambda: state.rename(away), restore=lambda: away.rename(state))
+
+
+def _postgres_backend(server: Any) -> Backend:
+    """A fresh database on the shared server, so that each test starts empty."""
+    from pgserver._commands import pg_ctl
+
+    name = f"decisions_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(make_url(server.get_uri()).set(drivername="postgresql+psycopg"),
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    url = make_url(server.get_uri()).set(drivername="postgresql+psycopg", database=name)
+    return Backend(url.render_as_string(hide_password=False),
+                   break_=lambda: pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user),
+                   restore=server.ensure_postgres_running)
+
+
+@pytest.fixture
+def store(backend: Backend) -> Iterator[DecisionStore]:
+    migrate(backend.url)
+    opened = DecisionStore(backend.url)
+    yield opened
+    opened.close()
+
+
+def decision(number: int, customer: str = "C-1", at: datetime = NOW,
+             products: Sequence[str] = ("loan", "card")) -> DecisionRecord:
+    offers = tuple(OfferRecord(product, rank, round(0.5 / rank, 5), round(0.6 / rank, 5), "gbm",
+                               (AppliedRule("stated_need", "boost", 1.5),) if rank == 1 else ())
+                   for rank, product in enumerate(products, start=1))
+    return DecisionRecord(request_id=f"req-{number}", customer_id=customer, created_at=at, cold_start=False,
+                          cached=False, model_version="2.0.0", data_fingerprint="f" * 24, bias_check_passed=True,
+                          fallback_used=False, degraded=False, fallback_reasons=(), offers=offers)
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Waits for a state the writer thread reaches on its own; fails with ``what`` if it never does."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.01)
+
+
+class HeldStore:
+    """A store whose writes wait until the test lets them through: while the writer holds a batch
+    inside ``record``, the queue's depth is exactly what the test put there."""
+
+    def __init__(self, store: DecisionStore):
+        self.store = store
+        self.writing = threading.Event()
+        self.release = threading.Event()
+
+    def record(self, decisions: Sequence[DecisionRecord]) -> int:
+        self.writing.set()
+        if not self.release.wait(WAIT_S):
+            raise TimeoutError("the test never released the write")
+        return self.store.record(decisions)
+
+
+def stored_ids(store: DecisionStore, customer: str = "C-1") -> set[str]:
+    return {history.decision.request_id for history in store.decisions_of(customer, limit=1000)}
+
+
+# ----------------------------------------------------------------------------------------- schema
+
+
+def test_migrating_twice_is_a_no_op(backend: Backend, store: DecisionStore) -> None:
+    store.record([decision(1)])
+    engine = create_engine(backend.url)
+    with engine.connect() as connection:
+        before = {table: inspect(connection).get_columns(table) for table in ("decisions", "offers", "feedback")}
+    migrate(backend.url)
+    with engine.connect() as connection:
+        after = {table: inspect(connection).get_columns(table) for table in ("decisions", "offers", "feedback")}
+        revision = MigrationContext.configure(connection).get_current_revision()
+    engine.dispose()
+    assert repr(after) == repr(before)
+    assert revision == HEAD
+    assert stored_ids(store) == {"req-1"}
+
+
+def test_workers_starting_together_migrate_in_turn(backend: Backend) -> None:
+    """Each worker process migrates at start-up; on a fresh database they would race to create the
+    same tables (PostgreSQL refuses the loser) without the migration lock."""
+    root = Path(decision_store.__file__).resolve().parent
+    start_up = f"import decision_store; decision_store.migrate({backend.url!r})"
+    workers = [subprocess.Popen([sys.executable, "-c", start_up], cwd=root, stderr=subprocess.PIPE, text=True)
+               for _ in range(3)]
+    errors = [worker.communicate(timeout=WAIT_S * 3)[1][-300:] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0, 0], errors
+    engine = create_engine(backend.url)
+    with engine.connect() as connection:
+        assert MigrationContext.configure(connection).get_current_revision() == HEAD
+    engine.dispose()
+
+
+def test_the_models_and_the_migrations_agree(backend: Backend, store: DecisionStore) -> None:
+    engine = create_engine(backend.url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    engine.dispose()
+    assert differences == []
+
+
+def test_nothing_stored_holds_post_text_or_profile_values(backend: Backend, store: DecisionStore) -> None:
+    """Every column is named here: a new one has to be added on purpose, after asking whether it copies
+    the customer."""
+    engine = create_engine(backend.url)
+    with engine.connect() as connection:
+        columns = {table: {column["name"] for column in inspect(connection).get_columns(table)}
+                   for table in ("decisions", "offers", "feedback")}
+    engine.dispose()
+    assert columns == {
+        "decisions": {"request_id", "created_at", "customer_id", "cold_start", "cached", "model_version",
+                      "data_fingerprint", "bias_check_passed", "fallback_used", "degraded", "fallback_reasons"},
+        "offers": {"request_id", "product_id", "rank", "score", "adjusted_score", "scored_by", "rules"},
+        "feedback": {"feedback_id", "request_id", "product_id", "customer_id", "outcome", "created_at"},
+    }
+    personal = ("post", "text", "profile", "age", "gender", "income", "location", "occupation", "name",
+                "interest", "preference", "need", "explanation", "evidence", "reason")
+    named = {name for table in columns.values() for name in table}
+    assert not {name for name in named for word in personal if word in name} - {"fallback_reasons"}
+
+
+# -------------------------------------------------------------------------------------- decisions
+
+
+def test_decisions_come_back_newest_first_one_page_at_a_time(store: DecisionStore) -> None:
+    eastern = timezone(timedelta(hours=-5))
+    five = [decision(n, at=(NOW + timedelta(minutes=n)).astimezone(eastern if n == 5 else timezone.utc))
+            for n in (3, 1, 5, 2, 4)]
+    assert store.record(five + [decision(9, customer="C-2")]) == 6
+
+    pages = [store.decisions_of("C-1", limit=2, offset=offset) for offset in (0, 2, 4, 6)]
+
+    assert [[h.decision.request_id for h in page] for page in pages] == [
+        ["req-5", "req-4"], ["req-3", "req-2"], ["req-1"], []]
+    newest = pages[0][0]
+    assert newest.decision == decision(5, at=NOW + timedelta(minutes=5))  # the same instant, in UTC
+    assert newest.decision.created_at.tzinfo == timezone.utc
+    assert newest.decision.offers[0].rules == (AppliedRule("stated_need", "boost", 1.5),)
+    assert newest.feedback == {"loan": (), "card": ()}
+
+
+def test_a_decision_stored_already_is_not_stored_twice(store: DecisionStore) -> None:
+    assert store.record([decision(1), decision(2)]) == 2
+    assert store.record([decision(2), decision(3), decision(3)]) == 1
+    assert stored_ids(store) == {"req-1", "req-2", "req-3"}
+
+
+def test_a_record_the_database_would_refuse_is_refused_before_it_is_queued() -> None:
+    with pytest.raises(ValueError, match="time zone"):
+        decision(1, at=NOW.replace(tzinfo=None))
+    with pytest.raises(ValueError, match="offers a product twice"):
+        decision(1, products=("loan", "loan"))
+    with pytest.raises(ValueError, match="customer_id"):
+        decision(1, customer="C" * 65)
+
+
+# --------------------------------------------------------------------------------------- feedback
+
+
+def test_an_offer_ends_once(store: DecisionStore) -> None:
+    store.record([decision(1)])
+    store.add_feedback("req-1", "C-1", "loan", "shown", at=NOW + timedelta(seconds=1))
+    declined = store.add_feedback("req-1", "C-1", "loan", "declined", at=NOW + timedelta(seconds=2))
+
+    for second in ("accepted", "declined"):
+        with pytest.raises(OutcomeConflict, match="already has the final outcome 'declined'") as conflict:
+            store.add_feedback("req-1", "C-1", "loan", second)
+        assert conflict.value.existing == declined
+    store.add_feedback("req-1", "C-1", "loan", "clicked", at=NOW + timedelta(seconds=3))
+
+    history = store.decisions_of("C-1")[0]
+    assert [item.outcome for item in history.feedback["loan"]] == ["shown", "declined", "clicked"]
+    assert history.feedback["card"] == ()
+
+
+def test_the_database_itself_allows_one_final_outcome(store: DecisionStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two final outcomes racing both pass the check before either is stored; the unique index decides."""
+    store.record([decision(1)])
+    store.add_feedback("req-1", "C-1", "card", "accepted")
+    monkeypatch.setattr(decision_store, "_refuse_second_final_outcome", lambda *args: None)
+    with pytest.raises(OutcomeConflict):
+        store.add_feedback("req-1", "C-1", "card", "declined")
+
+
+def test_feedback_on_what_was_not_offered_to_this_customer_is_unknown(store: DecisionStore) -> None:
+    store.record([decision(1), decision(2, customer="C-2")])
+    with pytest.raises(UnknownDecision, match="no decision 'req-404'"):
+        store.add_feedback("req-404", "C-1", "loan", "accepted")
+    with pytest.raises(UnknownDecision, match="no decision 'req-2' for customer 'C-1'"):
+        store.add_feedback("req-2", "C-1", "loan", "accepted")
+    with pytest.raises(UnknownDecision, match="did not offer 'mortgage'"):
+        store.add_feedback("req-1", "C-1", "mortgage", "accepted")
+    with pytest.raises(ValueError, match="outcome must be one of"):
+        store.add_feedback("req-1", "C-1", "loan", "maybe")
+    assert store.decisions_of("C-1")[0].feedback == {"loan": (), "card": ()}
+
+
+def test_what_the_contact_policy_reads(store: DecisionStore) -> None:
+    month_ago, week_ago = NOW - timedelta(days=30), NOW - timedelta(days=7)
+    store.record([decision(1, at=month_ago), decision(2, at=week_ago), decision(3, at=NOW),
+                  decision(4, at=NOW, products=("savings",)), decision(5, customer="C-2", at=NOW)])
+    store.add_feedback("req-1", "C-1", "loan", "declined", at=month_ago)
+    store.add_feedback("req-2", "C-1", "loan", "declined", at=week_ago)
+    store.add_feedback("req-3", "C-1", "card", "shown", at=NOW)
+    store.add_feedback("req-4", "C-1", "savings", "accepted", at=NOW)
+    store.add_feedback("req-5", "C-2", "card", "accepted", at=NOW)
+
+    assert store.declined_within("C-1", since=month_ago) == {"loan": week_ago}
+    assert store.declined_within("C-1", since=week_ago + timedelta(seconds=1)) == {}
+    # loan: req-3 unanswered (req-2 was declined); card: req-2 unanswered (req-3 was shown)
+    assert store.unanswered_offers("C-1", since=week_ago) == {"loan": 1, "card": 1}
+    assert store.unanswered_offers("C-1", since=month_ago) == {"loan": 1, "card": 2}
+    assert store.accepted("C-1") == {"savings"}
+    assert store.accepted("C-3") == set()
+
+
+def test_outcome_counts_per_product_for_everyone_or_one_group(store: DecisionStore) -> None:
+    store.record([decision(1), decision(2), decision(3, customer="C-2"), decision(4, at=NOW - timedelta(days=90))])
+    store.add_feedback("req-1", "C-1", "loan", "shown")
+    store.add_feedback("req-1", "C-1", "loan", "shown")
+    store.add_feedback("req-1", "C-1", "loan", "accepted")
+    store.add_feedback("req-3", "C-2", "loan", "declined")
+
+    assert store.outcome_counts(since=NOW - timedelta(days=1)) == {
+        "card": OutcomeCounts(offered=3),
+        "loan": OutcomeCounts(offered=3, shown=1, accepted=1, declined=1)}
+    assert store.outcome_counts(customers=["C-2"]) == {
+        "card": OutcomeCounts(offered=1), "loan": OutcomeCounts(offered=1, declined=1)}
+
+
+# -------------------------------------------------------------------------------------------- log
+
+
+def test_the_log_writes_everything_queued_when_closed(store: DecisionStore) -> None:
+    """The batch window is longer than close's timeout: close must cut it short, not wait it out."""
+    log = DecisionLog(store, "best_effort", queue_size=100, batch_wait_s=WAIT_S * 2)
+    assert all(log.submit(decision(n)) for n in range(20))
+    assert log.close(timeout=WAIT_S)
+    assert stored_ids(store) == {f"req-{n}" for n in range(20)}
+    assert log.status()["written"] == 20
+    assert not log.submit(decision(21))
+
+
+def test_best_effort_counts_what_a_full_queue_drops(store: DecisionStore) -> None:
+    held = HeldStore(store)
+    log = DecisionLog(held, "best_effort", queue_size=2)
+    assert log.submit(decision(1))
+    assert held.writing.wait(WAIT_S)                       # the writer holds req-1 inside record()
+    assert log.submit(decision(2)) and log.submit(decision(3))  # the queue: 2 of 2
+    assert not log.submit(decision(4))
+
+    status = log.status()
+    assert (status["accepted"], status["dropped"], status["queue_depth"], status["healthy"]) == (3, 1, 2, True)
+    held.release.set()
+    assert log.close(timeout=WAIT_S)
+    assert stored_ids(store) == {"req-1", "req-2", "req-3"}
+
+
+def test_required_refuses_when_the_queue_is_full(store: DecisionStore) -> None:
+    held = HeldStore(store)
+    log = DecisionLog(held, "required", queue_size=2)
+    assert log.submit(decision(1))
+    assert held.writing.wait(WAIT_S)
+    assert log.submit(decision(2)) and log.submit(decision(3))
+    assert not log.submit(decision(4))
+
+    assert (log.status()["refused"], log.status()["dropped"]) == (1, 0)
+    held.release.set()
+    assert log.close(timeout=WAIT_S)
+    assert stored_ids(store) == {"req-1", "req-2", "req-3"}
+
+
+def test_required_keeps_a_failed_batch_until_the_database_is_back(backend: Backend, store: DecisionStore) -> None:
+    log = DecisionLog(store, "required", queue_size=100, retry_backoff_s=(0.05, 0.5))
+    backend.break_()
+    try:
+        assert log.submit(decision(1))   # accepted: the log did not know yet
+        wait_until(lambda: log.status()["failed_batches"] >= 2, "the write failed and was retried")
+        assert not log.submit(decision(2))  # the last write failed: refuse, so the API answers 503
+        status = log.status()
+        assert (status["healthy"], status["retrying"], status["refused"]) == (False, 1, 1)
+        assert status["last_error"].startswith("OperationalError")
+    finally:
+        backend.restore()
+    assert log.flush(timeout=WAIT_S)
+    assert stored_ids(store) == {"req-1"}
+    assert log.status()["healthy"] and log.submit(decision(3))
+    assert log.close(timeout=WAIT_S)
+    assert stored_ids(store) == {"req-1", "req-3"}
+
+
+def test_best_effort_drops_what_a_failing_database_cannot_take_and_says_so(backend: Backend,
+                                                                          store: DecisionStore) -> None:
+    log = DecisionLog(store, "best_effort", queue_size=100)
+    backend.break_()
+    try:
+        assert log.submit(decision(1, customer="C-secret"))
+        wait_until(lambda: log.status()["failed_batches"] >= 1, "the write failed")
+        status = log.status()
+        assert (status["healthy"], status["dropped"], status["retrying"]) == (False, 1, 0)
+        assert "C-secret" not in status["last_error"] and "INSERT" not in status["last_error"].upper()
+    finally:
+        backend.restore()
+    assert log.submit(decision(2, customer="C-secret"))
+    assert log.close(timeout=WAIT_S)
+    assert stored_ids(store, "C-secret") == {"req-2"}
+    assert log.status()["healthy"]
+
+
+def test_a_sqlite_file_deleted_while_open_fails_the_next_write(tmp_path: Path) -> None:
+    """A pooled connection would go on writing to the deleted file's inode, where nobody can read it."""
+    database = tmp_path / "decisions.sqlite3"
+    migrate(f"sqlite:///{database}")
+    store = DecisionStore(f"sqlite:///{database}")
+    store.record([decision(1)])
+    for path in tmp_path.glob("decisions.sqlite3*"):
+        path.unlink()
+    with pytest.raises(OperationalError, match="unable to open database file"):
+        store.record([decision(2)])
+    assert not database.exists()
+    store.close()
+
+
+# --------------------------------------------------------------------------------------- settings
+
+
+def test_the_default_database_is_a_file_in_the_state_directory(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'state' / 'decisions.sqlite3'}"
+    assert (settings.decision_log, settings.decision_queue_size) == ("best_effort", 10_000)
+    assert Settings(database_url="postgresql://u:p@db/bank").resolved_database_url == \
+        "postgresql+psycopg://u:p@db/bank"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("database_url", "mysql://u:secret@db/bank", "DATABASE_URL must start with"),
+    ("database_url", "u:secret@db/bank", "DATABASE_URL must be a URL"),
+    ("database_url", "sqlite://", "DATABASE_URL=sqlite needs a file"),
+    ("decision_log", "sometimes", "'best_effort' or 'required'"),
+    ("decision_queue_size", 0, "greater than or equal to 1"),
+])
+def test_a_bad_decision_log_setting_refuses_to_start(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValidationError, match=message) as refused:
+        Settings(**{field: value})
+    assert [error["loc"] for error in refused.value.errors()] == [(field,)]
+    assert "secret" not in str(refused.value.errors()[0]["msg"])
