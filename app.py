@@ -19,18 +19,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batch import run_audit
+from decision_store import OutcomeConflict, UnknownDecision
+from interactions import DecisionLogUnavailable, Interactions
 from recommendation_service import RecommendationService, UnknownReference, UnknownCustomer
-from schemas import (CUSTOMER_ID_PATTERN, CustomerViewResponse, ErrorResponse, HealthResponse, ProductPublic,
-                     RecommendRequest, RecommendResponse)
+from schemas import (CUSTOMER_ID_PATTERN, CustomerViewResponse, DecisionsPage, ErrorResponse, FeedbackRequest,
+                     FeedbackResponse, HealthResponse, ProductPublic, RecommendRequest, RecommendResponse)
 from settings import Settings, get_settings
 
 logger = logging.getLogger("api")
@@ -46,6 +48,7 @@ class ServiceState:
     """The service once ready, or why it is not."""
 
     service: RecommendationService | None = None
+    interactions: Interactions | None = None  # the decision log and feedback; set before the service
     failure: str | None = None
     started_at: float = field(default_factory=time.monotonic)
 
@@ -53,6 +56,7 @@ class ServiceState:
 def start_service(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService],
                   on_failure: Callable[[str], None]) -> None:
     try:
+        state.interactions = Interactions(settings)
         state.service = factory(settings)
     except Exception as error:  # any failure: report the reason, serve nothing
         state.failure = f"{type(error).__name__}: {error}"
@@ -89,6 +93,17 @@ class Metrics:
                                 registry=self.registry)
         self.cold_starts = Counter("cold_start_answers_total", "Answers for customers scored from a profile",
                                    registry=self.registry)
+
+    def watch_decision_log(self, state: ServiceState) -> None:
+        """Gauges of the decision log, read when scraped: queue depth, records dropped, failed batches."""
+        def reading(name: str) -> Callable[[], float]:
+            return lambda: float(state.interactions.status()[name]) if state.interactions is not None else 0.0
+
+        for name, meaning in (("queue_depth", "Decisions waiting for the writer"),
+                              ("dropped", "Decisions dropped (best effort: queue full or database failing)"),
+                              ("refused", "Answers refused because the log could not take them (required)"),
+                              ("failed_batches", "Batches the database refused (retried in required mode)")):
+            Gauge(f"decision_log_{name}", meaning, registry=self.registry).set_function(reading(name))
 
     def record_recommendation(self, recommendation) -> None:
         for item in recommendation.recommendations:
@@ -248,6 +263,13 @@ async def ready_service(request: Request) -> RecommendationService:
 Service = Annotated[RecommendationService, Depends(ready_service)]
 
 
+async def ready_interactions(request: Request, service: Service) -> Interactions:
+    return request.app.state.service_state.interactions
+
+
+Log = Annotated[Interactions, Depends(ready_interactions)]
+
+
 # --------------------------------------------------------------------------------------------------
 # The app
 # --------------------------------------------------------------------------------------------------
@@ -264,6 +286,8 @@ def create_app(settings: Settings | None = None,
         threading.Thread(target=start_service, args=(state, settings, factory, on_failure), daemon=True,
                          name="service-start").start()
         yield
+        if state.interactions is not None:
+            state.interactions.close()  # graceful shutdown flushes the decision log
 
     app = FastAPI(title="Next-best-product recommender", version="1.0.0", lifespan=lifespan,
                   description="Ranks the financial products to offer a customer next, explains each one, applies "
@@ -272,6 +296,7 @@ def create_app(settings: Settings | None = None,
     app.state.settings = settings
     app.state.service_state = state
     metrics = Metrics()
+    metrics.watch_decision_log(state)
     app.state.metrics = metrics
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     _add_error_handlers(app)
@@ -286,29 +311,54 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
 
     @protected.post("/recommend", response_model=RecommendResponse, tags=["recommendations"],
               responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
-    async def recommend(body: RecommendRequest, request: Request, service: Service) -> Any:
+    async def recommend(body: RecommendRequest, request: Request, service: Service, log: Log) -> Any:
         """Ranked products for a known customer, or for a new one described by `profile`.
 
         Every answer carries scores, explanations, the business rules applied, the risk profile,
-        the individual bias check and whether a fallback was used.
+        the individual bias check and whether a fallback was used; products the contact policy held
+        back are listed under `suppressed`. Every answer is recorded in the decision log.
         """
-        key = (body.customer_id, body.top_k, body.include_explanation)
-        cached = cache.get(key) if service.knows(body.customer_id) else None
+        known = service.knows(body.customer_id)
+        if not known and body.profile is None:
+            raise HTTPException(404, f"unknown customer {body.customer_id!r}; send a 'profile' to score a new customer")
+        contact = await run_in_threadpool(log.history, body.customer_id, service.rules.contact_policy)
+        key = (body.customer_id, body.top_k, body.include_explanation, contact.key if contact else None)
+        cached = cache.get(key) if known else None
         if cached is not None:
             result, answer = cached
-        elif service.knows(body.customer_id):
-            result = service.recommend(body.customer_id, body.top_k, body.include_explanation)
+        elif known:
+            result = service.recommend(body.customer_id, body.top_k, body.include_explanation, contact)
             answer = answer_body(result)
             cache.put(key, result, answer)
-        elif body.profile is not None:
+        else:
             result = await run_in_threadpool(service.recommend_for_profile, body.customer_id, body.profile.fields(),
                                              body.profile.held_products, body.profile.posts, body.top_k,
-                                             body.include_explanation)
+                                             body.include_explanation, contact)
             answer = answer_body(result)
-        else:
-            raise HTTPException(404, f"unknown customer {body.customer_id!r}; send a 'profile' to score a new customer")
+        log.record(request.state.request_id, result, cached is not None, service.artifacts.fingerprint)
         metrics.record_recommendation(result)
         return Response(with_request_id(answer, request.state.request_id), media_type="application/json")
+
+    @protected.post("/feedback", response_model=FeedbackResponse, tags=["recommendations"],
+                    responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse},
+                               422: {"model": ErrorResponse}})
+    async def feedback(body: FeedbackRequest, log: Log) -> Any:
+        """What the customer did with an offer: shown, clicked, accepted or declined (one final outcome)."""
+        try:
+            return await run_in_threadpool(log.feedback, body.request_id, body.customer_id, body.product_id,
+                                           body.outcome)
+        except UnknownDecision as error:
+            raise HTTPException(404, str(error)) from None
+        except OutcomeConflict as error:
+            raise HTTPException(409, str(error)) from None
+
+    @protected.get("/customers/{customer_id}/decisions", response_model=DecisionsPage, tags=["analysts"])
+    async def decisions(customer_id: Annotated[str, PathId], log: Log,
+                        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                        offset: Annotated[int, Query(ge=0)] = 0) -> Any:
+        """The customer's logged decisions and their outcomes, newest first, a page at a time."""
+        page = await run_in_threadpool(log.decisions, customer_id, limit, offset)
+        return DecisionsPage(customer_id=customer_id, limit=limit, offset=offset, decisions=page)
 
     @app.get("/health", response_model=HealthResponse, tags=["operations"],
              responses={503: {"model": HealthResponse}})
@@ -316,7 +366,11 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
         """Ready (200) once the models are loaded; 503 while starting or after a failed start."""
         state: ServiceState = request.app.state.service_state
         if state.service is not None:
-            return HealthResponse(status="ready", ready=True, model_version=state.service.model.version_)
+            log = state.interactions.status()
+            detail = None if log["healthy"] else (f"decision log ({log['mode']}) unhealthy: {log['last_error']}; "
+                                                  f"{log['dropped']} records dropped")
+            return HealthResponse(status="ready", ready=True, model_version=state.service.model.version_,
+                                  detail=detail, decision_log=log)
         response.status_code = 503
         return HealthResponse(status="failed" if state.failure else "starting", ready=False, detail=state.failure)
 
@@ -375,6 +429,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         return JSONResponse({"error": error.detail, "request_id": _id_of(request)}, status_code=error.status_code,
                             headers=error.headers)
+
+    @app.exception_handler(DecisionLogUnavailable)
+    async def decision_log_unavailable(request: Request, error: DecisionLogUnavailable) -> JSONResponse:
+        return JSONResponse({"error": f"decision log required and unavailable: {error}", "request_id": _id_of(request)},
+                            status_code=503)
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(request: Request, error: BodyTooLarge) -> JSONResponse:

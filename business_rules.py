@@ -88,6 +88,12 @@ class ContactHistory:
     unanswered_offers: Mapping[str, int] = field(default_factory=dict)  # offers without any answer, in window_days
     accepted: frozenset[str] = frozenset()  # accepted offers: held from then on
 
+    @property
+    def key(self) -> tuple:
+        """Hashable and equal for equal histories: part of an answer's cache key."""
+        return (tuple(sorted(self.declined_recently)), tuple(sorted(self.unanswered_offers.items())),
+                tuple(sorted(self.accepted)))
+
 
 @dataclass(frozen=True)
 class RuleEffect:
@@ -742,6 +748,7 @@ def _exclusion(rule: str, reason: str) -> RuleEffect:
 
 
 _ALREADY_HELD = _exclusion("eligibility.already_held", "the customer already holds this product")
+CONTACT_POLICY_RULES = frozenset({"contact_policy.suppress_after_decline", "contact_policy.max_offers"})
 _ACCEPTED = _exclusion("eligibility.already_held", "the customer accepted this offer: it counts as held")
 _STATED_NEED = RuleEffect("stated_need", "boost", 1.0, "offered first: the customer asked for this kind of product")
 """Orders rather than scales (factor 1): what a customer asked for comes before what the model guesses."""

@@ -22,7 +22,8 @@ from artifacts import (ARTIFACT_FILE, Artifacts, ServiceError, ensure_data, load
                        save_artifacts)
 from bias_detector import (IndividualBiasCheck, counterfactual_results, counterfactual_variants, group_of,
                            individual_bias_check, observed_groups)
-from business_rules import AdjustedProduct, CustomerContext, RuleBook, RuleEffect
+from business_rules import (CONTACT_POLICY_RULES, AdjustedProduct, ContactHistory, CustomerContext, RuleBook,
+                            RuleEffect)
 from customer_state import CustomerState, CustomerStates, UnknownCustomer, UnknownReference
 from data_loader import BankData
 from explanations import Explanation, explain_recommendations
@@ -67,6 +68,16 @@ class Recommendation:
     model_version: str
     fallback: Fallback
     excluded_count: int
+    suppressed: tuple[Suppressed, ...] = ()  # by the contact policy
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """A product the contact policy held back from this answer, and the policy that did."""
+
+    product_id: str
+    policy: str
+    reason: str
 
 
 class RecommendationService:
@@ -112,17 +123,21 @@ class RecommendationService:
 
     # ---------------------------------------------------------------- one customer
 
-    def recommend(self, customer_id: str, top_k: int, include_explanation: bool = True) -> Recommendation:
+    def recommend(self, customer_id: str, top_k: int, include_explanation: bool = True,
+                  contact: ContactHistory | None = None) -> Recommendation:
+        """A known customer's answer; ``contact`` is their history in the decision log, if any."""
         state = self.customers.known(self.customers.row_of(customer_id))
-        return self._recommend(state, top_k, include_explanation)
+        return self._recommend(state, top_k, include_explanation, contact)
 
     def recommend_for_profile(self, customer_id: str, profile: Mapping[str, Any], held_products: Sequence[str],
-                              posts: Sequence[str], top_k: int, include_explanation: bool = True) -> Recommendation:
+                              posts: Sequence[str], top_k: int, include_explanation: bool = True,
+                              contact: ContactHistory | None = None) -> Recommendation:
         """Cold start: a customer the data does not know, scored from a profile and their words."""
         state = self.customers.cold(customer_id, profile, held_products, posts)
-        return self._recommend(state, top_k, include_explanation)
+        return self._recommend(state, top_k, include_explanation, contact)
 
-    def _recommend(self, state: CustomerState, top_k: int, include_explanation: bool) -> Recommendation:
+    def _recommend(self, state: CustomerState, top_k: int, include_explanation: bool,
+                   contact: ContactHistory | None) -> Recommendation:
         """The seed's flow: features → model → rules → bias check → explanation → answer."""
         variants = counterfactual_variants(state.profile, state.tabular, self.settings.protected_attributes,
                                            self._observed, self.model.features_.patches_, self.rules,
@@ -132,7 +147,7 @@ class RecommendationService:
         probabilities, failure = self._probabilities(design)
         degraded = failure is not None
         risk = risk_profile_at(state.risk, state.stress, 0)
-        context = self.context(state, risk)
+        context = self.context(state, risk, contact)
         outcome = self.rules.apply(context, dict(zip(self.product_ids, probabilities[0].tolist())), top_k)
         counterfactuals = counterfactual_results(variants, probabilities, self.product_ids, context, outcome,
                                                  self.rules, state.risk, state.stress, top_k)
@@ -146,8 +161,10 @@ class RecommendationService:
         recommended = tuple(self._recommended(rank, item, explanation) for rank, (item, explanation)
                             in enumerate(zip(outcome.ranked, explanations), start=1))
         reasons = self._fallback_reasons(state, recommended, failure)
+        suppressed = tuple(Suppressed(product, effect.rule, effect.reason) for product, effects in outcome.excluded.items()
+                           for effect in effects if effect.rule in CONTACT_POLICY_RULES)
         return Recommendation(state.customer_id, state.cold_start, recommended, risk, bias, self.model.version_,
-                              Fallback(bool(reasons), degraded, tuple(reasons)), len(outcome.excluded))
+                              Fallback(bool(reasons), degraded, tuple(reasons)), len(outcome.excluded), suppressed)
 
     def _probabilities(self, design: np.ndarray) -> tuple[np.ndarray, str | None]:
         """The model's probabilities; popularity, and the failure's name, when the model cannot score."""
@@ -157,12 +174,14 @@ class RecommendationService:
             logger.exception("model scoring failed; answering from popularity")
             return np.tile(self.model.prior_, (design.shape[0], 1)), type(error).__name__
 
-    def context(self, state: CustomerState, risk: RiskProfile | None = None) -> CustomerContext:
-        """What the rules may know about the customer: profile, risk, recent life events, holdings."""
+    def context(self, state: CustomerState, risk: RiskProfile | None = None,
+                contact: ContactHistory | None = None) -> CustomerContext:
+        """What the rules may know about the customer: profile, risk, recent life events, holdings,
+        and their history of offers and answers."""
         risk = risk or risk_profile_at(state.risk, state.stress, 0)
         held = frozenset(self.product_ids[i] for i in np.flatnonzero(state.held))
         return CustomerContext(state.profile, risk.level, risk.score, state.recent_events(self.base.as_of), held,
-                               frozenset(state.stated_needs))
+                               frozenset(state.stated_needs), contact)
 
     def _recommended(self, rank: int, item: AdjustedProduct, explanation: Explanation | None) -> RecommendedProduct:
         index = self._product_index[item.product_id]

@@ -5,6 +5,7 @@ directly (``from_attributes``), so the API contract is written down once, here, 
 """
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -137,6 +138,12 @@ class FallbackPublic(Public):
     reasons: list[str]
 
 
+class SuppressedPublic(Public):
+    product_id: str
+    policy: str
+    reason: str
+
+
 class RecommendResponse(Public):
     request_id: str
     customer_id: str
@@ -147,6 +154,34 @@ class RecommendResponse(Public):
     bias_check: BiasCheckPublic
     fallback: FallbackPublic
     excluded_count: int = Field(description="Products left out by eligibility, suitability or rules.")
+    suppressed: list[SuppressedPublic] = Field(default_factory=list, description="Products the contact policy held "
+                                               "back (declined lately, or offered too often without a response).")
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=64)
+    customer_id: str = Field(min_length=1, max_length=64)
+    product_id: str = Field(min_length=1, max_length=64)
+    outcome: Literal["shown", "clicked", "accepted", "declined"]
+
+
+class FeedbackResponse(Public):
+    request_id: str
+    customer_id: str
+    product_id: str
+    outcome: str
+    created_at: datetime
+
+
+class DecisionsPage(BaseModel):
+    """One page of a customer's logged decisions, newest first, each offer with its outcomes."""
+
+    customer_id: str
+    limit: int
+    offset: int
+    decisions: list[dict[str, Any]]
 
 
 class HealthResponse(BaseModel):
@@ -154,6 +189,7 @@ class HealthResponse(BaseModel):
     ready: bool
     model_version: str | None = None
     detail: str | None = None
+    decision_log: dict[str, Any] | None = None
 
 
 class ProductPublic(BaseModel):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("STATE_DIR", tempfile.mkdtemp(prefix="nbp-test-state-"))  # never the checkout's state/
 
 from settings import get_settings  # noqa: E402
 

@@ -1,0 +1,104 @@
+"""The loop with the customer: every answer logged, feedback heard, and the contact policy fed.
+
+The API answers; this module remembers. It turns an answer into a :class:`DecisionRecord` for the
+decision log (no post text, no profile values: the log is an audit trail, not a copy of the
+customer), takes feedback on what was offered, and reads a customer's history of offers and
+answers back as the :class:`~business_rules.ContactHistory` the contact policy rules on. The store
+is the database (SQLite by default, PostgreSQL by URL); the log writes to it off the request path.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from business_rules import ContactHistory, ContactPolicy
+from decision_store import (AppliedRule, DecisionLog, DecisionRecord, DecisionStore, FeedbackResult, OfferRecord,
+                            UnknownDecision, migrate)
+from recommendation_service import Recommendation
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+FEEDBACK_FLUSH_SECONDS = 2.0  # feedback on an answer still in the log's queue waits this long for it
+
+
+class DecisionLogUnavailable(RuntimeError):
+    """``DECISION_LOG=required`` and the log cannot take the record (queue full or database failing)."""
+
+
+class Interactions:
+    """The decision store and its log for one process."""
+
+    def __init__(self, settings: Settings):
+        url = settings.resolved_database_url
+        migrate(url)
+        self.mode = settings.decision_log
+        self.store = DecisionStore(url)
+        self.log = DecisionLog(self.store, settings.decision_log, settings.decision_queue_size)
+
+    def history(self, customer_id: str, policy: ContactPolicy, now: datetime | None = None) -> ContactHistory | None:
+        """The customer's offers and answers over the policy's windows; None when the database cannot
+        say (best effort: the answer goes out without the policy, and /health says why)."""
+        now = now or datetime.now(timezone.utc)
+        try:
+            declined = self.store.declined_within(customer_id, now - timedelta(days=policy.suppress_after_decline_days))
+            unanswered = self.store.unanswered_offers(customer_id, now - timedelta(days=policy.window_days))
+            accepted = self.store.accepted(customer_id)
+        except Exception as error:
+            if self.mode == "required":
+                raise DecisionLogUnavailable("the decision log's database cannot be read") from error
+            logger.warning("contact history unavailable; answering without the contact policy",
+                           extra={"error": type(error).__name__})
+            return None
+        return ContactHistory(frozenset(declined), unanswered, frozenset(accepted))
+
+    def record(self, request_id: str, answer: Recommendation, cached: bool, fingerprint: str) -> None:
+        """Queue the answer for the log; in ``required`` mode, refuse when it cannot be taken."""
+        if not self.log.submit(decision_record(request_id, answer, cached, fingerprint)) and self.mode == "required":
+            raise DecisionLogUnavailable("the decision log cannot take the record (queue full or database failing)")
+
+    def feedback(self, request_id: str, customer_id: str, product_id: str, outcome: str) -> FeedbackResult:
+        """Store the customer's answer to an offer. An answer still queued for the log is waited for
+        (briefly), so feedback right after an answer is not refused as unknown."""
+        try:
+            return self.store.add_feedback(request_id, customer_id, product_id, outcome)
+        except UnknownDecision:
+            if not self.log.flush(FEEDBACK_FLUSH_SECONDS):
+                raise
+            return self.store.add_feedback(request_id, customer_id, product_id, outcome)
+
+    def decisions(self, customer_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
+        """The customer's decisions, newest first, each offer with the outcomes it received."""
+        pages = self.store.decisions_of(customer_id, limit, offset)
+        return [_decision_view(history.decision, history.feedback) for history in pages]
+
+    def status(self) -> dict[str, Any]:
+        return self.log.status()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush what is queued (graceful shutdown), then release the database."""
+        self.log.close(timeout)
+        self.store.close()
+
+
+def decision_record(request_id: str, answer: Recommendation, cached: bool, fingerprint: str) -> DecisionRecord:
+    """What the audit trail keeps of one answer: ids, model, scores, rules by name, bias and fallback."""
+    offers = tuple(OfferRecord(item.product_id, item.rank, item.score, item.adjusted_score, item.scored_by,
+                               tuple(AppliedRule(e.rule, e.effect, e.factor) for e in item.rules))
+                   for item in answer.recommendations)
+    return DecisionRecord(request_id=request_id, customer_id=answer.customer_id,
+                          created_at=datetime.now(timezone.utc), cold_start=answer.cold_start, cached=cached,
+                          model_version=answer.model_version, data_fingerprint=fingerprint,
+                          bias_check_passed=answer.bias_check.passed, fallback_used=answer.fallback.used,
+                          degraded=answer.fallback.degraded, fallback_reasons=answer.fallback.reasons, offers=offers)
+
+
+def _decision_view(decision: DecisionRecord, feedback: dict[str, tuple[FeedbackResult, ...]]) -> dict[str, Any]:
+    view = {k: v for k, v in asdict(decision).items() if k != "offers"}
+    view["offers"] = [{**asdict(offer), "outcomes": [{"outcome": f.outcome, "at": f.created_at.isoformat()}
+                                                     for f in feedback.get(offer.product_id, ())]}
+                      for offer in decision.offers]
+    view["created_at"] = decision.created_at.isoformat()
+    return view

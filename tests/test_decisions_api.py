@@ -1,0 +1,111 @@
+"""The loop through the API: every answer logged, feedback heard, a decline respected, across restarts.
+
+Each test starts the app on the session's trained service with its own database (SQLite in a
+temporary state directory), as a new deployment would with no configuration.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import create_app
+from settings import Settings
+from tests.utils.service import wait_ready
+
+
+def started(settings: Settings, service) -> TestClient:
+    client = TestClient(create_app(settings, factory=lambda _: service))
+    client.__enter__()
+    wait_ready(client)
+    return client
+
+
+@pytest.fixture
+def state_settings(api_settings, tmp_path) -> Settings:
+    return api_settings.model_copy(update={"state_dir": tmp_path / "state", "answer_cache_size": 1000})
+
+
+def recommend(client: TestClient, customer_id: str, top_k: int = 5) -> dict:
+    response = client.post("/recommend", json={"customer_id": customer_id, "top_k": top_k})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_a_declined_offer_is_not_made_again_and_the_history_survives_a_restart(state_settings, trained_service,
+                                                                                 known_customer):
+    client = started(state_settings, trained_service)
+    first = recommend(client, known_customer)
+    declined = first["recommendations"][0]["product_id"]
+    response = client.post("/feedback", json={"request_id": first["request_id"], "customer_id": known_customer,
+                                              "product_id": declined, "outcome": "declined"})
+    assert response.status_code == 200 and response.json()["outcome"] == "declined"
+
+    second = recommend(client, known_customer)
+    assert declined not in [item["product_id"] for item in second["recommendations"]]
+    assert {"product_id": declined, "policy": "contact_policy.suppress_after_decline",
+            "reason": "the customer declined it within the last 30 days"} in second["suppressed"]
+    client.__exit__(None, None, None)  # graceful shutdown flushes the log
+
+    restarted = started(state_settings, trained_service)
+    history = restarted.get(f"/customers/{known_customer}/decisions").json()["decisions"]
+    assert [d["request_id"] for d in history[:2]] == [second["request_id"], first["request_id"]]
+    offered_first = {offer["product_id"]: offer for offer in history[1]["offers"]}
+    assert [o["outcome"] for o in offered_first[declined]["outcomes"]] == ["declined"]
+    assert declined in [s["product_id"] for s in recommend(restarted, known_customer)["suppressed"]]
+    restarted.__exit__(None, None, None)
+
+
+def test_feedback_errors_name_what_is_wrong(state_settings, trained_service, known_customer):
+    client = started(state_settings, trained_service)
+    answer = recommend(client, known_customer, top_k=2)
+    offered = answer["recommendations"][0]["product_id"]
+    feedback = {"request_id": answer["request_id"], "customer_id": known_customer, "product_id": offered}
+    assert client.post("/feedback", json={**feedback, "outcome": "clicked"}).status_code == 200
+    assert client.post("/feedback", json={**feedback, "outcome": "accepted"}).status_code == 200
+    conflict = client.post("/feedback", json={**feedback, "outcome": "declined"})
+    assert conflict.status_code == 409
+    assert client.post("/feedback", json={**feedback, "request_id": "no-such-request",
+                                          "outcome": "shown"}).status_code == 404
+    not_offered = client.post("/feedback", json={**feedback, "product_id": "no_such_product", "outcome": "shown"})
+    assert not_offered.status_code == 404
+    bad = client.post("/feedback", json={**feedback, "outcome": "loved it"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "outcome"
+    assert offered not in [i["product_id"] for i in recommend(client, known_customer)["recommendations"]], \
+        "an accepted offer counts as held"
+    client.__exit__(None, None, None)
+
+
+def test_answers_from_the_cache_are_logged_too(state_settings, trained_service, known_customer):
+    client = started(state_settings, trained_service)
+    requests = [recommend(client, known_customer, top_k=3)["request_id"] for _ in range(3)]
+    client.__exit__(None, None, None)
+    restarted = started(state_settings, trained_service)
+    logged = restarted.get(f"/customers/{known_customer}/decisions", params={"limit": 3}).json()["decisions"]
+    assert [d["request_id"] for d in logged] == requests[::-1]
+    assert [d["cached"] for d in logged] == [True, True, False]
+    assert all("profile" not in d and "posts" not in d for d in logged)
+    restarted.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("mode", ["best_effort", "required"])
+def test_a_lost_database_degrades_in_best_effort_and_refuses_in_required(api_settings, trained_service,
+                                                                         known_customer, tmp_path, mode):
+    settings = api_settings.model_copy(update={"state_dir": tmp_path / "state", "decision_log": mode})
+    client = started(settings, trained_service)
+    assert recommend(client, known_customer)["recommendations"]
+    shutil.rmtree(Path(settings.state_dir))
+    response = client.post("/recommend", json={"customer_id": known_customer, "top_k": 5})
+    if mode == "best_effort":
+        assert response.status_code == 200
+        client.post("/recommend", json={"customer_id": known_customer, "top_k": 4})
+        client.app.state.service_state.interactions.log.flush(5)  # the writer has tried (and failed)
+        health = client.get("/health").json()
+        assert health["ready"] and "decision log (best_effort) unhealthy" in health["detail"]
+        assert health["decision_log"]["dropped"] >= 1
+        assert "decision_log_dropped" in client.get("/metrics").text
+    else:
+        assert response.status_code == 503 and "decision log required" in response.json()["error"]
+    client.__exit__(None, None, None)
