@@ -1,4 +1,4 @@
-"""Command line: generate-data, check-data, train, evaluate, audit, serve.
+"""Command line: generate-data, check-data, train, evaluate, audit, serve, migrate.
 
 Each command prints JSON (or serves) and exits non-zero with a one-line reason when it cannot do
 its job: a missing directory, unreadable data, an invalid rules file or bad configuration.
@@ -70,7 +70,19 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the API")
     serve.set_defaults(handler=serve_command)
+
+    migrate = commands.add_parser("migrate", help="bring the decision log's database schema up to date "
+                                                  "(the service also does it at start-up)")
+    migrate.set_defaults(handler=migrate_command)
     return parser
+
+
+def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
+    from decision_store import migrate
+
+    migrate(settings.resolved_database_url)
+    where = "DATABASE_URL" if settings.database_url else str(settings.state_dir)
+    return _print({"migrated": True, "database": where})
 
 
 def generate_data(args: argparse.Namespace, settings: Settings) -> int:

@@ -109,3 +109,20 @@ def test_a_lost_database_degrades_in_best_effort_and_refuses_in_required(api_set
     else:
         assert response.status_code == 503 and "decision log required" in response.json()["error"]
     client.__exit__(None, None, None)
+
+
+def test_the_migrate_command_creates_the_default_database(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "STATE_DIR": str(tmp_path / "state")}
+    for _ in range(2):  # the second run finds the schema up to date
+        done = subprocess.run([sys.executable, "cli.py", "migrate"], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "state" / "decisions.sqlite3").is_file()
+    bad = subprocess.run([sys.executable, "cli.py", "migrate"], cwd=root, capture_output=True, text=True, timeout=300,
+                         env={**env, "DECISION_LOG": "sometimes"})
+    assert bad.returncode != 0 and "DECISION_LOG" in bad.stderr
