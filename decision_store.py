@@ -427,6 +427,17 @@ class DecisionStore:
             return {product: count for product, count in connection.execute(
                 UNANSWERED_SINCE, {"customer_id": customer_id, "since": since})}
 
+    def contact_reads(self, customer_id: str, declined_since: datetime, unanswered_since: datetime
+                      ) -> tuple[dict[str, datetime], dict[str, int], set[str]]:
+        """The three reads of the contact policy (declines, unanswered offers, acceptances) on one
+        connection: the request path pays for one checkout, not three."""
+        with self._engine.connect() as connection:
+            declined = {product: at for product, at in connection.execute(
+                DECLINED_SINCE, {"customer_id": customer_id, "since": declined_since})}
+            unanswered = {product: count for product, count in connection.execute(
+                UNANSWERED_SINCE, {"customer_id": customer_id, "since": unanswered_since})}
+            return declined, unanswered, set(connection.scalars(ACCEPTED, {"customer_id": customer_id}))
+
     def accepted(self, customer_id: str) -> set[str]:
         """Products this customer accepted through the service: they count as held."""
         with self._engine.connect() as connection:

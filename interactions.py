@@ -43,9 +43,9 @@ class Interactions:
         say (best effort: the answer goes out without the policy, and /health says why)."""
         now = now or datetime.now(timezone.utc)
         try:
-            declined = self.store.declined_within(customer_id, now - timedelta(days=policy.suppress_after_decline_days))
-            unanswered = self.store.unanswered_offers(customer_id, now - timedelta(days=policy.window_days))
-            accepted = self.store.accepted(customer_id)
+            declined, unanswered, accepted = self.store.contact_reads(
+                customer_id, now - timedelta(days=policy.suppress_after_decline_days),
+                now - timedelta(days=policy.window_days))
         except Exception as error:
             if self.mode == "required":
                 raise DecisionLogUnavailable("the decision log's database cannot be read") from error

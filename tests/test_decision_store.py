@@ -287,6 +287,7 @@ def test_what_the_contact_policy_reads(store: DecisionStore) -> None:
     assert store.unanswered_offers("C-1", since=month_ago) == {"loan": 1, "card": 2}
     assert store.accepted("C-1") == {"savings"}
     assert store.accepted("C-3") == set()
+    assert store.contact_reads("C-1", month_ago, week_ago) == ({"loan": week_ago}, {"loan": 1, "card": 1}, {"savings"})
 
 
 def test_outcome_counts_per_product_for_everyone_or_one_group(store: DecisionStore) -> None:
