@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     max_body_bytes: int = Field(default=65536, ge=1024)
 
+    text_cache_size: int = Field(default=500_000, ge=1_000, description=(
+        "Texts whose embedding and life-event analysis are kept in memory (each cache); the oldest go first, so "
+        "cold-start requests with new posts cannot grow the process without end."))
     answer_cache_size: int = Field(default=100_000, ge=0,
                                    description="Answers for known customers kept in memory (0: no cache).")
     default_customers: int = Field(default=2000, ge=50, description="Size of the data set generated on first start.")

@@ -14,12 +14,13 @@ restart or a retrain does not run BERT over the same words again.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import joblib
 import numpy as np
@@ -121,6 +122,14 @@ def text_aspect(text: str) -> str | None:
     return None
 
 
+def drop_oldest(cache: dict[str, Any], limit: int, keep: int) -> None:
+    """Removes the oldest entries (a dict keeps insertion order) beyond ``limit``, but never the
+    ``keep`` newest."""
+    excess = min(len(cache) - limit, len(cache) - keep)
+    for key in list(itertools.islice(cache, max(excess, 0))):
+        del cache[key]
+
+
 def text_key(text: str) -> str:
     """A stable cache key for a text (hashing keeps customers' words out of file names)."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
@@ -163,7 +172,7 @@ def events_by_customer(detected: pd.DataFrame) -> dict[str, list[DetectedEvent]]
 class TextEncoder:
     """Sentence embeddings from one locally stored sentence-transformers model, with a disk cache."""
 
-    def __init__(self, model_dir: Path, cache_dir: Path | None = None) -> None:
+    def __init__(self, model_dir: Path, cache_dir: Path | None = None, max_cached: int = 500_000) -> None:
         from sentence_transformers import SentenceTransformer
         import torch
 
@@ -175,6 +184,7 @@ class TextEncoder:
         self.model.eval()
         self.fingerprint = model_fingerprint(self.model_dir)
         self.cache_path = (Path(cache_dir) / f"embeddings-{self.fingerprint}.joblib") if cache_dir else None
+        self.max_cached = max_cached
         self._cache: dict[str, np.ndarray] = self._read_cache()
         self._dirty = False
         self._lock = threading.Lock()
@@ -203,7 +213,15 @@ class TextEncoder:
             self.remember(missing, vectors.astype(np.float32))
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.stack([self._cache[text_key(t)] for t in texts])
+        vectors = np.stack([self._cache[text_key(t)] for t in texts])
+        self.trim(keep=len(missing))
+        return vectors
+
+    def trim(self, keep: int) -> None:
+        """Bounds the cache at ``max_cached`` texts: the oldest go first, never the ``keep`` newest (the
+        texts of the call in hand)."""
+        with self._lock:
+            drop_oldest(self._cache, self.max_cached, keep)
 
     def token_states(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per text: BERT's last hidden states (padding removed), each token's character span, and
@@ -275,7 +293,7 @@ def get_text_encoder(settings: Settings) -> TextEncoder:
     key = (settings.resolved_text_model_dir, settings.resolved_embedding_cache_dir)
     with _ENCODERS_LOCK:
         if key not in _ENCODERS:
-            _ENCODERS[key] = TextEncoder(*key)
+            _ENCODERS[key] = TextEncoder(*key, max_cached=settings.text_cache_size)
         return _ENCODERS[key]
 
 
@@ -316,7 +334,10 @@ class LifeEventDetector:
             self._analyses[text] = self._analyse_states(states, offsets, words, text_aspect(text))
         if missing:
             self.encoder.remember(missing, np.stack([self._analyses[t].embedding for t in missing]))
-        return [self._analyses[t] for t in texts]
+        analyses = [self._analyses[t] for t in texts]
+        drop_oldest(self._analyses, self.encoder.max_cached, len(missing))
+        self.encoder.trim(keep=len(missing))
+        return analyses
 
     def detect(self, posts: pd.DataFrame) -> pd.DataFrame:
         """Detected events, one row per (post, event): post_id, customer_id, timestamp, event, score, evidence, source."""

@@ -28,6 +28,22 @@ def test_cache_survives_a_restart_and_is_keyed_by_model(text_encoder, tmp_path):
     assert np.allclose(reloaded.encode(["saving for a deposit"])[0], first[0])
 
 
+def test_request_driven_caches_are_bounded_and_answers_unchanged(text_encoder, tmp_path):
+    """New texts arriving with requests push the oldest out of both caches; what a call returns is
+    the same as from an unbounded encoder, even for a call larger than the bound."""
+    bounded = LifeEventDetector(TextEncoder(text_encoder.model_dir, tmp_path, max_cached=60))
+    texts = [f"request {i}: we are thinking of buying a home" for i in range(50)]
+    for start in range(0, 50, 10):
+        batch = texts[start:start + 10]
+        assert np.allclose(bounded.encoder.encode(batch), text_encoder.encode(batch), atol=1e-5)
+        bounded.analyse(batch)
+    big_call = [f"a long list {i}" for i in range(80)]
+    assert np.allclose(bounded.encoder.encode(big_call), text_encoder.encode(big_call), atol=1e-5)
+    assert len(bounded.encoder._cache) == 80 and len(bounded._analyses) <= 60
+    bounded.encoder.encode(["one more"])
+    assert len(bounded.encoder._cache) == 60
+
+
 def test_life_events_are_detected_with_the_clause_that_shows_them(text_encoder):
     posts = pd.DataFrame({
         "post_id": ["p1", "p2", "p3", "p4"],
