@@ -335,7 +335,11 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
                                              body.profile.held_products, body.profile.posts, body.top_k,
                                              body.include_explanation, contact)
             answer = answer_body(result)
-        log.record(request.state.request_id, result, cached is not None, service.artifacts.fingerprint)
+        recorded = (request.state.request_id, result, cached is not None, service.artifacts.fingerprint)
+        if log.mode == "required":  # waits for the commit: off the event loop
+            await run_in_threadpool(log.record, *recorded)
+        else:
+            log.record(*recorded)
         metrics.record_recommendation(result)
         return Response(with_request_id(answer, request.state.request_id), media_type="application/json")
 

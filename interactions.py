@@ -22,6 +22,7 @@ from settings import Settings
 logger = logging.getLogger(__name__)
 
 FEEDBACK_FLUSH_SECONDS = 2.0  # feedback on an answer still in the log's queue waits this long for it
+REQUIRED_COMMIT_SECONDS = 2.0  # DECISION_LOG=required: an answer waits this long for its record's commit
 
 
 class DecisionLogUnavailable(RuntimeError):
@@ -36,7 +37,9 @@ class Interactions:
         migrate(url)
         self.mode = settings.decision_log
         self.store = DecisionStore(url)
-        self.log = DecisionLog(self.store, settings.decision_log, settings.decision_queue_size)
+        # required: the writer takes what is queued at once (no batching window), since answers wait for it
+        self.log = DecisionLog(self.store, settings.decision_log, settings.decision_queue_size,
+                               batch_wait_s=0.0 if self.mode == "required" else 0.05)
 
     def history(self, customer_id: str, policy: ContactPolicy, now: datetime | None = None) -> ContactHistory | None:
         """The customer's offers and answers over the policy's windows; None when the database cannot
@@ -55,9 +58,16 @@ class Interactions:
         return ContactHistory(frozenset(declined), unanswered, frozenset(accepted))
 
     def record(self, request_id: str, answer: Recommendation, cached: bool, fingerprint: str) -> None:
-        """Queue the answer for the log; in ``required`` mode, refuse when it cannot be taken."""
-        if not self.log.submit(decision_record(request_id, answer, cached, fingerprint)) and self.mode == "required":
+        """Queue the answer for the log. In ``required`` mode the answer is acknowledged only once its
+        record is committed (answers waiting together share one commit): a crash after the answer
+        went out loses nothing; a record that cannot be taken or written in time refuses the answer."""
+        taken = self.log.submit(decision_record(request_id, answer, cached, fingerprint))
+        if self.mode != "required":
+            return
+        if not taken:
             raise DecisionLogUnavailable("the decision log cannot take the record (queue full or database failing)")
+        if not self.log.flush(REQUIRED_COMMIT_SECONDS):
+            raise DecisionLogUnavailable(f"the record was not written within {REQUIRED_COMMIT_SECONDS} s")
 
     def feedback(self, request_id: str, customer_id: str, product_id: str, outcome: str) -> FeedbackResult:
         """Store the customer's answer to an offer. An answer still queued for the log is waited for
