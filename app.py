@@ -264,6 +264,8 @@ Service = Annotated[RecommendationService, Depends(ready_service)]
 
 
 async def ready_interactions(request: Request, service: Service) -> Interactions:
+    """The decision log, once the service is ready (``service`` makes the route wait for that: the
+    log is set up before the service)."""
     return request.app.state.service_state.interactions
 
 

@@ -417,31 +417,25 @@ class DecisionStore:
         """The products this customer declined since ``since``, each with its latest decline: what the
         contact policy suppresses."""
         with self._engine.connect() as connection:
-            return {product: at for product, at in connection.execute(
-                DECLINED_SINCE, {"customer_id": customer_id, "since": since})}
+            return _declined(connection, customer_id, since)
 
     def unanswered_offers(self, customer_id: str, since: datetime) -> dict[str, int]:
         """Per product, the offers made to this customer since ``since`` that have no feedback at all:
         what the contact policy's ``max_offers`` counts."""
         with self._engine.connect() as connection:
-            return {product: count for product, count in connection.execute(
-                UNANSWERED_SINCE, {"customer_id": customer_id, "since": since})}
-
-    def contact_reads(self, customer_id: str, declined_since: datetime, unanswered_since: datetime
-                      ) -> tuple[dict[str, datetime], dict[str, int], set[str]]:
-        """The three reads of the contact policy (declines, unanswered offers, acceptances) on one
-        connection: the request path pays for one checkout, not three."""
-        with self._engine.connect() as connection:
-            declined = {product: at for product, at in connection.execute(
-                DECLINED_SINCE, {"customer_id": customer_id, "since": declined_since})}
-            unanswered = {product: count for product, count in connection.execute(
-                UNANSWERED_SINCE, {"customer_id": customer_id, "since": unanswered_since})}
-            return declined, unanswered, set(connection.scalars(ACCEPTED, {"customer_id": customer_id}))
+            return _unanswered(connection, customer_id, since)
 
     def accepted(self, customer_id: str) -> set[str]:
         """Products this customer accepted through the service: they count as held."""
         with self._engine.connect() as connection:
-            return set(connection.scalars(ACCEPTED, {"customer_id": customer_id}))
+            return _accepted(connection, customer_id)
+
+    def contact_reads(self, customer_id: str, declined_since: datetime, unanswered_since: datetime
+                      ) -> tuple[dict[str, datetime], dict[str, int], set[str]]:
+        """The three reads above on one connection: the request path pays for one checkout, not three."""
+        with self._engine.connect() as connection:
+            return (_declined(connection, customer_id, declined_since),
+                    _unanswered(connection, customer_id, unanswered_since), _accepted(connection, customer_id))
 
     def outcome_counts(self, since: datetime | None = None,
                        customers: Collection[str] | None = None) -> dict[str, OutcomeCounts]:
@@ -506,6 +500,20 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return status.st_dev, status.st_ino
+
+
+def _declined(connection: Connection, customer_id: str, since: datetime) -> dict[str, datetime]:
+    return {product: at for product, at in connection.execute(DECLINED_SINCE,
+                                                               {"customer_id": customer_id, "since": since})}
+
+
+def _unanswered(connection: Connection, customer_id: str, since: datetime) -> dict[str, int]:
+    return {product: count for product, count in connection.execute(UNANSWERED_SINCE,
+                                                                     {"customer_id": customer_id, "since": since})}
+
+
+def _accepted(connection: Connection, customer_id: str) -> set[str]:
+    return set(connection.scalars(ACCEPTED, {"customer_id": customer_id}))
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

@@ -2,11 +2,12 @@
 
 Factors are machine-readable (kind, name, the customer's value, weight, source) and come from the
 scoring itself: the per-feature pushes of the knowledge prior and the trees that scored the product
-for this customer (as the evidence blend weighs them), the post that showed a life event (quoted, with its date), the customer's own words that
-matched the product description, the business rules that moved it, and its fit with the risk
-profile. Every factor states a fact about the customer read from structure, never from a feature's
-name: a feature's :class:`~feature_engineer.FeatureSpec` says what it is, the customer's own value
-says what is true (held or not, above or below the typical customer, this category or another).
+for this customer (as the evidence blend weighs them), the post that showed a life event (quoted,
+with its date), the customer's own words that matched the product description, the business rules
+that moved it, and its fit with the risk profile. Every factor states a fact about the customer
+read from structure, never from a feature's name: a feature's
+:class:`~feature_engineer.FeatureSpec` says what it is, the customer's own value says what is true
+(held or not, above or below the typical customer, this category or another).
 The one or two plain sentences come last, from the strongest factors, so two customers get
 different explanations for the same product, and a sentence never says more than its factor.
 """
@@ -176,8 +177,8 @@ def model_factors(contributions: np.ndarray, specs: Sequence[FeatureSpec], desig
     left out: "you do not have a pension" is true of most customers, says nothing about why the
     product suits this one, and reads to a banker as a sales pitch. So is a number the data lacks
     (the model saw the median in its place) or one within 5% of the typical customer's (a share
-    of spending of 0, like most customers'; 760 days against 758). Life events and text are explained with their evidence
-    (:func:`event_factors`, :func:`text_factor`).
+    of spending of 0, like most customers'; 760 days against 758). Life events and text are
+    explained with their evidence (:func:`event_factors`, :func:`text_factor`).
     """
     factors = []
     for index in np.argsort(-contributions, kind="stable"):

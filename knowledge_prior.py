@@ -19,6 +19,7 @@ close that gap:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
