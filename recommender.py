@@ -627,15 +627,16 @@ def _weaker_than_prior(reports: list[ProductReport], held_out: tuple[np.ndarray,
         truth = labels[rows, product]
         if report.strategy == "knowledge_prior" or truth.min(initial=0) == truth.max(initial=0):
             continue
+        report.prior_auc = round(float(roc_auc_score(truth, prior[rows, product])), 4)
         report.trees_auc = round(float(roc_auc_score(truth, trees[rows, product])), 4)
-        if report.trees_auc < round(float(roc_auc_score(truth, prior[rows, product])), 4):
+        if report.trees_auc < report.prior_auc:
             report.strategy = "knowledge_prior"
             weak.add(product)
     return weak
 
 
 def _score_holdout(reports: list[ProductReport], held_out: tuple[np.ndarray, ...], chosen: EvidenceBlend) -> None:
-    """Each product's final AUC, Brier score and the prior's AUC on held-out customers, and its tree weight."""
+    """Each product's final AUC and Brier score on held-out customers, and its tree weight."""
     prior, trees, candidates, labels = held_out
     final = blend(prior, trees, chosen.tree_weight)
     for product, report in enumerate(reports):
