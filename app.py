@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batch import run_audit
 from decision_store import OutcomeConflict, UnknownDecision
-from interactions import DecisionLogUnavailable, Interactions
+from interactions import DecisionLogUnavailable, Interactions, LogOff, open_interactions
 from recommendation_service import RecommendationService, UnknownReference, UnknownCustomer
 from schemas import (CUSTOMER_ID_PATTERN, CustomerViewResponse, DecisionsPage, ErrorResponse, FeedbackRequest,
                      FeedbackResponse, HealthResponse, ProductPublic, RecommendRequest, RecommendResponse)
@@ -48,7 +48,7 @@ class ServiceState:
     """The service once ready, or why it is not."""
 
     service: RecommendationService | None = None
-    interactions: Interactions | None = None  # the decision log and feedback; set before the service
+    interactions: Interactions | LogOff | None = None  # the decision log and feedback; set before the service
     failure: str | None = None
     started_at: float = field(default_factory=time.monotonic)
 
@@ -56,7 +56,7 @@ class ServiceState:
 def start_service(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService],
                   on_failure: Callable[[str], None]) -> None:
     try:
-        state.interactions = Interactions(settings)
+        state.interactions = open_interactions(settings)
         state.service = factory(settings)
     except Exception as error:  # any failure: report the reason, serve nothing
         state.failure = f"{type(error).__name__}: {error}"
@@ -263,13 +263,13 @@ async def ready_service(request: Request) -> RecommendationService:
 Service = Annotated[RecommendationService, Depends(ready_service)]
 
 
-async def ready_interactions(request: Request, service: Service) -> Interactions:
+async def ready_interactions(request: Request, service: Service) -> Interactions | LogOff:
     """The decision log, once the service is ready (``service`` makes the route wait for that: the
     log is set up before the service)."""
     return request.app.state.service_state.interactions
 
 
-Log = Annotated[Interactions, Depends(ready_interactions)]
+Log = Annotated[Interactions | LogOff, Depends(ready_interactions)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -438,7 +438,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DecisionLogUnavailable)
     async def decision_log_unavailable(request: Request, error: DecisionLogUnavailable) -> JSONResponse:
-        return JSONResponse({"error": f"decision log required and unavailable: {error}", "request_id": _id_of(request)},
+        return JSONResponse({"error": f"decision log unavailable: {error}", "request_id": _id_of(request)},
                             status_code=503)
 
     @app.exception_handler(BodyTooLarge)

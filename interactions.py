@@ -26,7 +26,13 @@ REQUIRED_COMMIT_SECONDS = 2.0  # DECISION_LOG=required: an answer waits this lon
 
 
 class DecisionLogUnavailable(RuntimeError):
-    """``DECISION_LOG=required`` and the log cannot take the record (queue full or database failing)."""
+    """The log cannot serve the call: ``DECISION_LOG=required`` and the record cannot be taken (queue full or
+    database failing), or ``DECISION_LOG=off`` and the call needs the log (feedback, the decision history)."""
+
+
+def open_interactions(settings: Settings) -> Interactions | LogOff:
+    """The decision log the settings ask for: the database's, or none at all (``DECISION_LOG=off``)."""
+    return LogOff() if settings.decision_log == "off" else Interactions(settings)
 
 
 class Interactions:
@@ -46,16 +52,15 @@ class Interactions:
         say (best effort: the answer goes out without the policy, and /health says why)."""
         now = now or datetime.now(timezone.utc)
         try:
-            declined, unanswered, accepted = self.store.contact_reads(
-                customer_id, now - timedelta(days=policy.suppress_after_decline_days),
-                now - timedelta(days=policy.window_days))
+            reads = self.store.contact_reads(customer_id, now - timedelta(days=policy.suppress_after_decline_days),
+                                             now - timedelta(days=policy.window_days))
         except Exception as error:
             if self.mode == "required":
                 raise DecisionLogUnavailable("the decision log's database cannot be read") from error
             logger.warning("contact history unavailable; answering without the contact policy",
                            extra={"error": type(error).__name__})
             return None
-        return ContactHistory(frozenset(declined), unanswered, frozenset(accepted))
+        return ContactHistory(reads.declined, reads.unanswered, reads.accepted)
 
     def record(self, request_id: str, answer: Recommendation, cached: bool, fingerprint: str) -> None:
         """Queue the answer for the log. In ``required`` mode the answer is acknowledged only once its
@@ -91,6 +96,37 @@ class Interactions:
         """Flush what is queued (graceful shutdown), then release the database."""
         self.log.close(timeout)
         self.store.close()
+
+
+class LogOff:
+    """``DECISION_LOG=off``: nothing is recorded and no contact policy applies, for a load test or a sandbox
+    (never for answers that reach customers: those are decisions a bank must be able to show). Feedback and
+    the decision history answer 503, saying the log is off; /health and /metrics say so too."""
+
+    mode = "off"
+
+    def history(self, customer_id: str, policy: ContactPolicy, now: datetime | None = None) -> None:
+        return None
+
+    def record(self, request_id: str, answer: Recommendation, cached: bool, fingerprint: str) -> None:
+        return None
+
+    def feedback(self, request_id: str, customer_id: str, product_id: str, outcome: str) -> FeedbackResult:
+        raise DecisionLogUnavailable(LOG_OFF)
+
+    def decisions(self, customer_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
+        raise DecisionLogUnavailable(LOG_OFF)
+
+    def status(self) -> dict[str, Any]:
+        return {"mode": self.mode, "healthy": True, "queue_depth": 0, "queue_capacity": 0, "retrying": 0,
+                **dict.fromkeys(("accepted", "written", "duplicates", "dropped", "refused", "failed_batches"), 0),
+                "last_error": None, "last_error_at": None}
+
+    def close(self, timeout: float = 5.0) -> None:
+        return None
+
+
+LOG_OFF = "DECISION_LOG=off: nothing is recorded, so there is no feedback to take and no history to show"
 
 
 def decision_record(request_id: str, answer: Recommendation, cached: bool, fingerprint: str) -> DecisionRecord:

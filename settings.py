@@ -107,9 +107,10 @@ class Settings(BaseSettings):
                             description="What the service learns while serving: the default SQLite decision log.")
     database_url: str | None = Field(
         default=None, description="postgresql+psycopg://... for PostgreSQL; default: a SQLite file in STATE_DIR.")
-    decision_log: Literal["best_effort", "required"] = Field(
+    decision_log: Literal["best_effort", "required", "off"] = Field(
         default="best_effort", description="best_effort: a decision that cannot be logged is dropped and counted; "
-                                           "required: the request fails (503) instead.")
+                                           "required: the request fails (503) instead; off: nothing recorded and no "
+                                           "contact policy (load tests and sandboxes only).")
     decision_queue_size: int = Field(default=10_000, ge=1, le=1_000_000,
                                      description="Decisions waiting to be written; bounds the memory a slow "
                                                  "database can take.")

@@ -101,3 +101,26 @@ def fallback_service(trained_service, tmp_path_factory):
                                                            "models_dir": tmp_path_factory.mktemp("fallback")})
     artifacts, _ = train_artifacts(trained_service.data, settings, "fallback", trained_service.text_models().encoder)
     return RecommendationService(settings, trained_service.data, trained_service.rules, artifacts)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """One PostgreSQL server for the session (pgserver starts it in about a second); each test that
+    uses it gets a database of its own."""
+    pgserver = pytest.importorskip("pgserver", reason="pgserver (requirements-dev.txt) starts the PostgreSQL server")
+    try:
+        server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    except Exception as error:  # no PostgreSQL here: say why, run the SQLite half
+        pytest.skip(f"pgserver could not start PostgreSQL on this machine: {type(error).__name__}: {error}")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request, tmp_path):
+    """The decision log's database: each test that takes it runs on SQLite and on PostgreSQL."""
+    from tests.utils.databases import postgres_backend, sqlite_backend
+
+    if request.param == "sqlite":
+        return sqlite_backend(tmp_path)
+    return postgres_backend(request.getfixturevalue("postgres_server"))

@@ -11,11 +11,9 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -23,67 +21,17 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pydantic import ValidationError
 from sqlalchemy import create_engine, inspect
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 import decision_store
-from decision_store import (MIGRATIONS_DIR, AppliedRule, Base, DecisionLog, DecisionRecord, DecisionStore,
+from decision_store import (MIGRATIONS_DIR, AppliedRule, Base, ContactReads, DecisionLog, DecisionRecord, DecisionStore,
                             OfferRecord, OutcomeConflict, OutcomeCounts, UnknownDecision, migrate)
 from settings import Settings
+from tests.utils.databases import Backend
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 WAIT_S = 20  # longest any wait may take before the test fails; a healthy run takes a fraction of it
 HEAD = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
-
-
-@dataclass
-class Backend:
-    """A database the tests can break and mend, as an operator's mistake or an outage would."""
-
-    url: str
-    break_: Callable[[], None]
-    restore: Callable[[], None]
-
-
-@pytest.fixture(scope="module")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    pgserver = pytest.importorskip("pgserver", reason="pgserver (requirements-dev.txt) starts the PostgreSQL server")
-    try:
-        server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
-    except Exception as error:  # no PostgreSQL here: say why, run the SQLite half
-        pytest.skip(f"pgserver could not start PostgreSQL on this machine: {type(error).__name__}: {error}")
-    yield server
-    server.cleanup()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        return _sqlite_backend(tmp_path)
-    return _postgres_backend(request.getfixturevalue("postgres_server"))
-
-
-def _sqlite_backend(tmp_path: Path) -> Backend:
-    state = tmp_path / "state"
-    away = tmp_path / "state-moved-away"
-    return Backend(f"sqlite:///{state / 'decisions.sqlite3'}",
-                   break_=lambda: state.rename(away), restore=lambda: away.rename(state))
-
-
-def _postgres_backend(server: Any) -> Backend:
-    """A fresh database on the shared server, so that each test starts empty."""
-    from pgserver._commands import pg_ctl
-
-    name = f"decisions_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(make_url(server.get_uri()).set(drivername="postgresql+psycopg"),
-                          isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    url = make_url(server.get_uri()).set(drivername="postgresql+psycopg", database=name)
-    return Backend(url.render_as_string(hide_password=False),
-                   break_=lambda: pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user),
-                   restore=server.ensure_postgres_running)
 
 
 @pytest.fixture
@@ -280,14 +228,12 @@ def test_what_the_contact_policy_reads(store: DecisionStore) -> None:
     store.add_feedback("req-4", "C-1", "savings", "accepted", at=NOW)
     store.add_feedback("req-5", "C-2", "card", "accepted", at=NOW)
 
-    assert store.declined_within("C-1", since=month_ago) == {"loan": week_ago}
-    assert store.declined_within("C-1", since=week_ago + timedelta(seconds=1)) == {}
     # loan: req-3 unanswered (req-2 was declined); card: req-2 unanswered (req-3 was shown)
-    assert store.unanswered_offers("C-1", since=week_ago) == {"loan": 1, "card": 1}
-    assert store.unanswered_offers("C-1", since=month_ago) == {"loan": 1, "card": 2}
-    assert store.accepted("C-1") == {"savings"}
-    assert store.accepted("C-3") == set()
-    assert store.contact_reads("C-1", month_ago, week_ago) == ({"loan": week_ago}, {"loan": 1, "card": 1}, {"savings"})
+    assert store.contact_reads("C-1", month_ago, week_ago) == ContactReads(
+        declined=frozenset({"loan"}), unanswered={"loan": 1, "card": 1}, accepted=frozenset({"savings"}))
+    assert store.contact_reads("C-1", week_ago + timedelta(seconds=1), month_ago) == ContactReads(
+        declined=frozenset(), unanswered={"loan": 1, "card": 2}, accepted=frozenset({"savings"}))
+    assert store.contact_reads("C-3", month_ago, month_ago) == ContactReads(frozenset(), {}, frozenset())
 
 
 def test_outcome_counts_per_product_for_everyone_or_one_group(store: DecisionStore) -> None:
@@ -412,7 +358,7 @@ def test_the_default_database_is_a_file_in_the_state_directory(tmp_path: Path) -
     ("database_url", "mysql://u:secret@db/bank", "DATABASE_URL must start with"),
     ("database_url", "u:secret@db/bank", "DATABASE_URL must be a URL"),
     ("database_url", "sqlite://", "DATABASE_URL=sqlite needs a file"),
-    ("decision_log", "sometimes", "'best_effort' or 'required'"),
+    ("decision_log", "sometimes", "'best_effort', 'required' or 'off'"),
     ("decision_queue_size", 0, "greater than or equal to 1"),
 ])
 def test_a_bad_decision_log_setting_refuses_to_start(field: str, value: object, message: str) -> None:

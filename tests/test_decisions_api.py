@@ -1,11 +1,10 @@
 """The loop through the API: every answer logged, feedback heard, a decline respected, across restarts.
 
-Each test starts the app on the session's trained service with its own database (SQLite in a
-temporary state directory), as a new deployment would with no configuration.
+Each test starts the app on the session's trained service with its own database, as a new deployment
+would: the tests taking ``backend`` run once on a SQLite file and once on a real PostgreSQL server.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,9 @@ def started(settings: Settings, service) -> TestClient:
 
 
 @pytest.fixture
-def state_settings(api_settings, tmp_path) -> Settings:
-    return api_settings.model_copy(update={"state_dir": tmp_path / "state", "answer_cache_size": 1000})
+def state_settings(api_settings, tmp_path, backend) -> Settings:
+    return api_settings.model_copy(update={"state_dir": tmp_path / "state", "database_url": backend.url,
+                                           "answer_cache_size": 1000})
 
 
 def recommend(client: TestClient, customer_id: str, top_k: int = 5) -> dict:
@@ -91,23 +91,41 @@ def test_answers_from_the_cache_are_logged_too(state_settings, trained_service, 
 
 
 @pytest.mark.parametrize("mode", ["best_effort", "required"])
-def test_a_lost_database_degrades_in_best_effort_and_refuses_in_required(api_settings, trained_service,
-                                                                         known_customer, tmp_path, mode):
-    settings = api_settings.model_copy(update={"state_dir": tmp_path / "state", "decision_log": mode})
-    client = started(settings, trained_service)
+def test_a_lost_database_degrades_in_best_effort_and_refuses_in_required(state_settings, backend, trained_service,
+                                                                         known_customer, mode):
+    """The SQLite file moved away, or the PostgreSQL server stopped, while serving."""
+    client = started(state_settings.model_copy(update={"decision_log": mode}), trained_service)
     assert recommend(client, known_customer)["recommendations"]
-    shutil.rmtree(Path(settings.state_dir))
-    response = client.post("/recommend", json={"customer_id": known_customer, "top_k": 5})
-    if mode == "best_effort":
-        assert response.status_code == 200
-        client.post("/recommend", json={"customer_id": known_customer, "top_k": 4})
-        client.app.state.service_state.interactions.log.flush(5)  # the writer has tried (and failed)
-        health = client.get("/health").json()
-        assert health["ready"] and "decision log (best_effort) unhealthy" in health["detail"]
-        assert health["decision_log"]["dropped"] >= 1
-        assert "decision_log_dropped" in client.get("/metrics").text
-    else:
-        assert response.status_code == 503 and "decision log required" in response.json()["error"]
+    backend.break_()
+    try:
+        response = client.post("/recommend", json={"customer_id": known_customer, "top_k": 5})
+        if mode == "best_effort":
+            assert response.status_code == 200
+            client.post("/recommend", json={"customer_id": known_customer, "top_k": 4})
+            client.app.state.service_state.interactions.log.flush(15)  # the writer has tried (and failed)
+            health = client.get("/health").json()
+            assert health["ready"] and "decision log (best_effort) unhealthy" in health["detail"]
+            assert health["decision_log"]["dropped"] >= 1
+            assert "decision_log_dropped" in client.get("/metrics").text
+        else:
+            assert response.status_code == 503 and "decision log unavailable" in response.json()["error"]
+    finally:
+        backend.restore()
+    client.__exit__(None, None, None)
+
+
+def test_with_the_log_off_nothing_is_recorded_and_feedback_says_why(api_settings, trained_service, known_customer,
+                                                                   tmp_path):
+    settings = api_settings.model_copy(update={"state_dir": tmp_path / "state", "decision_log": "off"})
+    client = started(settings, trained_service)
+    answer = recommend(client, known_customer)
+    refused = client.post("/feedback", json={"request_id": answer["request_id"], "customer_id": known_customer,
+                                             "product_id": answer["recommendations"][0]["product_id"],
+                                             "outcome": "declined"})
+    assert refused.status_code == 503 and "DECISION_LOG=off" in refused.json()["error"]
+    assert client.get(f"/customers/{known_customer}/decisions").status_code == 503
+    assert client.get("/health").json()["decision_log"]["mode"] == "off"
+    assert not (tmp_path / "state").exists(), "the log off creates no database"
     client.__exit__(None, None, None)
 
 
