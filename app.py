@@ -28,8 +28,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batch import run_audit
-from decision_store import OutcomeConflict, UnknownDecision
-from interactions import DecisionLogUnavailable, Interactions, LogOff, open_interactions
+from decision_store import FINAL_OUTCOMES, OutcomeConflict, UnknownDecision
+from feedback_learning import FeedbackEvidence
+from interactions import DecisionLogUnavailable, Interactions, LogOff, feedback_evidence, open_interactions
 from recommendation_service import RecommendationService, UnknownReference, UnknownCustomer
 from schemas import (CUSTOMER_ID_PATTERN, CustomerViewResponse, DecisionsPage, ErrorResponse, FeedbackRequest,
                      FeedbackResponse, HealthResponse, ProductPublic, RecommendRequest, RecommendResponse)
@@ -51,13 +52,25 @@ class ServiceState:
     interactions: Interactions | LogOff | None = None  # the decision log and feedback; set before the service
     failure: str | None = None
     started_at: float = field(default_factory=time.monotonic)
+    feedback: FeedbackEvidence | None = None  # the customers' answers since training, refreshed while serving
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def refresh_feedback(self, strength: float) -> None:
+        """Swaps in fresh evidence (one assignment: an answer in flight keeps what it started with); the
+        evidence stays as it was when the database cannot be read."""
+        evidence = feedback_evidence(self.interactions, self.service, strength)
+        if evidence is not None:
+            self.feedback = evidence
 
 
 def start_service(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService],
                   on_failure: Callable[[str], None]) -> None:
     try:
         state.interactions = open_interactions(settings)
-        state.service = factory(settings)
+        service = factory(settings)
+        # the first answer already meets what customers said before this start
+        state.feedback = feedback_evidence(state.interactions, service, settings.feedback_prior_strength)
+        state.service = service
     except Exception as error:  # any failure: report the reason, serve nothing
         state.failure = f"{type(error).__name__}: {error}"
         logger.error("start-up failed", extra={"reason": state.failure})
@@ -69,6 +82,14 @@ def start_service(state: ServiceState, settings: Settings, factory: Callable[[Se
         logger.warning("text models unavailable: cold-start requests will fail", extra={"reason": str(error)})
     gc.collect()
     gc.freeze()  # the start-up state lives as long as the process: keep it out of every later collection
+    keep_feedback_fresh(state, settings)
+
+
+def keep_feedback_fresh(state: ServiceState, settings: Settings) -> None:
+    """Re-reads the customers' answers every FEEDBACK_REFRESH_SECONDS until the app stops: answers given
+    to other workers reach this one's scores within that time."""
+    while not state.stopping.wait(settings.feedback_refresh_seconds):
+        state.refresh_feedback(settings.feedback_prior_strength)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -288,6 +309,7 @@ def create_app(settings: Settings | None = None,
         threading.Thread(target=start_service, args=(state, settings, factory, on_failure), daemon=True,
                          name="service-start").start()
         yield
+        state.stopping.set()
         if state.interactions is not None:
             state.interactions.close()  # graceful shutdown flushes the decision log
 
@@ -324,18 +346,20 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
         if not known and body.profile is None:
             raise HTTPException(404, f"unknown customer {body.customer_id!r}; send a 'profile' to score a new customer")
         contact = await run_in_threadpool(log.history, body.customer_id, service.rules.contact_policy)
-        key = (body.customer_id, body.top_k, body.include_explanation, contact.key if contact else None)
+        feedback = request.app.state.service_state.feedback
+        key = (body.customer_id, body.top_k, body.include_explanation, contact.key if contact else None,
+               feedback.version if feedback else None)
         cached = cache.get(key) if known else None
         if cached is not None:
             result, answer = cached
         elif known:
-            result = service.recommend(body.customer_id, body.top_k, body.include_explanation, contact)
+            result = service.recommend(body.customer_id, body.top_k, body.include_explanation, contact, feedback)
             answer = answer_body(result)
             cache.put(key, result, answer)
         else:
             result = await run_in_threadpool(service.recommend_for_profile, body.customer_id, body.profile.fields(),
                                              body.profile.held_products, body.profile.posts, body.top_k,
-                                             body.include_explanation, contact)
+                                             body.include_explanation, contact, feedback)
             answer = answer_body(result)
         recorded = (request.state.request_id, result, cached is not None, service.artifacts.fingerprint)
         if log.mode == "required":  # waits for the commit: off the event loop
@@ -348,15 +372,20 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
     @protected.post("/feedback", response_model=FeedbackResponse, tags=["recommendations"],
                     responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse},
                                422: {"model": ErrorResponse}})
-    async def feedback(body: FeedbackRequest, log: Log) -> Any:
-        """What the customer did with an offer: shown, clicked, accepted or declined (one final outcome)."""
+    async def feedback(body: FeedbackRequest, request: Request, log: Log, service: Service) -> Any:
+        """What the customer did with an offer: shown, clicked, accepted or declined (one final outcome).
+        A final outcome moves this worker's scores at once (the feedback layer in /model)."""
         try:
-            return await run_in_threadpool(log.feedback, body.request_id, body.customer_id, body.product_id,
-                                           body.outcome)
+            stored = await run_in_threadpool(log.feedback, body.request_id, body.customer_id, body.product_id,
+                                             body.outcome)
         except UnknownDecision as error:
             raise HTTPException(404, str(error)) from None
         except OutcomeConflict as error:
             raise HTTPException(409, str(error)) from None
+        if body.outcome in FINAL_OUTCOMES:
+            await run_in_threadpool(request.app.state.service_state.refresh_feedback,
+                                    request.app.state.settings.feedback_prior_strength)
+        return stored
 
     @protected.get("/customers/{customer_id}/decisions", response_model=DecisionsPage, tags=["analysts"])
     async def decisions(customer_id: Annotated[str, PathId], log: Log,
@@ -410,9 +439,9 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
         return await run_in_threadpool(run_audit, service)
 
     @protected.get("/model", tags=["analysts"])
-    async def model_card(service: Service) -> dict[str, Any]:
+    async def model_card(request: Request, service: Service) -> dict[str, Any]:
         """Model card: version, training time, data fingerprint, data quality, offline metrics, fallbacks."""
-        return service.model_card()
+        return service.model_card(request.app.state.service_state.feedback)
 
     app.include_router(protected)
 

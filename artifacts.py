@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,9 +19,12 @@ from typing import Any
 import joblib
 import numpy as np
 import pandas as pd
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from business_rules import RuleBook
 from data_loader import BankData, DataLoadError, customer_view, data_now, load_bank_data
+from decision_store import DecisionStore, FinalOutcome, migrate
 from feature_engineer import CustomerInputs
 from recommender import MODEL_VERSION, CustomerBase, HybridRecommender, TrainingSet, build_customer_base, train
 from settings import Settings
@@ -48,6 +52,7 @@ class Artifacts:
     holdout: pd.DataFrame  # customer_id, product_id, recommended, took_up: for equal opportunity
     trained_at: str
     audit: dict[str, Any] = field(default_factory=dict)
+    trained_on_feedback: dict[str, int] = field(default_factory=dict)  # accepted and declined offers learned from
 
 
 def ensure_data(settings: Settings) -> None:
@@ -101,12 +106,34 @@ def train_artifacts(data: BankData, settings: Settings, fingerprint: str,
     encoder = encoder or get_text_encoder(settings)
     detector = LifeEventDetector(encoder)
     end = data_now(data)
-    model, training = train(data, end, settings, encoder, detector)
+    outcomes = logged_outcomes(settings)
+    model, training = train(data, end, settings, encoder, detector, outcomes=outcomes)
     base = build_customer_base(data, model.features_, end, encoder, detector)
     encoder.flush()
     holdout = holdout_recommendations(model, training, AUDIT_TOP_K)
     trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return Artifacts(fingerprint, model, base, holdout, trained_at), detector
+    learned = Counter(outcome.outcome for outcome in outcomes)
+    return Artifacts(fingerprint, model, base, holdout, trained_at,
+                     trained_on_feedback={"accepted": learned["accepted"], "declined": learned["declined"]}), detector
+
+
+def logged_outcomes(settings: Settings) -> list[FinalOutcome]:
+    """The offers customers accepted or declined, from the decision log: training learns from them.
+    None when nothing can have been logged (``DECISION_LOG=off``, or no SQLite file yet: reading
+    must not create one); a configured database that cannot be read stops training, saying why."""
+    url = settings.resolved_database_url
+    if settings.decision_log == "off" or (url.startswith("sqlite") and not Path(make_url(url).database).is_file()):
+        return []
+    try:
+        migrate(url)
+        store = DecisionStore(url)
+        try:
+            return store.final_outcomes()
+        finally:
+            store.close()
+    except SQLAlchemyError as error:
+        raise ServiceError(f"cannot read the customers' answers from the decision log: {type(error).__name__}: "
+                           f"{str(error).splitlines()[0]}") from error
 
 
 def load_or_train(data: BankData, settings: Settings) -> tuple[Artifacts, bool]:

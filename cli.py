@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +72,32 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the API")
     serve.set_defaults(handler=serve_command)
 
+    report = commands.add_parser("report", help="acceptance, decline and suppression rates of the logged offers, "
+                                                "per product and per protected group")
+    report.add_argument("--data", type=Path, required=True)
+    report.add_argument("--since", type=date.fromisoformat, default=None, help="YYYY-MM-DD (default: everything)")
+    report.set_defaults(handler=report_command)
+
     migrate = commands.add_parser("migrate", help="bring the decision log's database schema up to date "
                                                   "(the service also does it at start-up)")
     migrate.set_defaults(handler=migrate_command)
     return parser
+
+
+def report_command(args: argparse.Namespace, settings: Settings) -> int:
+    from decision_store import DecisionStore, migrate
+    from interactions import outcome_report
+    from recommendation_service import RecommendationService
+
+    settings = settings.model_copy(update={"data_dir": _existing(args.data)})
+    service = RecommendationService.start(settings)
+    migrate(settings.resolved_database_url)
+    store = DecisionStore(settings.resolved_database_url)
+    since = datetime.combine(args.since, time.min, timezone.utc) if args.since else None
+    try:
+        return _print(outcome_report(store, service, since))
+    finally:
+        store.close()
 
 
 def migrate_command(args: argparse.Namespace, settings: Settings) -> int:

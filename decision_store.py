@@ -90,6 +90,14 @@ class OfferRecord:
 
 
 @dataclass(frozen=True)
+class SuppressedRecord:
+    """A product the contact policy held back from an answer, and the policy's rule that did."""
+
+    product_id: str
+    policy: str
+
+
+@dataclass(frozen=True)
 class DecisionRecord:
     """One answer of ``/recommend``, built by the service from what it sent: validated here, before it
     is queued, so that a batch cannot fail later on a value the database refuses."""
@@ -106,6 +114,7 @@ class DecisionRecord:
     degraded: bool
     fallback_reasons: tuple[str, ...]
     offers: tuple[OfferRecord, ...]
+    suppressed: tuple[SuppressedRecord, ...] = ()
 
     def __post_init__(self) -> None:
         _require_text("request_id", self.request_id, ID_LENGTH)
@@ -148,6 +157,16 @@ class OutcomeCounts:
     clicked: int = 0
     accepted: int = 0
     declined: int = 0
+
+
+@dataclass(frozen=True)
+class FinalOutcome:
+    """How one offer ended: the customer accepted or declined the product, at that time."""
+
+    customer_id: str
+    product_id: str
+    outcome: str
+    at: datetime
 
 
 class UnknownDecision(LookupError):
@@ -223,6 +242,7 @@ class DecisionRow(Base):
     fallback_used: Mapped[bool] = mapped_column(Boolean())
     degraded: Mapped[bool] = mapped_column(Boolean())
     fallback_reasons: Mapped[list[str]] = mapped_column(JSON())
+    suppressed: Mapped[list[dict[str, str]]] = mapped_column(JSON(), server_default="[]")
 
 
 class OfferRow(Base):
@@ -453,6 +473,31 @@ class DecisionStore:
         return {product: OutcomeCounts(offered=count, **{outcome: answered[product, outcome] for outcome in OUTCOMES})
                 for product, count in sorted(offered.items())}
 
+    def suppression_counts(self, since: datetime | None = None,
+                           customers: Collection[str] | None = None) -> tuple[int, Counter[str]]:
+        """Answers given since ``since`` (to ``customers`` if given) and, per product, in how many of them
+        the contact policy held the product back."""
+        answers, suppressed = 0, Counter[str]()
+        groups = [None] if customers is None else _chunks(sorted(set(customers)), IN_CLAUSE_CHUNK)
+        with self._engine.connect() as connection:
+            for group in groups:
+                for (held_back,) in connection.execute(select(DECISIONS.c.suppressed)
+                                                       .where(*_decisions_made(since, group))):
+                    answers += 1
+                    suppressed.update({item["product_id"] for item in held_back})
+        return answers, suppressed
+
+    def final_outcomes(self, since: datetime | None = None) -> list[FinalOutcome]:
+        """Every offer accepted or declined since ``since``, oldest first: what training and the
+        feedback layer learn from."""
+        query = (select(FEEDBACK.c.customer_id, FEEDBACK.c.product_id, FEEDBACK.c.outcome, FEEDBACK.c.created_at)
+                 .where(FEEDBACK.c.outcome.in_(sorted(FINAL_OUTCOMES)))
+                 .order_by(FEEDBACK.c.created_at, FEEDBACK.c.feedback_id))
+        if since is not None:
+            query = query.where(FEEDBACK.c.created_at >= since)
+        with self._engine.connect() as connection:
+            return [FinalOutcome(*row) for row in connection.execute(query)]
+
 
 def _engine(url: URL) -> Engine:
     """PostgreSQL: pooled, each connection pinged before use, so a restarted server costs a reconnect,
@@ -536,7 +581,8 @@ def _decision_row(decision: DecisionRecord) -> dict[str, Any]:
             "customer_id": decision.customer_id, "cold_start": decision.cold_start, "cached": decision.cached,
             "model_version": decision.model_version, "data_fingerprint": decision.data_fingerprint,
             "bias_check_passed": decision.bias_check_passed, "fallback_used": decision.fallback_used,
-            "degraded": decision.degraded, "fallback_reasons": list(decision.fallback_reasons)}
+            "degraded": decision.degraded, "fallback_reasons": list(decision.fallback_reasons),
+            "suppressed": [{"product_id": item.product_id, "policy": item.policy} for item in decision.suppressed]}
 
 
 def _offer_row(request_id: str, offer: OfferRecord) -> dict[str, Any]:
@@ -560,7 +606,8 @@ def _decision_histories(decisions: Sequence[Row[Any]], offers: Sequence[Row[Any]
     return [DecisionHistory(
         DecisionRecord(row.request_id, row.customer_id, row.created_at, row.cold_start, row.cached,
                        row.model_version, row.data_fingerprint, row.bias_check_passed, row.fallback_used,
-                       row.degraded, tuple(row.fallback_reasons), tuple(offers_of[row.request_id])),
+                       row.degraded, tuple(row.fallback_reasons), tuple(offers_of[row.request_id]),
+                       tuple(SuppressedRecord(**item) for item in row.suppressed)),
         {offer.product_id: tuple(feedback_on.get((row.request_id, offer.product_id), ()))
          for offer in offers_of[row.request_id]})
         for row in decisions]

@@ -22,6 +22,7 @@ import pandas as pd
 
 from business_rules import AdjustedProduct, RuleEffect
 from feature_engineer import FeatureSpec, profile_phrase
+from feedback_learning import FeedbackShift
 from recommender import HybridRecommender, RiskProfile
 from text_models import DetectedEvent
 
@@ -37,7 +38,8 @@ QUOTE_LIMIT = 100
 class Factor:
     """One reason: what it is, the customer's value, how strong (log-odds or score change), where from."""
 
-    kind: str  # stated_need | feature | life_event | text_match | business_rule | risk_suitability | popularity
+    kind: str  # stated_need | feature | life_event | text_match | feedback | business_rule | risk_suitability
+    # | popularity
     name: str
     weight: float
     value: str | float | None = None
@@ -113,12 +115,14 @@ class ExplainedCustomer(Protocol):
 
 def explain_recommendations(model: HybridRecommender, customer: ExplainedCustomer, design: np.ndarray,
                             ranked: Sequence[AdjustedProduct], products: Sequence[Mapping[str, Any]],
-                            risk: RiskProfile, max_risk: int, recent_events: frozenset[str]) -> list[Explanation]:
+                            risk: RiskProfile, max_risk: int, recent_events: frozenset[str],
+                            feedback: Mapping[str, FeedbackShift]) -> list[Explanation]:
     """Explanations of the final list, the model's contributions for all of it in one pass.
 
     ``design`` is the customer's (products, features) model input, ``products`` the catalogue
-    records by position, ``max_risk`` the highest product risk the customer's profile allows and
-    ``recent_events`` the life events the business rules saw.
+    records by position, ``max_risk`` the highest product risk the customer's profile allows,
+    ``recent_events`` the life events the business rules saw and ``feedback`` what the segment's
+    answers to offers did to each product's score since training.
     """
     position = {product_id: index for index, product_id in enumerate(model.product_ids_)}
     indices = [position[item.product_id] for item in ranked]
@@ -128,13 +132,15 @@ def explain_recommendations(model: HybridRecommender, customer: ExplainedCustome
         product = products[index]
         context = ProductContext(str(product["name"]), int(product["risk_level"]), max_risk, risk.level,
                                  item.model_score)
-        explanations.append(_explain(model, customer, index, item, context, design[index], pushes, recent_events))
+        explanation = _explain(model, customer, index, item, context, design[index], pushes, recent_events,
+                               feedback.get(item.product_id))
+        explanations.append(explanation)
     return explanations
 
 
 def _explain(model: HybridRecommender, customer: ExplainedCustomer, index: int, item: AdjustedProduct,
              context: ProductContext, design_row: np.ndarray, contributions: np.ndarray,
-             recent_events: frozenset[str]) -> Explanation:
+             recent_events: frozenset[str], feedback: FeedbackShift | None) -> Explanation:
     factors: list[Factor] = []
     need = customer.stated_needs.get(item.product_id)
     if need is not None:
@@ -149,6 +155,8 @@ def _explain(model: HybridRecommender, customer: ExplainedCustomer, index: int, 
     factors += model_factors(contributions, model.design.specs, design_row, customer.profile)
     if model.blend_.tree_weight[index] < 0.5:  # scored mostly by the prior, whose base is popularity
         factors.append(popularity_factor(float(model.prior_[index])))
+    if feedback is not None:
+        factors.append(feedback_factor(feedback))
     factors += rule_factors(item.effects)
     factors.append(suitability_factor(context))
     return explain(context, factors)
@@ -268,6 +276,16 @@ def rule_factors(effects: Sequence[RuleEffect]) -> list[Factor]:
                    effect.effect, effect.reason, "business rules") for effect in effects]
 
 
+def feedback_factor(shift: FeedbackShift) -> Factor:
+    """How the segment answered this product's offers since training, and what that did to the score."""
+    answered = shift.accepted + shift.declined
+    return Factor("feedback", "how customers of your segment answered this offer", round(shift.log_odds_change, 3),
+                  f"{shift.accepted} of {answered} accepted",
+                  f"{shift.segment} customers accepted {shift.accepted} and declined {shift.declined} of its offers "
+                  f"since the model was trained: estimated take-up {shift.model_score:.1%} before, "
+                  f"{shift.score:.1%} after", "decision log")
+
+
 def suitability_factor(context: ProductContext) -> Factor:
     return Factor("risk_suitability", "product risk within the customer's risk profile", 0.0,
                   f"risk {context.product_risk} of max {context.max_risk}",
@@ -311,6 +329,8 @@ def reason_phrase(factor: Factor) -> str | None:
         return f"{said} {factor.name.replace('_', ' ')} (\"{factor.evidence}\", {factor.date})"
     if factor.kind == "text_match":
         return f"your own words (\"{factor.evidence}\") are close to what it offers"
+    if factor.kind == "feedback":
+        return f"customers like you accepted it ({factor.value} offers)" if factor.weight > 0 else None
     if factor.kind != "feature":
         return None
     if factor.feature_kind == "holding":

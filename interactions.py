@@ -14,9 +14,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from business_rules import ContactHistory, ContactPolicy
-from decision_store import (AppliedRule, DecisionLog, DecisionRecord, DecisionStore, FeedbackResult, OfferRecord,
-                            UnknownDecision, migrate)
-from recommendation_service import Recommendation
+from decision_store import (AppliedRule, DecisionLog, DecisionRecord, DecisionStore, FeedbackResult, FinalOutcome,
+                            OfferRecord, OutcomeCounts, SuppressedRecord, UnknownDecision, migrate)
+from feedback_learning import FeedbackEvidence
+from recommendation_service import Recommendation, RecommendationService
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,16 @@ class Interactions:
         pages = self.store.decisions_of(customer_id, limit, offset)
         return [_decision_view(history.decision, history.feedback) for history in pages]
 
+    def final_outcomes(self, since: datetime) -> list[FinalOutcome] | None:
+        """Offers accepted or declined since ``since``; None when the database cannot say (the service
+        keeps the evidence it has, and /health says why through the log's status)."""
+        try:
+            return self.store.final_outcomes(since)
+        except Exception as error:
+            logger.warning("customers' answers unavailable; keeping the feedback evidence as it was",
+                           extra={"error": type(error).__name__})
+            return None
+
     def status(self) -> dict[str, Any]:
         return self.log.status()
 
@@ -117,6 +128,9 @@ class LogOff:
     def decisions(self, customer_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
         raise DecisionLogUnavailable(LOG_OFF)
 
+    def final_outcomes(self, since: datetime) -> list[FinalOutcome]:
+        return []
+
     def status(self) -> dict[str, Any]:
         return {"mode": self.mode, "healthy": True, "queue_depth": 0, "queue_capacity": 0, "retrying": 0,
                 **dict.fromkeys(("accepted", "written", "duplicates", "dropped", "refused", "failed_batches"), 0),
@@ -129,6 +143,51 @@ class LogOff:
 LOG_OFF = "DECISION_LOG=off: nothing is recorded, so there is no feedback to take and no history to show"
 
 
+def feedback_evidence(log: Interactions | LogOff, service: RecommendationService, strength: float
+                      ) -> FeedbackEvidence | None:
+    """The evidence of the customers' answers since the model was trained (``strength``:
+    FEEDBACK_PRIOR_STRENGTH); None when the database cannot be read."""
+    trained_at = service.artifacts.trained_at
+    outcomes = log.final_outcomes(datetime.fromisoformat(trained_at))
+    if outcomes is None:
+        return None
+    return FeedbackEvidence.from_outcomes(service.product_ids, outcomes, service.segments, strength, trained_at)
+
+
+def outcome_report(store: DecisionStore, service: RecommendationService, since: datetime | None = None
+                   ) -> dict[str, Any]:
+    """Acceptance, decline and suppression rates per product, for every customer and per protected
+    group: how the bank's offers fare, and whether they fare alike across groups (acceptance rates that
+    differ by group are a fairness signal the audit should show too). Acceptance and decline rates are
+    shares of offers made; the suppression rate is the share of answers the contact policy held the
+    product back from. Groups come from the bank's customer view; cold-start customers count in the
+    totals only."""
+    view = service.base.view
+    report: dict[str, Any] = {"since": since.isoformat() if since else None,
+                              "all_customers": _rates(store, since, None), "by_group": {}}
+    for attribute in service.settings.protected_attributes:
+        groups = view[attribute.column].dropna().astype(str)
+        report["by_group"][attribute.name] = {
+            group: _rates(store, since, members.index.tolist()) for group, members in groups.groupby(groups)}
+    return report
+
+
+def _rates(store: DecisionStore, since: datetime | None, customers: list[str] | None) -> dict[str, Any]:
+    counts = store.outcome_counts(since, customers)
+    answers, suppressed = store.suppression_counts(since, customers)
+    rates = {}
+    for product in sorted(set(counts) | set(suppressed)):
+        offers = counts.get(product, OutcomeCounts(offered=0))
+        rates[product] = {"offered": offers.offered, "acceptance_rate": _share(offers.accepted, offers.offered),
+                          "decline_rate": _share(offers.declined, offers.offered),
+                          "suppression_rate": _share(suppressed[product], answers)}
+    return {"answers": answers, "products": rates}
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
 def decision_record(request_id: str, answer: Recommendation, cached: bool, fingerprint: str) -> DecisionRecord:
     """What the audit trail keeps of one answer: ids, model, scores, rules by name, bias and fallback."""
     offers = tuple(OfferRecord(item.product_id, item.rank, item.score, item.adjusted_score, item.scored_by,
@@ -138,7 +197,8 @@ def decision_record(request_id: str, answer: Recommendation, cached: bool, finge
                           created_at=datetime.now(timezone.utc), cold_start=answer.cold_start, cached=cached,
                           model_version=answer.model_version, data_fingerprint=fingerprint,
                           bias_check_passed=answer.bias_check.passed, fallback_used=answer.fallback.used,
-                          degraded=answer.fallback.degraded, fallback_reasons=answer.fallback.reasons, offers=offers)
+                          degraded=answer.fallback.degraded, fallback_reasons=answer.fallback.reasons, offers=offers,
+                          suppressed=tuple(SuppressedRecord(s.product_id, s.policy) for s in answer.suppressed))
 
 
 def _decision_view(decision: DecisionRecord, feedback: dict[str, tuple[FeedbackResult, ...]]) -> dict[str, Any]:

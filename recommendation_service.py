@@ -27,6 +27,7 @@ from business_rules import (CONTACT_POLICY_RULES, AdjustedProduct, ContactHistor
 from customer_state import CustomerState, CustomerStates, UnknownCustomer, UnknownReference
 from data_loader import BankData
 from explanations import Explanation, explain_recommendations
+from feedback_learning import SEGMENT_COLUMN, FeedbackEvidence
 from recommender import RiskProfile, risk_profile_at
 from settings import Settings
 from text_models import LifeEventDetector
@@ -97,6 +98,8 @@ class RecommendationService:
         self._product_records = self.products.astype(object).where(self.products.notna(), None).to_dict("records")
         self._observed = {a.name: observed_groups(self.base.view, a, settings.age_band_labels)
                           for a in settings.protected_attributes}
+        self.segments: dict[str, str] = self.base.view[SEGMENT_COLUMN].astype(str).to_dict()  # for the feedback
+
 
     @classmethod
     def start(cls, settings: Settings) -> "RecommendationService":
@@ -124,20 +127,22 @@ class RecommendationService:
     # ---------------------------------------------------------------- one customer
 
     def recommend(self, customer_id: str, top_k: int, include_explanation: bool = True,
-                  contact: ContactHistory | None = None) -> Recommendation:
-        """A known customer's answer; ``contact`` is their history in the decision log, if any."""
+                  contact: ContactHistory | None = None, feedback: FeedbackEvidence | None = None) -> Recommendation:
+        """A known customer's answer; ``contact`` is their history in the decision log, ``feedback`` the
+        customers' answers to offers since training (the decision log's, when the service has one)."""
         state = self.customers.known(self.customers.row_of(customer_id))
-        return self._recommend(state, top_k, include_explanation, contact)
+        return self._recommend(state, top_k, include_explanation, contact, feedback)
 
     def recommend_for_profile(self, customer_id: str, profile: Mapping[str, Any], held_products: Sequence[str],
                               posts: Sequence[str], top_k: int, include_explanation: bool = True,
-                              contact: ContactHistory | None = None) -> Recommendation:
+                              contact: ContactHistory | None = None, feedback: FeedbackEvidence | None = None
+                              ) -> Recommendation:
         """Cold start: a customer the data does not know, scored from a profile and their words."""
         state = self.customers.cold(customer_id, profile, held_products, posts)
-        return self._recommend(state, top_k, include_explanation, contact)
+        return self._recommend(state, top_k, include_explanation, contact, feedback)
 
     def _recommend(self, state: CustomerState, top_k: int, include_explanation: bool,
-                   contact: ContactHistory | None) -> Recommendation:
+                   contact: ContactHistory | None, feedback: FeedbackEvidence | None) -> Recommendation:
         """The seed's flow: features → model → rules → bias check → explanation → answer."""
         variants = counterfactual_variants(state.profile, state.tabular, self.settings.protected_attributes,
                                            self._observed, self.model.features_.patches_, self.rules,
@@ -146,6 +151,8 @@ class RecommendationService:
             state.inputs(np.stack([state.tabular] + [v.tabular for v in variants if v.tabular is not None])))
         probabilities, failure = self._probabilities(design)
         degraded = failure is not None
+        probabilities, shifts = (feedback.adjust(probabilities, str(state.profile.get(SEGMENT_COLUMN)))
+                                 if feedback is not None else (probabilities, {}))
         risk = risk_profile_at(state.risk, state.stress, 0)
         context = self.context(state, risk, contact)
         outcome = self.rules.apply(context, dict(zip(self.product_ids, probabilities[0].tolist())), top_k)
@@ -156,7 +163,8 @@ class RecommendationService:
             {a.name: group_of(state.profile, a) for a in self.settings.protected_attributes},
             counterfactuals, self.settings.bias_tolerance)
         explanations = (explain_recommendations(self.model, state, design[0], outcome.ranked, self._product_records,
-                                                risk, self.rules.max_risk_level(risk.level), context.life_events)
+                                                risk, self.rules.max_risk_level(risk.level), context.life_events,
+                                                shifts)
                         if include_explanation and not degraded else [None] * len(outcome.ranked))
         recommended = tuple(self._recommended(rank, item, explanation) for rank, (item, explanation)
                             in enumerate(zip(outcome.ranked, explanations), start=1))
@@ -219,7 +227,7 @@ class RecommendationService:
                                 for e in state.detected_events],
                 "risk_profile": risk_profile_at(state.risk, state.stress, 0)}
 
-    def model_card(self) -> dict[str, Any]:
+    def model_card(self, feedback: FeedbackEvidence | None = None) -> dict[str, Any]:
         model = self.model
         reports = [vars(r) for r in model.reports_]
         aucs = [r.auc for r in model.reports_ if r.auc is not None]
@@ -233,6 +241,8 @@ class RecommendationService:
                                 "per_product": reports},
             "fallbacks_in_force": [r.product_id for r in model.reports_ if r.strategy == "knowledge_prior"],
             "knowledge_prior": model.knowledge_summary(),
+            "feedback": {"trained_on": self.artifacts.trained_on_feedback,
+                         "since_training": feedback.summary() if feedback is not None else None},
             "skipped_rules": [asdict(rule) for rule in self.rules.skipped_rules],
             "data_quality": self.data.quality.to_dict(),
         }

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Sequence
 
 import numpy as np
@@ -39,8 +39,10 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from data_loader import BankData, customer_view, segment_eligibility
+from decision_store import FinalOutcome
 from feature_engineer import (CustomerFeatures, CustomerInputs, CustomerSignals, ProductDesign, customer_signals,
                               event_relevance, held_matrix, without_naming_words)
+from feedback_learning import feedback_examples
 from knowledge_prior import (KNOWLEDGE_INPUTS, MAX_POOLED_EXAMPLES, EvidenceBlend, KnowledgePrior, blend,
                              knowledge_inputs, prior_columns, sigmoid)
 from settings import Settings
@@ -48,7 +50,7 @@ from text_models import LifeEventDetector, TextEncoder
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "2.0.0"
+MODEL_VERSION = "2.1.0"
 TREE_DEPTHS = (1, 4)  # additive effects only, or interactions: chosen from held-out data
 MAX_TREES = 250  # early stopping decides; additive models need more rounds
 HOLDOUT_SHARE = 0.2
@@ -759,11 +761,19 @@ def _stack_signals(signals: Sequence[CustomerSignals]) -> CustomerSignals:
 
 
 def make_training_set(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEncoder,
-                      detector: LifeEventDetector, features: CustomerFeatures | None = None
-                      ) -> tuple[TrainingSet, CustomerFeatures, str]:
-    """The stacked training examples before ``end``, with the feature pipeline fitted on them (or given)."""
+                      detector: LifeEventDetector, features: CustomerFeatures | None = None,
+                      outcomes: Sequence[FinalOutcome] = ()) -> tuple[TrainingSet, CustomerFeatures, str]:
+    """The stacked training examples before ``end``, with the feature pipeline fitted on them (or given).
+    Offers the customers accepted or declined (``outcomes``) are examples too, as of ``end``."""
     scheme = label_scheme_of(data.holdings)
     views, signals, labels, candidates = build_training_set(data, end, settings, encoder, detector, scheme)
+    if outcomes:
+        view, answered, _ = snapshot_signals(data, end, encoder, detector)
+        rows, took_up, taught = feedback_examples(answered.customer_ids, data.products["product_id"].tolist(), outcomes)
+        views.append(view.iloc[rows])
+        signals.append(_signal_rows(answered, rows))
+        labels.append(took_up)
+        candidates.append(taught)
     stacked_view = pd.concat(views)
     features = features or CustomerFeatures(settings.protected_attributes, settings.age_bands).fit(stacked_view)
     stacked = _stack_signals(signals)
@@ -772,10 +782,18 @@ def make_training_set(data: BankData, end: pd.Timestamp, settings: Settings, enc
     return training, features, scheme
 
 
+def _signal_rows(signals: CustomerSignals, rows: np.ndarray) -> CustomerSignals:
+    """The signals of some customers (the event posts, for explanations only, are left out as in a stack)."""
+    return CustomerSignals(**{f.name: pd.DataFrame() if f.name == "event_posts" else getattr(signals, f.name)[rows]
+                              for f in fields(CustomerSignals)})
+
+
 def train(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEncoder, detector: LifeEventDetector,
-          disabled: frozenset[str] = frozenset()) -> tuple[HybridRecommender, TrainingSet]:
-    """Fits the feature pipeline and the recommender on everything known before ``end``."""
-    training, features, scheme = make_training_set(data, end, settings, encoder, detector)
+          disabled: frozenset[str] = frozenset(), outcomes: Sequence[FinalOutcome] = ()
+          ) -> tuple[HybridRecommender, TrainingSet]:
+    """Fits the feature pipeline and the recommender on everything known before ``end``, and on the
+    offers customers accepted or declined (``outcomes``, from the decision log)."""
+    training, features, scheme = make_training_set(data, end, settings, encoder, detector, outcomes=outcomes)
     design = ProductDesign(features.feature_specs_, data.products["name"].tolist(), detector.events,
                            event_relevance(encoder, detector, data.products), disabled)
     model = HybridRecommender(design, settings.min_positives_for_model, settings.min_positives_for_smote,

@@ -114,6 +114,14 @@ class Settings(BaseSettings):
     decision_queue_size: int = Field(default=10_000, ge=1, le=1_000_000,
                                      description="Decisions waiting to be written; bounds the memory a slow "
                                                  "database can take.")
+    feedback_prior_strength: float = Field(
+        default=50.0, gt=0, le=1_000_000,
+        description="Between retrains, a product's score moves toward its segment's acceptance rate as if the "
+                    "model's score were worth this many offers (Beta-binomial): 50 answered offers move it halfway.")
+    feedback_refresh_seconds: float = Field(
+        default=30.0, gt=0, le=86_400,
+        description="How often each worker re-reads the customers' answers from the decision log (answers given "
+                    "to this worker count at once).")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import sys
 from pathlib import Path
@@ -104,16 +105,20 @@ def fallback_service(trained_service, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory):
+def postgres_server():
     """One PostgreSQL server for the session (pgserver starts it in about a second); each test that
     uses it gets a database of its own."""
     pgserver = pytest.importorskip("pgserver", reason="pgserver (requirements-dev.txt) starts the PostgreSQL server")
+    # Not under pytest's base directory: run as root, pgserver runs PostgreSQL as its own user, who must reach
+    # the data directory, and every pytest session makes /tmp/pytest-of-<user> private again.
+    data_dir = Path(tempfile.mkdtemp(prefix="nbp-test-postgres-"))
     try:
-        server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+        server = pgserver.get_server(data_dir, cleanup_mode="stop")
     except Exception as error:  # no PostgreSQL here: say why, run the SQLite half
         pytest.skip(f"pgserver could not start PostgreSQL on this machine: {type(error).__name__}: {error}")
     yield server
     server.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -132,7 +132,8 @@ def test_nothing_stored_holds_post_text_or_profile_values(backend: Backend, stor
     engine.dispose()
     assert columns == {
         "decisions": {"request_id", "created_at", "customer_id", "cold_start", "cached", "model_version",
-                      "data_fingerprint", "bias_check_passed", "fallback_used", "degraded", "fallback_reasons"},
+                      "data_fingerprint", "bias_check_passed", "fallback_used", "degraded", "fallback_reasons",
+                      "suppressed"},  # product ids and policy names
         "offers": {"request_id", "product_id", "rank", "score", "adjusted_score", "scored_by", "rules"},
         "feedback": {"feedback_id", "request_id", "product_id", "customer_id", "outcome", "created_at"},
     }
