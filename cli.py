@@ -1,4 +1,4 @@
-"""Command line: generate-data, check-data, train, evaluate, audit, serve, migrate.
+"""Command line: generate-data, check-data, train, evaluate, audit, score, serve, migrate.
 
 Each command prints JSON (or serves) and exits non-zero with a one-line reason when it cannot do
 its job: a missing directory, unreadable data, an invalid rules file or bad configuration.
@@ -15,9 +15,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from batch_scoring import ENGINES, chunk_progress, score_customers
+from schemas import RecommendRequest
 from settings import Settings, get_settings
 
 logger = logging.getLogger("cli")
+LONG_RUNNING = {"serve", "score"}  # commands that log their progress at LOG_LEVEL; the others only warnings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"invalid configuration: {_validation_summary(error)}")
     from app import configure_logging
 
-    configure_logging(settings.log_level if args.command == "serve" else "WARNING")
+    configure_logging(settings.log_level if args.command in LONG_RUNNING else "WARNING")
     try:
         return args.handler(args, settings)
     except Exception as error:  # a clear reason on one line, not a stack trace
@@ -68,6 +71,17 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--k", type=int, nargs="+", default=[1, 3, 5])
     evaluate.add_argument("--no-ablations", action="store_true", help="skip the without-text/events models")
     evaluate.set_defaults(handler=evaluate_command)
+
+    score = commands.add_parser("score", help="write every known customer's top-k answer to Parquet, in chunks")
+    score.add_argument("--data", type=Path, required=True)
+    score.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+    score.add_argument("--top-k", type=_positive_int, default=RecommendRequest.model_fields["top_k"].default)
+    score.add_argument("--engine", choices=sorted(ENGINES), default="local")
+    score.add_argument("--chunk-size", type=_positive_int, default=None,
+                       help="customers per chunk, the unit of memory and of resuming (default: SCORE_CHUNK_SIZE)")
+    score.add_argument("--restart", action="store_true",
+                       help="discard the chunks of an unfinished run instead of resuming it")
+    score.set_defaults(handler=score_command)
 
     serve = commands.add_parser("serve", help="serve the API")
     serve.set_defaults(handler=serve_command)
@@ -163,6 +177,21 @@ def audit(args: argparse.Namespace, settings: Settings) -> int:
     return _print(service.artifacts.audit)
 
 
+def score_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Starts the service as ``serve`` does (loads the saved models, or trains them), then scores
+    every known customer. Interrupted, it keeps the complete chunks: the same command resumes."""
+    from recommendation_service import RecommendationService
+
+    settings = settings.model_copy(update={"data_dir": _existing(args.data)})
+    try:
+        service = RecommendationService.start(settings)
+        summary = score_customers(service, args.out, args.top_k, args.chunk_size or settings.score_chunk_size,
+                                  args.engine, args.restart, lambda total, done: chunk_progress(total, done, sys.stderr))
+    except KeyboardInterrupt:
+        return _fail("interrupted; the complete chunks are kept: run the same command again to resume", code=130)
+    return _print(summary)
+
+
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -200,9 +229,18 @@ def _jsonable(result: Any) -> Any:
     return asdict(result) if is_dataclass(result) else result
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return code
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more; argparse reports anything else as a usage error, before
+    the service starts."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def _validation_summary(error: ValidationError) -> str:

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
                                    description="Answers for known customers kept in memory (0: no cache).")
     default_customers: int = Field(default=2000, ge=50, description="Size of the data set generated on first start.")
     default_seed: int = 42
+    score_chunk_size: int = Field(default=10_000, ge=1, description=(
+        "Customers per chunk of `cli.py score`: what one chunk holds in memory, and what an interrupted run "
+        "scores again when resumed."))
 
     protected_attributes: list[ProtectedAttribute] = Field(default_factory=_default_protected_attributes)
     age_bands: list[int] = Field(default=[18, 30, 45, 60], description="Lower bounds of the age bands.")
