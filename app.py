@@ -345,9 +345,12 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
         known = service.knows(body.customer_id)
         if not known and body.profile is None:
             raise HTTPException(404, f"unknown customer {body.customer_id!r}; send a 'profile' to score a new customer")
-        contact = await run_in_threadpool(log.history, body.customer_id, service.rules.contact_policy)
+        policy = service.rules.contact_policy
+        contact = (log.history(body.customer_id, policy) if log.reads_are_local
+                   else await run_in_threadpool(log.history, body.customer_id, policy))
         feedback = request.app.state.service_state.feedback
-        key = (body.customer_id, body.top_k, body.include_explanation, contact.key if contact else None,
+        policy_key = policy.answer_key(contact) if contact else None
+        key = (body.customer_id, body.top_k, body.include_explanation, policy_key,
                feedback.version if feedback else None)
         cached = cache.get(key) if known else None
         if cached is not None:

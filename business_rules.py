@@ -88,12 +88,6 @@ class ContactHistory:
     unanswered_offers: Mapping[str, int] = field(default_factory=dict)  # offers without any answer, in window_days
     accepted: frozenset[str] = frozenset()  # accepted offers: held from then on
 
-    @property
-    def key(self) -> tuple:
-        """Hashable and equal for equal histories: part of an answer's cache key."""
-        return (tuple(sorted(self.declined_recently)), tuple(sorted(self.unanswered_offers.items())),
-                tuple(sorted(self.accepted)))
-
 
 @dataclass(frozen=True)
 class RuleEffect:
@@ -522,6 +516,13 @@ class ContactPolicy(BaseModel):
     max_offers: int = Field(default=3, ge=1, description="At most this many offers of one product to one customer "
                                                          "without any response within window_days.")
     window_days: int = Field(default=30, ge=1)
+
+    def answer_key(self, contact: ContactHistory) -> tuple:
+        """What of a contact history can change an answer under this policy: part of the answer cache's key.
+        Offers still under ``max_offers`` change nothing, so a customer asked again meets the cache."""
+        saturated = tuple(sorted((product, offers) for product, offers in contact.unanswered_offers.items()
+                                 if offers >= self.max_offers))
+        return tuple(sorted(contact.declined_recently)), saturated, tuple(sorted(contact.accepted))
 
 
 class _RulesDocument(BaseModel):

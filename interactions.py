@@ -13,6 +13,8 @@ from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from business_rules import ContactHistory, ContactPolicy
 from decision_store import (AppliedRule, DecisionLog, DecisionRecord, DecisionStore, FeedbackResult, FinalOutcome,
                             OfferRecord, OutcomeCounts, SuppressedRecord, UnknownDecision, migrate)
@@ -43,6 +45,9 @@ class Interactions:
         url = settings.resolved_database_url
         migrate(url)
         self.mode = settings.decision_log
+        # A SQLite read in WAL mode never waits for the writer and costs less than a hop to the thread pool;
+        # a PostgreSQL read crosses the network, so the API makes it off the event loop.
+        self.reads_are_local = make_url(url).get_backend_name() == "sqlite"
         self.store = DecisionStore(url)
         # required: the writer takes what is queued at once (no batching window), since answers wait for it
         self.log = DecisionLog(self.store, settings.decision_log, settings.decision_queue_size,
@@ -115,6 +120,7 @@ class LogOff:
     the decision history answer 503, saying the log is off; /health and /metrics say so too."""
 
     mode = "off"
+    reads_are_local = True
 
     def history(self, customer_id: str, policy: ContactPolicy, now: datetime | None = None) -> None:
         return None
