@@ -18,7 +18,8 @@ def main() -> None:
     args = parser.parse_args()
     sizes = ["10000"] if args.quick else ["10000", "100000"]
     runs = [["bench_data.py"], ["bench_generator.py"], ["bench_training.py", "--sizes", *sizes],
-            ["bench_request_parts.py"], ["bench_serving.py"]]
+            ["bench_request_parts.py"], ["bench_serving.py"], ["bench_decision_log.py"],
+            ["bench_decision_overhead.py"]]
     for script, *options in runs:
         print(f"== {script}", flush=True)
         subprocess.run([sys.executable, str(BENCH / script), *options], check=True)
