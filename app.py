@@ -38,6 +38,7 @@ from settings import Settings, get_settings
 
 logger = logging.getLogger("api")
 OPEN_PATHS = {"/health", "/metrics"}
+MAX_DECISIONS_OFFSET = 1_000_000_000  # far past any history; a larger offset would overflow the database's integers
 
 
 # --------------------------------------------------------------------------------------------------
@@ -393,7 +394,7 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
     @protected.get("/customers/{customer_id}/decisions", response_model=DecisionsPage, tags=["analysts"])
     async def decisions(customer_id: Annotated[str, PathId], log: Log,
                         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-                        offset: Annotated[int, Query(ge=0)] = 0) -> Any:
+                        offset: Annotated[int, Query(ge=0, le=MAX_DECISIONS_OFFSET)] = 0) -> Any:
         """The customer's logged decisions and their outcomes, newest first, a page at a time."""
         page = await run_in_threadpool(log.decisions, customer_id, limit, offset)
         return DecisionsPage(customer_id=customer_id, limit=limit, offset=offset, decisions=page)

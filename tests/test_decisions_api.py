@@ -73,6 +73,8 @@ def test_feedback_errors_name_what_is_wrong(state_settings, trained_service, kno
     assert not_offered.status_code == 404
     bad = client.post("/feedback", json={**feedback, "outcome": "loved it"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "outcome"
+    far = client.get(f"/customers/{known_customer}/decisions", params={"offset": 2 ** 63})  # found by the fuzzer
+    assert far.status_code == 422 and far.json()["detail"][0]["field"] == "query.offset"
     assert offered not in [i["product_id"] for i in recommend(client, known_customer)["recommendations"]], \
         "an accepted offer counts as held"
     client.__exit__(None, None, None)
