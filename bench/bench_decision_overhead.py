@@ -10,8 +10,8 @@ meets all three alike. Each database is a fresh SQLite file under a temporary st
 Two passes over distinct known customers: the first with every answer computed (as most real traffic
 is: a bank's front-ends ask for many different customers), the second asking the same customers
 again, so that each app's answer cache can serve (the contact history is read and the decision
-logged either way). Prints medians and 99th percentiles in milliseconds and the added cost of each
-mode at the median, against ``off``.
+logged either way). Prints medians and 99th percentiles in milliseconds, the added cost of each mode at
+the median against ``off``, and the median of the per-customer differences (less sensitive to drift).
 
     python bench/bench_decision_overhead.py [--customers 1000]
 """
@@ -56,6 +56,10 @@ def summary(seconds: dict[str, list[float]]) -> dict[str, object]:
     off = float(np.median(seconds["off"])) * 1000
     figures["added_at_median_ms"] = {mode: round(float(np.median(seconds[mode])) * 1000 - off, 4)
                                      for mode in MODES if mode != "off"}
+    # the same customer asked of two apps moments apart: drift in the machine's speed cancels out
+    figures["median_paired_difference_ms"] = {
+        mode: round(float(np.median(np.subtract(seconds[mode], seconds["off"]))) * 1000, 4)
+        for mode in MODES if mode != "off"}
     return figures
 
 
