@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from batch import run_audit
-from decision_store import FINAL_OUTCOMES, OutcomeConflict, UnknownDecision
+from decision_store import FINAL_OUTCOMES, FeedbackResult, FinalOutcome, OutcomeConflict, UnknownDecision
 from feedback_learning import FeedbackEvidence
 from interactions import DecisionLogUnavailable, Interactions, LogOff, feedback_evidence, open_interactions
 from recommendation_service import RecommendationService, UnknownReference, UnknownCustomer
@@ -55,13 +55,27 @@ class ServiceState:
     started_at: float = field(default_factory=time.monotonic)
     feedback: FeedbackEvidence | None = None  # the customers' answers since training, refreshed while serving
     stopping: threading.Event = field(default_factory=threading.Event)
+    # One at a time: storing an answer and counting it, or re-reading every answer. An answer is then counted
+    # once, whether the re-read saw it (and replaced the evidence that counted it) or not (and keeps the count).
+    _feedback_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def refresh_feedback(self, strength: float) -> None:
-        """Swaps in fresh evidence (one assignment: an answer in flight keeps what it started with); the
-        evidence stays as it was when the database cannot be read."""
-        evidence = feedback_evidence(self.interactions, self.service, strength)
-        if evidence is not None:
-            self.feedback = evidence
+        """Swaps in evidence re-read from the log (one assignment: an answer in flight keeps what it started
+        with); the evidence stays as it was when the database cannot be read."""
+        with self._feedback_lock:
+            evidence = feedback_evidence(self.interactions, self.service, strength)
+            if evidence is not None:
+                self.feedback = evidence
+
+    def take_feedback(self, body: FeedbackRequest) -> FeedbackResult:
+        """Stores what the customer did with an offer; a final outcome counts in this worker's evidence at
+        once, without re-reading the log (other workers meet it at their next refresh)."""
+        with self._feedback_lock:
+            stored = self.interactions.feedback(body.request_id, body.customer_id, body.product_id, body.outcome)
+            if stored.outcome in FINAL_OUTCOMES and self.feedback is not None:
+                answer = FinalOutcome(stored.customer_id, stored.product_id, stored.outcome, stored.created_at)
+                self.feedback = self.feedback.including([answer], self.service.segments)
+        return stored
 
 
 def start_service(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService],
@@ -375,21 +389,16 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
 
     @protected.post("/feedback", response_model=FeedbackResponse, tags=["recommendations"],
                     responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse},
-                               422: {"model": ErrorResponse}})
-    async def feedback(body: FeedbackRequest, request: Request, log: Log, service: Service) -> Any:
+                               422: {"model": ErrorResponse}}, dependencies=[Depends(ready_interactions)])
+    async def feedback(body: FeedbackRequest, request: Request) -> Any:
         """What the customer did with an offer: shown, clicked, accepted or declined (one final outcome).
         A final outcome moves this worker's scores at once (the feedback layer in /model)."""
         try:
-            stored = await run_in_threadpool(log.feedback, body.request_id, body.customer_id, body.product_id,
-                                             body.outcome)
+            return await run_in_threadpool(request.app.state.service_state.take_feedback, body)
         except UnknownDecision as error:
             raise HTTPException(404, str(error)) from None
         except OutcomeConflict as error:
             raise HTTPException(409, str(error)) from None
-        if body.outcome in FINAL_OUTCOMES:
-            await run_in_threadpool(request.app.state.service_state.refresh_feedback,
-                                    request.app.state.settings.feedback_prior_strength)
-        return stored
 
     @protected.get("/customers/{customer_id}/decisions", response_model=DecisionsPage, tags=["analysts"])
     async def decisions(customer_id: Annotated[str, PathId], log: Log,

@@ -122,7 +122,8 @@ def logged_outcomes(settings: Settings) -> list[FinalOutcome]:
     None when nothing can have been logged (``DECISION_LOG=off``, or no SQLite file yet: reading
     must not create one); a configured database that cannot be read stops training, saying why."""
     url = settings.resolved_database_url
-    if settings.decision_log == "off" or (url.startswith("sqlite") and not Path(make_url(url).database).is_file()):
+    parsed = make_url(url)
+    if settings.decision_log == "off" or (parsed.get_backend_name() == "sqlite" and not Path(parsed.database).is_file()):
         return []
     try:
         migrate(url)

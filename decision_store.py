@@ -56,6 +56,7 @@ ID_LENGTH = 64          # request, customer and product ids (the API allows cust
 LABEL_LENGTH = 64       # model version, data fingerprint, scoring strategy
 CONNECT_TIMEOUT_S = 5   # an unreachable PostgreSQL fails a batch in seconds instead of hanging the writer
 IN_CLAUSE_CHUNK = 500   # ids per IN (...): far below SQLite's and PostgreSQL's limits on bound values
+LOG_COUNTERS = ("accepted", "written", "duplicates", "dropped", "refused", "failed_batches")  # in status()
 MIGRATION_LOCK_KEY = 0x6E62705F6C6F67  # "nbp_log": serialises start-up migrations of several workers
 
 
@@ -715,8 +716,7 @@ class DecisionLog:
         with self._lock:
             return {"mode": self.mode, "healthy": self._healthy, "queue_depth": self._queue.qsize(),
                     "queue_capacity": self._queue.maxsize, "retrying": self._retrying,
-                    **{name: self._counts[name] for name in ("accepted", "written", "duplicates", "dropped",
-                                                             "refused", "failed_batches")},
+                    **{name: self._counts[name] for name in LOG_COUNTERS},
                     "last_error": self._last_error,
                     "last_error_at": self._last_error_at.isoformat() if self._last_error_at else None}
 

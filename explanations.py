@@ -132,9 +132,8 @@ def explain_recommendations(model: HybridRecommender, customer: ExplainedCustome
         product = products[index]
         context = ProductContext(str(product["name"]), int(product["risk_level"]), max_risk, risk.level,
                                  item.model_score)
-        explanation = _explain(model, customer, index, item, context, design[index], pushes, recent_events,
-                               feedback.get(item.product_id))
-        explanations.append(explanation)
+        explanations.append(_explain(model, customer, index, item, context, design[index], pushes, recent_events,
+                                     feedback.get(item.product_id)))
     return explanations
 
 

@@ -78,6 +78,16 @@ class FeedbackEvidence:
         counts = {pair: (tally[(*pair, "accepted")], tally[(*pair, "declined")]) for pair in pairs}
         return cls(product_ids, counts, strength, since)
 
+    def including(self, outcomes: Iterable[FinalOutcome], segment_of: Mapping[str, str]) -> FeedbackEvidence:
+        """This evidence with more answers counted (the same customers and products left out as in
+        :meth:`from_outcomes`)."""
+        more = FeedbackEvidence.from_outcomes(self.product_ids, outcomes, segment_of, self.strength, self.since)
+        counts = dict(self.counts)
+        for pair, (accepted, declined) in more.counts.items():
+            before = counts.get(pair, (0, 0))
+            counts[pair] = (before[0] + accepted, before[1] + declined)
+        return FeedbackEvidence(self.product_ids, counts, self.strength, self.since)
+
     def adjust(self, probabilities: np.ndarray, segment: str) -> tuple[np.ndarray, dict[str, FeedbackShift]]:
         """Every row's scores (a customer and their variants, one segment) after the update, and what it
         did to the first row's, per product with evidence."""

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from business_rules import ContactHistory, ContactPolicy
 from decision_store import (AppliedRule, DecisionLog, DecisionRecord, DecisionStore, FeedbackResult, FinalOutcome,
-                            OfferRecord, OutcomeCounts, SuppressedRecord, UnknownDecision, migrate)
+                            LOG_COUNTERS, OfferRecord, OutcomeCounts, SuppressedRecord, UnknownDecision, migrate)
 from feedback_learning import FeedbackEvidence
 from recommendation_service import Recommendation, RecommendationService
 from settings import Settings
@@ -139,7 +139,7 @@ class LogOff:
 
     def status(self) -> dict[str, Any]:
         return {"mode": self.mode, "healthy": True, "queue_depth": 0, "queue_capacity": 0, "retrying": 0,
-                **dict.fromkeys(("accepted", "written", "duplicates", "dropped", "refused", "failed_batches"), 0),
+                **dict.fromkeys(LOG_COUNTERS, 0),
                 "last_error": None, "last_error_at": None}
 
     def close(self, timeout: float = 5.0) -> None:

@@ -40,6 +40,9 @@ def test_the_update_is_the_beta_binomial_posterior_mean_of_the_segment() -> None
     np.testing.assert_allclose(organisation[:, 1], (4 * scores[:, 1] + 1) / 5)
     assert evidence.adjust(scores, "public body")[0] is scores, "a segment without answers keeps the model's scores"
     assert evidence.version != FeedbackEvidence(["card", "loan"], {}, 4, None).version
+    counted_later = FeedbackEvidence.from_outcomes(["card", "loan"], outcomes[:2], segments, 4, None).including(
+        outcomes[2:], segments)
+    assert counted_later.counts == evidence.counts and counted_later.version == evidence.version
 
 
 def test_a_retrain_learns_accepted_offers_as_take_ups_and_declines_as_negatives() -> None:
