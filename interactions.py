@@ -49,9 +49,7 @@ class Interactions:
         # a PostgreSQL read crosses the network, so the API makes it off the event loop.
         self.reads_are_local = make_url(url).get_backend_name() == "sqlite"
         self.store = DecisionStore(url)
-        # required: the writer takes what is queued at once (no batching window), since answers wait for it
-        self.log = DecisionLog(self.store, settings.decision_log, settings.decision_queue_size,
-                               batch_wait_s=0.0 if self.mode == "required" else 0.05)
+        self.log = DecisionLog(self.store, settings.decision_log, settings.decision_queue_size)
 
     def history(self, customer_id: str, policy: ContactPolicy, now: datetime | None = None) -> ContactHistory | None:
         """The customer's offers and answers over the policy's windows; None when the database cannot
