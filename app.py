@@ -17,7 +17,7 @@ from collections import OrderedDict
 from types import SimpleNamespace
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Iterator
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -25,8 +25,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from access import ApiKey, KeyScope, RateLimiter, allows, find_key, parse_api_keys
 from batch import run_audit
 from decision_store import FINAL_OUTCOMES, FeedbackResult, FinalOutcome, OutcomeConflict, UnknownDecision
 from feedback_learning import FeedbackEvidence
@@ -35,6 +38,7 @@ from recommendation_service import RecommendationService, UnknownReference, Unkn
 from schemas import (CUSTOMER_ID_PATTERN, CustomerViewResponse, DecisionsPage, ErrorResponse, FeedbackRequest,
                      FeedbackResponse, HealthResponse, ProductPublic, RecommendRequest, RecommendResponse)
 from settings import Settings, get_settings
+from text_models import CacheStats
 
 logger = logging.getLogger("api")
 OPEN_PATHS = {"/health", "/metrics"}
@@ -141,6 +145,11 @@ class Metrics:
                               ("failed_batches", "Batches the database refused (retried in required mode)")):
             Gauge(f"decision_log_{name}", meaning, registry=self.registry).set_function(reading(name))
 
+    def watch_caches(self, state: ServiceState, answers: AnswerCache) -> None:
+        """Every cache a request can grow, read when scraped: entries against the bound, hits and misses."""
+        self.registry.register(CacheCollector(lambda: {"answers": answers.stats(),
+                                                       **(state.service.text_cache_stats() if state.service else {})}))
+
     def record_recommendation(self, recommendation) -> None:
         for item in recommendation.recommendations:
             self.served.labels(item.product_id).inc()
@@ -151,6 +160,26 @@ class Metrics:
             self.degraded.inc()
         if recommendation.cold_start:
             self.cold_starts.inc()
+
+
+class CacheCollector(Collector):
+    """Prometheus families of the caches' stats, labelled by cache."""
+
+    def __init__(self, read: Callable[[], dict[str, CacheStats]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._read()
+        families = (
+            (GaugeMetricFamily, "cache_entries", "Entries held", lambda s: s.entries),
+            (GaugeMetricFamily, "cache_capacity_entries", "Entries the cache may hold", lambda s: s.capacity),
+            (CounterMetricFamily, "cache_hits", "Lookups the cache served", lambda s: s.hits),
+            (CounterMetricFamily, "cache_misses", "Lookups the cache could not serve", lambda s: s.misses))
+        for family_type, name, meaning, value in families:
+            family = family_type(name, meaning, labels=["cache"])
+            for cache, figures in stats.items():
+                family.add_metric([cache], float(value(figures)))
+            yield family
 
 
 class AnswerCache:
@@ -165,13 +194,20 @@ class AnswerCache:
         self.size = size
         self._answers: OrderedDict[tuple[str, int, bool], tuple[Any, bytes]] = OrderedDict()
         self._lock = threading.Lock()
+        self._hits = self._misses = 0
 
     def get(self, key: tuple[str, int, bool]) -> tuple[Any, bytes] | None:
         with self._lock:
             answer = self._answers.get(key)
-            if answer is not None:
+            if answer is None:
+                self._misses += 1
+            else:
+                self._hits += 1
                 self._answers.move_to_end(key)
             return answer
+
+    def stats(self) -> CacheStats:
+        return CacheStats(len(self._answers), self.size, self._hits, self._misses)
 
     def put(self, key: tuple[str, int, bool], result: Any, body: bytes) -> None:
         if self.size == 0:
@@ -275,18 +311,45 @@ def _too_large(request_id: str, limit: int) -> JSONResponse:
 # Dependencies
 # --------------------------------------------------------------------------------------------------
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
-                              description="Required on every endpoint but /health and /metrics when API_KEYS is set.")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description=(
+    "Required on every endpoint but /health and /metrics when API_KEYS is set; admin routes need an admin key."))
 
 
-async def require_api_key(request: Request, key: Annotated[str | None, Depends(api_key_header)]) -> None:
-    keys = request.app.state.settings.api_keys
-    if not keys:
-        return
-    if key is None:
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the key's name and scope (``admin`` for everyone when no keys are set)."""
+
+    name: str
+    scope: KeyScope
+
+
+async def identify_caller(request: Request, key: Annotated[str | None, Depends(api_key_header)]) -> Caller:
+    """The caller's key, checked in constant time, then its rate limit (429 with Retry-After)."""
+    access: Access = request.app.state.access
+    if not access.keys:
+        caller = Caller(f"address {request.client.host if request.client else 'unknown'}", "admin")
+    elif key is None:
         raise HTTPException(401, "missing X-API-Key header")
-    if key not in keys:
+    elif (found := find_key(access.keys, key)) is None:
         raise HTTPException(403, "invalid API key")
+    else:
+        caller = Caller(found.name, found.scope)
+    wait = access.limiter.wait_seconds(caller.name)
+    if wait:
+        raise HTTPException(429, f"rate limit of {access.limiter.per_minute} requests per minute reached; "
+                                 f"retry after {wait} s", headers={"Retry-After": str(wait)})
+    return caller
+
+
+async def require_admin(caller: Annotated[Caller, Depends(identify_caller)]) -> None:
+    if not allows(caller.scope, "admin"):
+        raise HTTPException(403, f"this route needs an admin key; {caller.name} can only read")
+
+
+@dataclass(frozen=True)
+class Access:
+    keys: list[ApiKey]
+    limiter: RateLimiter
 
 
 async def ready_service(request: Request) -> RecommendationService:
@@ -333,20 +396,24 @@ def create_app(settings: Settings | None = None,
                               "the bank's rules and checks every answer for bias across gender, age and location.",
                   responses={503: {"model": ErrorResponse}})
     app.state.settings = settings
+    app.state.access = Access(parse_api_keys(settings.api_keys), RateLimiter(settings.rate_limit_per_minute))
     app.state.service_state = state
     metrics = Metrics()
     metrics.watch_decision_log(state)
     app.state.metrics = metrics
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     _add_error_handlers(app)
-    _add_routes(app, metrics, AnswerCache(settings.answer_cache_size))
+    answers = AnswerCache(settings.answer_cache_size)
+    metrics.watch_caches(state, answers)
+    _add_routes(app, metrics, answers)
     return app
 
 
 def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
     """/health and /metrics stay open for probes and scrapers; every other route needs a key when keys are set."""
-    protected = APIRouter(dependencies=[Depends(require_api_key)],
-                          responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
+    protected = APIRouter(dependencies=[Depends(identify_caller)],
+                          responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
+                                     429: {"model": ErrorResponse}})
 
     @protected.post("/recommend", response_model=RecommendResponse, tags=["recommendations"],
               responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
@@ -446,7 +513,7 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
         """The latest AIF360 group audit (recommendations, holdings, held-out equal opportunity)."""
         return service.artifacts.audit
 
-    @protected.post("/fairness/run", tags=["fairness"])
+    @protected.post("/fairness/run", tags=["fairness"], dependencies=[Depends(require_admin)])
     async def rerun_fairness(service: Service) -> dict[str, Any]:
         """Re-runs the group audit now and returns it."""
         return await run_in_threadpool(run_audit, service)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from datetime import date, datetime, time, timezone
 from pathlib import Path
@@ -207,7 +208,12 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
 
     app = create_app(settings, on_failure=stop)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                                           access_log=False, log_level=settings.log_level.lower()))
+                                           access_log=False, log_level=settings.log_level.lower(),
+                                           timeout_graceful_shutdown=settings.shutdown_grace_seconds))
+    # uvicorn drains on SIGTERM (no new connections, requests in flight finish, the decision log is
+    # flushed), then raises the signal again once done: by then the stop is orderly, so exit 0, as
+    # a process manager or Kubernetes expects of a clean stop
+    signal.signal(signal.SIGTERM, lambda _signal, _frame: None)
     server.run()
     return _fail(f"start-up failed: {failures[0]}") if failures else 0
 

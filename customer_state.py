@@ -18,7 +18,7 @@ from data_loader import INTEREST_FIELDS, profile_text, stated_interests
 from feature_engineer import CustomerInputs, customer_signals
 from recommender import CustomerBase, HybridRecommender, risk_inputs, stress_evidence
 from settings import Settings, age_band
-from text_models import DetectedEvent, LifeEventDetector, events_by_customer, get_text_encoder
+from text_models import CacheStats, DetectedEvent, LifeEventDetector, events_by_customer, get_text_encoder
 
 RECENT_EVENT_DAYS = 365
 
@@ -191,6 +191,12 @@ class CustomerStates:
             if column in columns and pd.api.types.is_numeric_dtype(self.base.view[column]):
                 view[column] = pd.to_numeric(view[column], errors="coerce")
         return view
+
+    def text_cache_stats(self) -> dict[str, CacheStats]:
+        """The text caches cold-start requests grow (none before the text models are loaded)."""
+        detector = self._detector
+        return {} if detector is None else {"text_embeddings": detector.encoder.stats(),
+                                            "post_analyses": detector.stats()}
 
     def text_models(self) -> LifeEventDetector:
         """The text models, loaded on first need (warm start-up does not wait for them)."""

@@ -30,7 +30,7 @@ from explanations import Explanation, explain_recommendations
 from feedback_learning import SEGMENT_COLUMN, FeedbackEvidence
 from recommender import RiskProfile, risk_profile_at
 from settings import Settings
-from text_models import LifeEventDetector
+from text_models import CacheStats, LifeEventDetector
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,9 @@ class RecommendationService:
 
     def text_models(self) -> LifeEventDetector:
         return self.customers.text_models()
+
+    def text_cache_stats(self) -> dict[str, CacheStats]:
+        return self.customers.text_cache_stats()
 
     # ---------------------------------------------------------------- one customer
 

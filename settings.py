@@ -15,6 +15,8 @@ from typing import Annotated, Literal, Sequence
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from access import parse_api_keys
+
 PROJECT_ROOT = Path(__file__).resolve().parent
 
 # The text models must never reach a model hub: weights come from installed packages.
@@ -59,7 +61,8 @@ def _default_protected_attributes() -> list[ProtectedAttribute]:
 class Settings(BaseSettings):
     """Typed settings with defaults that run the service on its embedded default data."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # hide_input_in_errors: a refused value is never echoed, since some are secrets (API_KEYS, DATABASE_URL)
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False, hide_input_in_errors=True)
 
     environment: Environment = Environment.development
     data_dir: Path = PROJECT_ROOT / "data"
@@ -70,7 +73,13 @@ class Settings(BaseSettings):
         default=None, description="Local sentence-transformers model; default: the packaged all-MiniLM-L6-v2.")
     embedding_cache_dir: Path | None = Field(default=None, description="Default: MODELS_DIR/embedding_cache.")
 
-    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description=(
+        "Comma-separated `key:scope` entries, scope read or admin (a key without one reads only); empty: no keys."))
+    rate_limit_per_minute: int = Field(default=0, ge=0, description=(
+        "Requests a caller (its key, or its address without keys) may make per minute, in bursts up to that "
+        "many; beyond it 429 with Retry-After. 0: no limit. Per worker process."))
+    shutdown_grace_seconds: float = Field(default=30.0, gt=0, le=3600, description=(
+        "On SIGTERM the server stops taking connections and lets requests in flight finish for up to this long."))
     allow_anonymous: bool = Field(default=False, description="Serve without API keys in production.")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -129,9 +138,9 @@ class Settings(BaseSettings):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [key.strip() for key in value.split(",") if key.strip()]
-        return value
+        entries = [key.strip() for key in value.split(",") if key.strip()] if isinstance(value, str) else value
+        parse_api_keys(entries)  # refuses to start on an unknown scope or an empty key, naming the entry
+        return entries
 
     @field_validator("log_level")
     @classmethod

@@ -130,6 +130,16 @@ def drop_oldest(cache: dict[str, Any], limit: int, keep: int) -> None:
         del cache[key]
 
 
+@dataclass(frozen=True)
+class CacheStats:
+    """What /metrics shows of a cache a request can grow: its size against its bound, and how often it served."""
+
+    entries: int
+    capacity: int
+    hits: int
+    misses: int
+
+
 def text_key(text: str) -> str:
     """A stable cache key for a text (hashing keeps customers' words out of file names)."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
@@ -188,6 +198,7 @@ class TextEncoder:
         self._cache: dict[str, np.ndarray] = self._read_cache()
         self._dirty = False
         self._lock = threading.Lock()
+        self._hits = self._misses = 0
 
     @property
     def dimension(self) -> int:
@@ -207,6 +218,7 @@ class TextEncoder:
         """Embeddings for texts, (n, d) float32 and L2-normalised; each distinct text is encoded once."""
         texts = [text if isinstance(text, str) else "" for text in texts]
         missing = sorted({t for t in texts if text_key(t) not in self._cache})
+        self._count(len(texts) - len(missing), len(missing))
         if missing:
             vectors = self.model.encode(missing, batch_size=EMBEDDING_BATCH, normalize_embeddings=True,
                                         convert_to_numpy=True, show_progress_bar=False)
@@ -216,6 +228,14 @@ class TextEncoder:
         vectors = np.stack([self._cache[text_key(t)] for t in texts])
         self.trim(keep=len(missing))
         return vectors
+
+    def stats(self) -> CacheStats:
+        return CacheStats(len(self._cache), self.max_cached, self._hits, self._misses)
+
+    def _count(self, hits: int, misses: int) -> None:
+        with self._lock:
+            self._hits += hits
+            self._misses += misses
 
     def trim(self, keep: int) -> None:
         """Bounds the cache at ``max_cached`` texts: the oldest go first, never the ``keep`` newest (the
@@ -320,6 +340,10 @@ class LifeEventDetector:
         self._tense_pairs = [(self.events.index(plan), self.events.index(done)) for plan, done in TENSE_PAIRS]
         self._acquisitions = np.array([event in ACQUISITION_EVENTS for event in self.events])
         self._analyses: dict[str, PostAnalysis] = {}
+        self._hits = self._misses = 0
+
+    def stats(self) -> CacheStats:
+        return CacheStats(len(self._analyses), self.encoder.max_cached, self._hits, self._misses)
 
     def event_vector(self, event: str) -> np.ndarray:
         """The meaning of an event: the normalised mean of its descriptions' embeddings."""
@@ -330,6 +354,8 @@ class LifeEventDetector:
         """One BERT pass per distinct text gives its embedding and its event evidence."""
         texts = [text if isinstance(text, str) else "" for text in texts]
         missing = sorted({t for t in texts if t not in self._analyses}, key=lambda t: (len(t), t))  # less padding
+        self._hits += len(texts) - len(missing)  # analyses run one call at a time (the service's text lock)
+        self._misses += len(missing)
         for text, (states, offsets, words) in zip(missing, self.encoder.token_states(missing)):
             self._analyses[text] = self._analyse_states(states, offsets, words, text_aspect(text))
         if missing:

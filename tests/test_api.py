@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 from fastapi.testclient import TestClient
@@ -132,6 +133,33 @@ def test_customer_view_products_model_fairness_metrics(client, known_customer):
     metrics = client.get("/metrics").text
     assert 'http_requests_total{endpoint="/recommend",method="POST",status="200"}' in metrics
     assert "recommendations_served_total" in metrics
+
+
+def cache_figures(client) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, sample.labels["cache"]): sample.value
+            for family in text_string_to_metric_families(client.get("/metrics").text)
+            for sample in family.samples if sample.name.startswith("cache_")}
+
+
+def test_metrics_show_every_cache_a_request_can_grow(client, known_customer):
+    """Size against bound, hits and misses, for the answer cache and the text caches cold starts grow."""
+    client.post("/recommend", json={"customer_id": known_customer, "top_k": 2})
+    before = cache_figures(client)
+    client.post("/recommend", json={"customer_id": known_customer, "top_k": 2})
+    posts = [f"metrics check {uuid.uuid4()}: we just bought our first home" for _ in range(2)]
+    cold = client.post("/recommend", json={"customer_id": "NEW-METRICS", "profile": {"age": 30, "posts": posts}})
+    assert cold.status_code == 200
+    after = cache_figures(client)
+    assert after[("cache_hits_total", "answers")] == before[("cache_hits_total", "answers")] + 1
+    # the posts' BERT pass analyses them (two misses) and hands their embeddings to the encoder's cache
+    # (before the first cold start the text models may still be loading in the background: no text caches yet)
+    assert after[("cache_misses_total", "post_analyses")] >= before.get(("cache_misses_total", "post_analyses"), 0) + 2
+    assert after[("cache_entries", "text_embeddings")] >= before.get(("cache_entries", "text_embeddings"), 0) + 2
+    for cache in ("text_embeddings", "post_analyses"):
+        assert 2 <= after[("cache_entries", cache)] <= after[("cache_capacity_entries", cache)]
+    assert after[("cache_capacity_entries", "answers")] == client.app.state.settings.answer_cache_size
 
 
 def test_api_keys_are_required_when_configured(api_settings, trained_service):

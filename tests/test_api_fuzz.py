@@ -14,7 +14,7 @@ KEY = "fuzz-key-1"
 
 def test_no_server_errors_and_responses_match_the_schema(api_settings, trained_service):
     """With API keys on, as in production: schemathesis also checks that bad keys are refused."""
-    app = create_app(api_settings.model_copy(update={"api_keys": [KEY]}), factory=lambda s: trained_service)
+    app = create_app(api_settings.model_copy(update={"api_keys": [f"{KEY}:admin"]}), factory=lambda s: trained_service)
     with TestClient(app) as client:
         wait_ready(client)
         _fuzz(schemathesis.openapi.from_asgi("/openapi.json", app))

@@ -161,44 +161,20 @@ def test_required_mode_acknowledges_an_answer_only_once_it_is_written(api_settin
 def test_a_killed_server_in_required_mode_loses_no_acknowledged_decision(api_settings, trained_service,
                                                                         known_customer, tmp_path):
     """kill -9 right after the answers: every request id the client got back is in the database."""
-    import os
     import signal
-    import socket
-    import subprocess
-    import sys
-    import time
 
     import httpx
 
     from decision_store import DecisionStore
+    from tests.utils.service import served
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     state_dir = tmp_path / "state"
-    env = {**os.environ, "DATA_DIR": str(api_settings.data_dir), "MODELS_DIR": str(api_settings.models_dir),
-           "STATE_DIR": str(state_dir), "PORT": str(port), "DECISION_LOG": "required", "API_KEYS": "",
-           "MIN_GROUP_SIZE": str(api_settings.min_group_size), "LOG_LEVEL": "WARNING"}
-    root = Path(__file__).resolve().parents[1]
-    server = subprocess.Popen([sys.executable, "cli.py", "serve"], cwd=root, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+    with served(api_settings, state_dir, DECISION_LOG="required") as (server, url):
         acknowledged = []
         for top_k in (1, 2, 3, 4, 5):
             response = httpx.post(f"{url}/recommend", json={"customer_id": known_customer, "top_k": top_k}, timeout=30)
             assert response.status_code == 200
             acknowledged.append(response.json()["request_id"])
-    finally:
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=30)
     store = DecisionStore(f"sqlite:///{state_dir / 'decisions.sqlite3'}")
