@@ -16,8 +16,9 @@ import uuid
 from collections import OrderedDict
 from types import SimpleNamespace
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Annotated, Any, Callable, Iterator, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -59,6 +60,9 @@ class ServiceState:
     started_at: float = field(default_factory=time.monotonic)
     feedback: FeedbackEvidence | None = None  # the customers' answers since training, refreshed while serving
     stopping: threading.Event = field(default_factory=threading.Event)
+    answers: AnswerCache = field(default_factory=lambda: AnswerCache(0))  # known customers' answers, this model's
+    reload_status: ReloadStatus = field(default_factory=lambda: ReloadStatus("none"))
+    _reload_lock: threading.Lock = field(default_factory=threading.Lock)
     # One at a time: storing an answer and counting it, or re-reading every answer. An answer is then counted
     # once, whether the re-read saw it (and replaced the evidence that counted it) or not (and keeps the count).
     _feedback_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -80,6 +84,63 @@ class ServiceState:
                 answer = FinalOutcome(stored.customer_id, stored.product_id, stored.outcome, stored.created_at)
                 self.feedback = self.feedback.including([answer], self.service.segments)
         return stored
+
+
+@dataclass(frozen=True)
+class ReloadStatus:
+    """The last reload: none yet, running, succeeded (with the model now serving) or failed (and why)."""
+
+    state: Literal["none", "running", "succeeded", "failed"]
+    started_at: str | None = None
+    finished_at: str | None = None
+    reason: str | None = None
+    model_version: str | None = None
+    data_fingerprint: str | None = None
+
+
+class ReloadInProgress(Exception):
+    """A reload is running: a second one would only race it."""
+
+
+def begin_reload(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService]
+                 ) -> ReloadStatus:
+    """Starts loading the artifacts, data and rules again in the background, as start-up does, and
+    returns at once: the service answers on with the model it has until the new one is ready."""
+    with state._reload_lock:
+        if state.reload_status.state == "running":
+            raise ReloadInProgress()
+        state.reload_status = ReloadStatus("running", started_at=_now())
+    logger.info("reload started")
+    threading.Thread(target=reload_service, args=(state, settings, factory), daemon=True, name="reload").start()
+    return state.reload_status
+
+
+def reload_service(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService]
+                   ) -> None:
+    """Builds the new service beside the old one, then swaps it in with one assignment: a request
+    already running holds the old service and finishes on it; the next one gets the new. The answer
+    cache starts empty for the new model (its keys also carry the service, so an answer the old model
+    finishes after the swap is never served by the new). A failure leaves the old model serving."""
+    started_at = state.reload_status.started_at
+    try:
+        service = factory(settings)
+        service.text_models()  # the first cold start after the swap does not wait for them
+        feedback = feedback_evidence(state.interactions, service, settings.feedback_prior_strength)
+    except Exception as error:  # any failure: the old model keeps serving, and the status says why
+        reason = f"{type(error).__name__}: {error}"
+        state.reload_status = ReloadStatus("failed", started_at, _now(), reason)
+        logger.error("reload failed; the previous model keeps serving", extra={"reason": reason})
+        return
+    with state._feedback_lock:
+        state.service, state.feedback = service, feedback
+    state.answers.clear()
+    state.reload_status = ReloadStatus("succeeded", started_at, _now(), model_version=service.model.version_,
+                                       data_fingerprint=service.artifacts.fingerprint)
+    logger.info("reload succeeded", extra={"model_version": service.model.version_})
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
 
 
 def start_service(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService],
@@ -145,9 +206,9 @@ class Metrics:
                               ("failed_batches", "Batches the database refused (retried in required mode)")):
             Gauge(f"decision_log_{name}", meaning, registry=self.registry).set_function(reading(name))
 
-    def watch_caches(self, state: ServiceState, answers: AnswerCache) -> None:
+    def watch_caches(self, state: ServiceState) -> None:
         """Every cache a request can grow, read when scraped: entries against the bound, hits and misses."""
-        self.registry.register(CacheCollector(lambda: {"answers": answers.stats(),
+        self.registry.register(CacheCollector(lambda: {"answers": state.answers.stats(),
                                                        **(state.service.text_cache_stats() if state.service else {})}))
 
     def record_recommendation(self, recommendation) -> None:
@@ -208,6 +269,10 @@ class AnswerCache:
 
     def stats(self) -> CacheStats:
         return CacheStats(len(self._answers), self.size, self._hits, self._misses)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._answers.clear()
 
     def put(self, key: tuple[str, int, bool], result: Any, body: bytes) -> None:
         if self.size == 0:
@@ -403,13 +468,14 @@ def create_app(settings: Settings | None = None,
     app.state.metrics = metrics
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     _add_error_handlers(app)
-    answers = AnswerCache(settings.answer_cache_size)
-    metrics.watch_caches(state, answers)
-    _add_routes(app, metrics, answers)
+    state.answers = AnswerCache(settings.answer_cache_size)
+    app.state.reload = lambda: begin_reload(state, settings, factory)  # POST /admin/reload and SIGHUP
+    metrics.watch_caches(state)
+    _add_routes(app, metrics)
     return app
 
 
-def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
+def _add_routes(app: FastAPI, metrics: Metrics) -> None:
     """/health and /metrics stay open for probes and scrapers; every other route needs a key when keys are set."""
     protected = APIRouter(dependencies=[Depends(identify_caller)],
                           responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
@@ -431,8 +497,10 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
         contact = (log.history(body.customer_id, policy) if log.reads_are_local
                    else await run_in_threadpool(log.history, body.customer_id, policy))
         feedback = request.app.state.service_state.feedback
+        cache = request.app.state.service_state.answers
         policy_key = policy.answer_key(contact) if contact else None
-        key = (body.customer_id, body.top_k, body.include_explanation, policy_key,
+        # id(service): an answer the old model finishes after a reload's swap is never served by the new one
+        key = (id(service), body.customer_id, body.top_k, body.include_explanation, policy_key,
                feedback.version if feedback else None)
         cached = cache.get(key) if known else None
         if cached is not None:
@@ -523,7 +591,27 @@ def _add_routes(app: FastAPI, metrics: Metrics, cache: AnswerCache) -> None:
         """Model card: version, training time, data fingerprint, data quality, offline metrics, fallbacks."""
         return service.model_card(request.app.state.service_state.feedback)
 
+    admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(identify_caller), Depends(require_admin)],
+                      responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
+                                 429: {"model": ErrorResponse}})
+
+    @admin.post("/reload", status_code=202, responses={409: {"model": ErrorResponse}})
+    async def reload(request: Request, service: Service) -> dict[str, Any]:
+        """Loads the saved artifacts, the data and the rules again in the background (training if the
+        data changed), then swaps them in: requests in flight finish on the old model, later ones get the
+        new; a reload that fails keeps the old model serving. Follow it with `GET /admin/reload`."""
+        try:
+            return asdict(request.app.state.reload())
+        except ReloadInProgress:
+            raise HTTPException(409, "a reload is already running") from None
+
+    @admin.get("/reload")
+    async def reload_status(request: Request) -> dict[str, Any]:
+        """The last reload: running, succeeded (with the model now serving) or failed, and why."""
+        return asdict(request.app.state.service_state.reload_status)
+
     app.include_router(protected)
+    app.include_router(admin)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
