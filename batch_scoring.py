@@ -147,7 +147,15 @@ class LocalEngine:
             yield chunk, score_chunk(self.service, chunk_customers(self.service, chunk), top_k)
 
 
-ENGINES: dict[str, Callable[[RecommendationService], ScoringEngine]] = {"local": LocalEngine}
+def ray_engine(service: RecommendationService) -> ScoringEngine:
+    """The Ray engine (``ray_engine.py``), imported only when chosen: the service and the local
+    engine never load Ray."""
+    from ray_engine import RayEngine
+
+    return RayEngine(service)
+
+
+ENGINES: dict[str, Callable[[RecommendationService], ScoringEngine]] = {"local": LocalEngine, "ray": ray_engine}
 
 
 # ---------------------------------------------------------------------------------------- one run on disk
