@@ -14,8 +14,9 @@ size): parts of another run are never mixed in; a rerun that does not match refu
 and ``restart`` starts over.
 
 Scoring a chunk is a pure function of the loaded service and the chunk (``score_chunk``); an
-engine only decides where chunks are scored and hands their tables back. Writing, resuming and
-progress stay here, in the driver, whatever the engine.
+engine only decides where chunks are scored and hands their tables back: ``local`` in this
+process, ``ray`` as Ray tasks (``ray_engine.py``, imported only when chosen). Writing, resuming and
+progress stay here, in the driver, whatever the engine, so every engine writes the same file.
 """
 from __future__ import annotations
 
