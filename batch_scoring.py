@@ -14,8 +14,9 @@ size): parts of another run are never mixed in; a rerun that does not match refu
 and ``restart`` starts over.
 
 Scoring a chunk is a pure function of the loaded service and the chunk (``score_chunk``); an
-engine only decides where chunks are scored and hands their tables back. Writing, resuming and
-progress stay here, in the driver, whatever the engine.
+engine only decides where chunks are scored and hands their tables back: ``local`` in this
+process, ``ray`` as Ray tasks (``ray_engine.py``, imported only when chosen). Writing, resuming and
+progress stay here, in the driver, whatever the engine, so every engine writes the same file.
 """
 from __future__ import annotations
 
@@ -147,7 +148,15 @@ class LocalEngine:
             yield chunk, score_chunk(self.service, chunk_customers(self.service, chunk), top_k)
 
 
-ENGINES: dict[str, Callable[[RecommendationService], ScoringEngine]] = {"local": LocalEngine}
+def ray_engine(service: RecommendationService) -> ScoringEngine:
+    """The Ray engine (``ray_engine.py``), imported only when chosen: the service and the local
+    engine never load Ray."""
+    from ray_engine import RayEngine
+
+    return RayEngine(service)
+
+
+ENGINES: dict[str, Callable[[RecommendationService], ScoringEngine]] = {"local": LocalEngine, "ray": ray_engine}
 
 
 # ---------------------------------------------------------------------------------------- one run on disk

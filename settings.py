@@ -96,6 +96,12 @@ class Settings(BaseSettings):
     score_chunk_size: int = Field(default=10_000, ge=1, description=(
         "Customers per chunk of `cli.py score`: what one chunk holds in memory, and what an interrupted run "
         "scores again when resumed."))
+    ray_address: str | None = Field(default=None, description=(
+        "`cli.py score --engine ray`: the Ray cluster to join (`ray://head:10001`, or `auto` on a cluster node); "
+        "unset starts a local Ray on this machine's CPUs for the run."))
+    ray_task_retries: int = Field(default=3, ge=0, le=100, description=(
+        "How many times Ray scores a chunk again when its worker dies (killed, out of memory, node lost) before "
+        "the run fails; the complete chunks are kept for a resume either way."))
 
     protected_attributes: list[ProtectedAttribute] = Field(default_factory=_default_protected_attributes)
     age_bands: list[int] = Field(default=[18, 30, 45, 60], description="Lower bounds of the age bands.")

@@ -15,24 +15,11 @@ from app import create_app
 from batch_scoring import BarProgress, LogProgress, ResumeRefused, chunk_progress, plan_chunks, score_customers
 from recommendation_service import RecommendationService
 from settings import get_settings
+from tests.utils.scoring import StopAfter
 from tests.utils.service import wait_ready
 
 TOP_K = 3
 CHUNK = 150  # the small bank's 600 customers in four chunks
-
-
-class StopAfter(LogProgress):
-    """The progress hook, interrupting the run as Ctrl-C would once ``chunks`` chunks are on disk."""
-
-    def __init__(self, chunks: int, total: int, done: int) -> None:
-        super().__init__(total, done)
-        self.chunks = chunks
-
-    def advance(self, chunk) -> None:
-        super().advance(chunk)
-        self.chunks -= 1
-        if self.chunks == 0:
-            raise KeyboardInterrupt
 
 
 def run(service, out, chunk_size=CHUNK, top_k=TOP_K, restart=False, stop_after=None):

@@ -1,0 +1,141 @@
+"""`cli.py score --engine ray`: the chunks scored as Ray tasks, in parallel, on a local Ray or a cluster.
+
+Only ``batch_scoring.ENGINES`` imports this module, and only when the Ray engine is chosen: serving
+and the local engine never load or start Ray.
+
+Where: ``RAY_ADDRESS`` (settings) names a cluster to join; unset, the run starts a local Ray on this
+machine's CPUs and stops it at the end. A Ray already started in this process (a notebook, the
+tests) is used as it is and left running.
+
+What is shipped to the workers, once per run, through Ray's object store (``ScoringKit``): the
+artifacts, which are what ``recommender.joblib`` holds (the fitted models and every known
+customer's serving state, computed from the data at training) less the audit's held-out answers;
+the two tables of the data an answer reads besides them, the catalogue and the customers' stated
+interests; the validated rule book; and the settings without the service's secrets (API keys,
+database URL), which scoring never reads. The customers, transactions, posts and holdings of the
+training data are not shipped, and no shared filesystem is needed: the object store carries the
+kit to every node (numeric arrays are read in place by the workers of a node, not copied), and
+each task carries only its chunk's customer ids and returns its chunk's table. The workers run the
+project's code and packages from their own image (see the README), not from the driver.
+
+Each worker process builds the service from the kit the first time it scores a chunk of the run
+and keeps it for its next chunks (Ray reuses a worker process for the tasks of a job), so a run
+costs one kit load per worker, not per chunk.
+
+A chunk whose worker dies (killed, out of memory, node lost) is scored again by Ray, up to
+``RAY_TASK_RETRIES`` times; the retry runs the same pure ``score_chunk`` on the same kit and chunk,
+so its table is the one the first attempt would have returned. Errors raised by scoring itself are
+not retried: they would fail again. The driver keeps at most two chunks per CPU in flight, so
+answers waiting to be written stay bounded by chunks, not by customers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+
+import pyarrow as pa
+import ray
+
+from artifacts import Artifacts
+from batch_scoring import Chunk, chunk_customers, score_chunk
+from business_rules import RuleBook
+from data_loader import BankData
+from recommendation_service import RecommendationService
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CHUNKS_IN_FLIGHT_PER_CPU = 2  # one being scored, one queued behind it: no worker waits for the driver
+
+
+@dataclass(frozen=True)
+class ScoringKit:
+    """Everything a worker needs to answer known customers, and nothing of the training data."""
+
+    settings: Settings
+    data: BankData
+    rules: RuleBook
+    artifacts: Artifacts
+
+    @classmethod
+    def of(cls, service: RecommendationService) -> ScoringKit:
+        settings = service.settings.model_copy(update={"api_keys": [], "database_url": None})
+        artifacts = dataclasses.replace(service.artifacts, holdout=service.artifacts.holdout.iloc[:0])
+        return cls(settings, answering_data(service.data), service.rules, artifacts)
+
+    def service(self) -> RecommendationService:
+        return RecommendationService(self.settings, self.data, self.rules, self.artifacts)
+
+
+def answering_data(data: BankData) -> BankData:
+    """The data a known customer's answer reads: the catalogue and the stated interests. The
+    customers' rows, transactions, posts and holdings went into the artifacts' serving state at
+    training, so they stay behind (empty, with their columns)."""
+    return dataclasses.replace(data, customers=data.customers.iloc[:0], transactions=data.transactions.iloc[:0],
+                               social_posts=data.social_posts.iloc[:0], holdings=data.holdings.iloc[:0])
+
+
+_worker_service: dict[str, RecommendationService] = {}
+"""This worker process's service, by the id of the kit it was built from: one run's at a time."""
+
+
+def service_of(kit: ray.ObjectRef) -> RecommendationService:
+    """The service of the run whose kit this is, built on this worker's first chunk of the run."""
+    key = kit.hex()
+    if key not in _worker_service:
+        _worker_service.clear()  # another run's service: its memory goes before this one's comes
+        _worker_service[key] = ray.get(kit).service()
+    return _worker_service[key]
+
+
+@ray.remote(num_cpus=1)
+def score_chunk_task(kit: list[ray.ObjectRef], customer_ids: list[str], top_k: int) -> pa.Table:
+    """One chunk on a worker. The kit's reference comes inside a list so that Ray hands over the
+    reference rather than the kit: a worker reads the kit only when it has not built the service yet."""
+    return score_chunk(service_of(kit[0]), customer_ids, top_k)
+
+
+class RayEngine:
+    """The chunks as Ray tasks, yielded to the driver as they complete (in any order)."""
+
+    def __init__(self, service: RecommendationService) -> None:
+        self.service = service
+        self.settings = service.settings
+
+    def score(self, chunks: Sequence[Chunk], top_k: int) -> Iterator[tuple[Chunk, pa.Table]]:
+        started_here = self._connect()
+        in_flight: dict[ray.ObjectRef, Chunk] = {}
+        try:
+            kit = ray.put(ScoringKit.of(self.service))
+            task = score_chunk_task.options(max_retries=self.settings.ray_task_retries)
+            window = CHUNKS_IN_FLIGHT_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
+            waiting = iter(chunks)
+
+            def submit(count: int) -> None:
+                for chunk in islice(waiting, count):
+                    in_flight[task.remote([kit], chunk_customers(self.service, chunk), top_k)] = chunk
+
+            submit(window)
+            while in_flight:
+                [done], _ = ray.wait(list(in_flight), num_returns=1)
+                chunk = in_flight.pop(done)
+                yield chunk, ray.get(done)
+                submit(1)
+        finally:
+            for reference in in_flight:  # an interrupted run leaves no work behind on the cluster
+                ray.cancel(reference)
+            if started_here:
+                ray.shutdown()
+
+    def _connect(self) -> bool:
+        """Joins ``RAY_ADDRESS``, or starts a local Ray when it is unset; True when this call started
+        or joined Ray (and so must let go of it), False when this process was already connected."""
+        if ray.is_initialized():
+            return False
+        ray.init(address=self.settings.ray_address, logging_level=logging.WARNING)
+        logger.info("ray connected", extra={"address": self.settings.ray_address or "local",
+                                            "cpus": ray.cluster_resources().get("CPU", 0)})
+        return True
