@@ -445,7 +445,7 @@ def create_app(settings: Settings | None = None,
                on_failure: Callable[[str], None] = lambda reason: None) -> FastAPI:
     """The API; the service starts in the background when the app starts."""
     settings = settings or get_settings()
-    state = ServiceState()
+    state = ServiceState(answers=AnswerCache(settings.answer_cache_size))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -468,7 +468,6 @@ def create_app(settings: Settings | None = None,
     app.state.metrics = metrics
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     _add_error_handlers(app)
-    state.answers = AnswerCache(settings.answer_cache_size)
     app.state.reload = lambda: begin_reload(state, settings, factory)  # POST /admin/reload and SIGHUP
     metrics.watch_caches(state)
     _add_routes(app, metrics)
@@ -477,9 +476,8 @@ def create_app(settings: Settings | None = None,
 
 def _add_routes(app: FastAPI, metrics: Metrics) -> None:
     """/health and /metrics stay open for probes and scrapers; every other route needs a key when keys are set."""
-    protected = APIRouter(dependencies=[Depends(identify_caller)],
-                          responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
-                                     429: {"model": ErrorResponse}})
+    key_errors = {status: {"model": ErrorResponse} for status in (401, 403, 429)}
+    protected = APIRouter(dependencies=[Depends(identify_caller)], responses=key_errors)
 
     @protected.post("/recommend", response_model=RecommendResponse, tags=["recommendations"],
               responses={404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
@@ -591,9 +589,7 @@ def _add_routes(app: FastAPI, metrics: Metrics) -> None:
         """Model card: version, training time, data fingerprint, data quality, offline metrics, fallbacks."""
         return service.model_card(request.app.state.service_state.feedback)
 
-    admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(identify_caller), Depends(require_admin)],
-                      responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
-                                 429: {"model": ErrorResponse}})
+    admin = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)], responses=key_errors)
 
     @admin.post("/reload", status_code=202, responses={409: {"model": ErrorResponse}})
     async def reload(request: Request, service: Service) -> dict[str, Any]:

@@ -795,9 +795,9 @@ class DecisionLog:
 
     def _next_batch(self) -> list[DecisionRecord]:
         """Sleeps up to ``batch_wait_s`` (or until woken by ``close`` or a ``required`` submit), then takes
-        what is queued, up to ``batch_size``. A ``best_effort`` submit never wakes the writer: a thread woken
-        per answer takes the interpreter from the requests each time, and that, not the writing, was most
-        of the log's cost on the request path. Empty only when closed and nothing is left."""
+        what is queued, up to ``batch_size``. A ``best_effort`` submit does not wake the writer, so a busy
+        service pays for one wake-up per batch window rather than one per answer (measured, this moved the
+        log's cost per request by less than the machine's noise). Empty only when closed and nothing is left."""
         while True:
             closing = self._closing.is_set()
             if not closing and self._queue.qsize() < self._batch_size:
@@ -876,7 +876,6 @@ class DecisionLog:
             self._progress.notify_all()
         if recovered:
             logger.info("decision log recovered", extra={"mode": self.mode, "failed_batches": failed_batches})
-
 
 
 def _error_summary(error: Exception) -> str:
