@@ -7,18 +7,19 @@ the service never serves half a model.
 """
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from types import SimpleNamespace
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Annotated, Any, Callable, Iterator, Literal
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -26,12 +27,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from access import ApiKey, KeyScope, RateLimiter, allows, find_key, parse_api_keys
 from batch import run_audit
+from caches import LruCache
 from decision_store import FINAL_OUTCOMES, FeedbackResult, FinalOutcome, OutcomeConflict, UnknownDecision
 from feedback_learning import FeedbackEvidence
 from interactions import DecisionLogUnavailable, Interactions, LogOff, feedback_evidence, open_interactions
@@ -39,7 +39,7 @@ from recommendation_service import RecommendationService, UnknownReference, Unkn
 from schemas import (CUSTOMER_ID_PATTERN, CustomerViewResponse, DecisionsPage, ErrorResponse, FeedbackRequest,
                      FeedbackResponse, HealthResponse, ProductPublic, RecommendRequest, RecommendResponse)
 from settings import Settings, get_settings
-from text_models import CacheStats
+from workers import aggregated_metrics, ask_supervisor_to_reload, mark_gone, mark_ready, ready_workers, shared_dir
 
 logger = logging.getLogger("api")
 OPEN_PATHS = {"/health", "/metrics"}
@@ -60,7 +60,10 @@ class ServiceState:
     started_at: float = field(default_factory=time.monotonic)
     feedback: FeedbackEvidence | None = None  # the customers' answers since training, refreshed while serving
     stopping: threading.Event = field(default_factory=threading.Event)
-    answers: AnswerCache = field(default_factory=lambda: AnswerCache(0))  # known customers' answers, this model's
+    # Known customers' answers, this model's: an answer depends only on the customer, the request's options, the
+    # contact history and the models and rules loaded, so it is computed once; the request id is spliced into the
+    # cached JSON. Cold-start answers are never cached.
+    answers: LruCache[tuple, tuple[Any, bytes]] = field(default_factory=lambda: LruCache(0))
     reload_status: ReloadStatus = field(default_factory=lambda: ReloadStatus("none"))
     _reload_lock: threading.Lock = field(default_factory=threading.Lock)
     # One at a time: storing an answer and counting it, or re-reading every answer. An answer is then counted
@@ -145,6 +148,14 @@ def _now() -> str:
 
 def start_service(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService],
                   on_failure: Callable[[str], None]) -> None:
+    """Loads the service (see :func:`load_service`), then keeps its feedback fresh until the app stops."""
+    if load_service(state, settings, factory, on_failure):
+        keep_feedback_fresh(state, settings)
+
+
+def load_service(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService],
+                 on_failure: Callable[[str], None]) -> bool:
+    """Opens the decision log and loads (or trains) the models; False, with the reason reported, on failure."""
     try:
         state.interactions = open_interactions(settings)
         service = factory(settings)
@@ -155,14 +166,41 @@ def start_service(state: ServiceState, settings: Settings, factory: Callable[[Se
         state.failure = f"{type(error).__name__}: {error}"
         logger.error("start-up failed", extra={"reason": state.failure})
         on_failure(state.failure)
-        return
+        return False
     try:
         state.service.text_models()  # cold-start requests need them; loading them does not delay readiness
     except Exception as error:
         logger.warning("text models unavailable: cold-start requests will fail", extra={"reason": str(error)})
     gc.collect()
     gc.freeze()  # the start-up state lives as long as the process: keep it out of every later collection
-    keep_feedback_fresh(state, settings)
+    return True
+
+
+async def join_pool(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService],
+                    metrics: Metrics, pool: Path) -> None:
+    """A worker of a pool (``WORKERS`` > 1) loads its model before it takes a connection: uvicorn's
+    supervisor counts it as started only then, and in a rolling reload retires the worker it replaces
+    only then. A worker that cannot load stops, and the supervisor with it."""
+    if not await asyncio.to_thread(load_service, state, settings, factory, lambda reason: None):
+        raise RuntimeError(f"start-up failed: {state.failure}")
+    mark_ready(pool)
+    threading.Thread(target=keep_feedback_fresh, args=(state, settings), daemon=True, name="feedback").start()
+    threading.Thread(target=keep_sampling, args=(state, metrics), daemon=True, name="metrics").start()
+
+
+def keep_sampling(state: ServiceState, metrics: Metrics) -> None:
+    """In a pool, each worker's figures reach the shared metrics every few seconds, whichever worker is scraped."""
+    while not state.stopping.wait(POOL_SAMPLE_SECONDS):
+        metrics.sample(state)
+
+
+def begin_pool_reload(state: ServiceState) -> ReloadStatus:
+    """In a pool the supervisor reloads: SIGHUP makes it replace each worker by one that has loaded the
+    saved artifacts and rules, retiring the old worker only once the new one is ready."""
+    ask_supervisor_to_reload()
+    state.reload_status = ReloadStatus("running", started_at=_now())
+    logger.info("rolling reload of the workers requested")
+    return state.reload_status
 
 
 def keep_feedback_fresh(state: ServiceState, settings: Settings) -> None:
@@ -175,6 +213,15 @@ def keep_feedback_fresh(state: ServiceState, settings: Settings) -> None:
 # --------------------------------------------------------------------------------------------------
 # Monitoring
 # --------------------------------------------------------------------------------------------------
+
+DECISION_LOG_GAUGES = (("queue_depth", "Decisions waiting for the writer"),
+                       ("dropped", "Decisions dropped (best effort: queue full or database failing)"),
+                       ("refused", "Answers refused because the log could not take them (required)"),
+                       ("failed_batches", "Batches the database refused (retried in required mode)"))
+
+
+POOL_SAMPLE_SECONDS = 5.0
+
 
 class Metrics:
     """Prometheus metrics of one app (own registry, so that several apps can live in one process)."""
@@ -195,21 +242,37 @@ class Metrics:
         self.cold_starts = Counter("cold_start_answers_total", "Answers for customers scored from a profile",
                                    registry=self.registry)
 
-    def watch_decision_log(self, state: ServiceState) -> None:
-        """Gauges of the decision log, read when scraped: queue depth, records dropped, failed batches."""
-        def reading(name: str) -> Callable[[], float]:
-            return lambda: float(state.interactions.status()[name]) if state.interactions is not None else 0.0
+        # What the decision log and the caches hold is read from them: when scraped, and every few seconds
+        # in a pool of workers (so that the scraped worker reports the others' figures too).
+        self.decision_log = {name: Gauge(f"decision_log_{name}", meaning, registry=self.registry,
+                                         multiprocess_mode="livesum") for name, meaning in DECISION_LOG_GAUGES}
+        self.cache_entries = Gauge("cache_entries", "Entries held", ["cache"], registry=self.registry,
+                                   multiprocess_mode="livesum")
+        self.cache_capacity = Gauge("cache_capacity_entries", "Entries the cache may hold", ["cache"],
+                                    registry=self.registry, multiprocess_mode="livesum")
+        self.cache_lookups = {"hits": Counter("cache_hits", "Lookups the cache served", ["cache"],
+                                              registry=self.registry),
+                              "misses": Counter("cache_misses", "Lookups the cache could not serve", ["cache"],
+                                                registry=self.registry)}
+        self._counted: dict[tuple[str, str], int] = {}
+        self._sampling = threading.Lock()
 
-        for name, meaning in (("queue_depth", "Decisions waiting for the writer"),
-                              ("dropped", "Decisions dropped (best effort: queue full or database failing)"),
-                              ("refused", "Answers refused because the log could not take them (required)"),
-                              ("failed_batches", "Batches the database refused (retried in required mode)")):
-            Gauge(f"decision_log_{name}", meaning, registry=self.registry).set_function(reading(name))
-
-    def watch_caches(self, state: ServiceState) -> None:
-        """Every cache a request can grow, read when scraped: entries against the bound, hits and misses."""
-        self.registry.register(CacheCollector(lambda: {"answers": state.answers.stats(),
-                                                       **(state.service.text_cache_stats() if state.service else {})}))
+    def sample(self, state: ServiceState) -> None:
+        """Copies the decision log's status and every cache's stats into the metrics. Hits and misses
+        are counters: each sample adds what was counted since the last (a reload starts the caches
+        anew, and their counts with them)."""
+        log = state.interactions.status() if state.interactions is not None else {}
+        caches = {"answers": state.answers.stats(), **(state.service.text_cache_stats() if state.service else {})}
+        with self._sampling:
+            for name, gauge in self.decision_log.items():
+                gauge.set(float(log.get(name, 0)))
+            for cache, stats in caches.items():
+                self.cache_entries.labels(cache).set(stats.entries)
+                self.cache_capacity.labels(cache).set(stats.capacity)
+                for kind, counter in self.cache_lookups.items():
+                    total, before = getattr(stats, kind), self._counted.get((cache, kind), 0)
+                    counter.labels(cache).inc(total - before if total >= before else total)
+                    self._counted[cache, kind] = total
 
     def record_recommendation(self, recommendation) -> None:
         for item in recommendation.recommendations:
@@ -221,66 +284,6 @@ class Metrics:
             self.degraded.inc()
         if recommendation.cold_start:
             self.cold_starts.inc()
-
-
-class CacheCollector(Collector):
-    """Prometheus families of the caches' stats, labelled by cache."""
-
-    def __init__(self, read: Callable[[], dict[str, CacheStats]]) -> None:
-        self._read = read
-
-    def collect(self) -> Iterator[Metric]:
-        stats = self._read()
-        families = (
-            (GaugeMetricFamily, "cache_entries", "Entries held", lambda s: s.entries),
-            (GaugeMetricFamily, "cache_capacity_entries", "Entries the cache may hold", lambda s: s.capacity),
-            (CounterMetricFamily, "cache_hits", "Lookups the cache served", lambda s: s.hits),
-            (CounterMetricFamily, "cache_misses", "Lookups the cache could not serve", lambda s: s.misses))
-        for family_type, name, meaning, value in families:
-            family = family_type(name, meaning, labels=["cache"])
-            for cache, figures in stats.items():
-                family.add_metric([cache], float(value(figures)))
-            yield family
-
-
-class AnswerCache:
-    """Serialized answers for known customers, most recently used kept.
-
-    An answer for a known customer depends only on the customer, the request's options and the
-    models and rules loaded at start-up, so it is computed once per process; the request id is
-    spliced into the cached JSON. Cold-start answers are never cached.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._answers: OrderedDict[tuple[str, int, bool], tuple[Any, bytes]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._hits = self._misses = 0
-
-    def get(self, key: tuple[str, int, bool]) -> tuple[Any, bytes] | None:
-        with self._lock:
-            answer = self._answers.get(key)
-            if answer is None:
-                self._misses += 1
-            else:
-                self._hits += 1
-                self._answers.move_to_end(key)
-            return answer
-
-    def stats(self) -> CacheStats:
-        return CacheStats(len(self._answers), self.size, self._hits, self._misses)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._answers.clear()
-
-    def put(self, key: tuple[str, int, bool], result: Any, body: bytes) -> None:
-        if self.size == 0:
-            return
-        with self._lock:
-            self._answers[key] = (result, body)
-            if len(self._answers) > self.size:
-                self._answers.popitem(last=False)
 
 
 def answer_body(result: Any) -> bytes:
@@ -445,14 +448,21 @@ def create_app(settings: Settings | None = None,
                on_failure: Callable[[str], None] = lambda reason: None) -> FastAPI:
     """The API; the service starts in the background when the app starts."""
     settings = settings or get_settings()
-    state = ServiceState(answers=AnswerCache(settings.answer_cache_size))
+    state = ServiceState(answers=LruCache(settings.answer_cache_size))
+    pool = shared_dir()  # set by the supervisor of WORKERS > 1 processes
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        threading.Thread(target=start_service, args=(state, settings, factory, on_failure), daemon=True,
-                         name="service-start").start()
+        if pool is None:
+            threading.Thread(target=start_service, args=(state, settings, factory, on_failure), daemon=True,
+                             name="service-start").start()
+        else:
+            await join_pool(state, settings, factory, metrics, pool)
         yield
         state.stopping.set()
+        if pool is not None:
+            mark_gone(pool)
         if state.interactions is not None:
             state.interactions.close()  # graceful shutdown flushes the decision log
 
@@ -463,13 +473,13 @@ def create_app(settings: Settings | None = None,
     app.state.settings = settings
     app.state.access = Access(parse_api_keys(settings.api_keys), RateLimiter(settings.rate_limit_per_minute))
     app.state.service_state = state
-    metrics = Metrics()
-    metrics.watch_decision_log(state)
+    app.state.pool = pool
     app.state.metrics = metrics
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     _add_error_handlers(app)
-    app.state.reload = lambda: begin_reload(state, settings, factory)  # POST /admin/reload and SIGHUP
-    metrics.watch_caches(state)
+    # POST /admin/reload and SIGHUP
+    app.state.reload = (lambda: begin_reload(state, settings, factory)) if pool is None else (
+        lambda: begin_pool_reload(state))
     _add_routes(app, metrics)
     return app
 
@@ -506,7 +516,7 @@ def _add_routes(app: FastAPI, metrics: Metrics) -> None:
         elif known:
             result = service.recommend(body.customer_id, body.top_k, body.include_explanation, contact, feedback)
             answer = answer_body(result)
-            cache.put(key, result, answer)
+            cache.put(key, (result, answer))
         else:
             result = await run_in_threadpool(service.recommend_for_profile, body.customer_id, body.profile.fields(),
                                              body.profile.held_products, body.profile.posts, body.top_k,
@@ -544,21 +554,30 @@ def _add_routes(app: FastAPI, metrics: Metrics) -> None:
     @app.get("/health", response_model=HealthResponse, tags=["operations"],
              responses={503: {"model": HealthResponse}})
     async def health(request: Request, response: Response) -> Any:
-        """Ready (200) once the models are loaded; 503 while starting or after a failed start."""
+        """Ready (200) once the models are loaded, in every worker when there are several; 503 while
+        starting or after a failed start."""
         state: ServiceState = request.app.state.service_state
-        if state.service is not None:
+        pool, expected = request.app.state.pool, request.app.state.settings.workers
+        workers = None if pool is None else {"ready": ready_workers(pool), "expected": expected}
+        if state.service is not None and (workers is None or workers["ready"] >= expected):
             log = state.interactions.status()
             detail = None if log["healthy"] else (f"decision log ({log['mode']}) unhealthy: {log['last_error']}; "
                                                   f"{log['dropped']} records dropped")
             return HealthResponse(status="ready", ready=True, model_version=state.service.model.version_,
-                                  detail=detail, decision_log=log)
+                                  detail=detail, decision_log=log, workers=workers)
         response.status_code = 503
-        return HealthResponse(status="failed" if state.failure else "starting", ready=False, detail=state.failure)
+        detail = state.failure or (f"{workers['ready']} of {expected} workers ready" if workers else None)
+        return HealthResponse(status="failed" if state.failure else "starting", ready=False, detail=detail,
+                              workers=workers)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
-    async def prometheus_metrics() -> Response:
-        """Prometheus metrics: requests and latency by endpoint and status, products served, bias failures."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus metrics: requests and latency by endpoint and status, products served, bias failures,
+        the decision log and the caches; with several workers, every worker's."""
+        metrics.sample(request.app.state.service_state)
+        pool = request.app.state.pool
+        body = generate_latest(metrics.registry) if pool is None else aggregated_metrics(pool)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @protected.get("/customers/{customer_id}", response_model=CustomerViewResponse, tags=["analysts"],
              responses={404: {"model": ErrorResponse}})

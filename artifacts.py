@@ -28,7 +28,7 @@ from decision_store import DecisionStore, FinalOutcome, migrate
 from feature_engineer import CustomerInputs
 from recommender import MODEL_VERSION, CustomerBase, HybridRecommender, TrainingSet, build_customer_base, train
 from settings import Settings
-from text_models import LIFE_EVENTS, LifeEventDetector, TextEncoder, get_text_encoder, model_fingerprint
+from text_models import LIFE_EVENTS, LifeEventDetector, get_text_encoder, model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +100,9 @@ def load_rules(settings: Settings, data: BankData) -> RuleBook:
         raise ServiceError(f"invalid rules file {settings.rules_file}: {error}") from error
 
 
-def train_artifacts(data: BankData, settings: Settings, fingerprint: str,
-                    encoder: TextEncoder | None = None) -> tuple[Artifacts, LifeEventDetector]:
+def train_artifacts(data: BankData, settings: Settings, fingerprint: str) -> Artifacts:
     """Fits everything on the data and computes the serving state of every customer."""
-    encoder = encoder or get_text_encoder(settings)
+    encoder = get_text_encoder(settings)
     detector = LifeEventDetector(encoder)
     end = data_now(data)
     outcomes = logged_outcomes(settings)
@@ -114,7 +113,7 @@ def train_artifacts(data: BankData, settings: Settings, fingerprint: str,
     trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     learned = Counter(outcome.outcome for outcome in outcomes)
     return Artifacts(fingerprint, model, base, holdout, trained_at,
-                     trained_on_feedback={"accepted": learned["accepted"], "declined": learned["declined"]}), detector
+                     trained_on_feedback={"accepted": learned["accepted"], "declined": learned["declined"]})
 
 
 def logged_outcomes(settings: Settings) -> list[FinalOutcome]:
@@ -149,7 +148,7 @@ def load_or_train(data: BankData, settings: Settings) -> tuple[Artifacts, bool]:
             logger.info("saved models were fitted on other data: retraining")
         except Exception as error:  # an unreadable artifact is replaced, never half-used
             logger.warning("saved models unreadable: retraining", extra={"error": type(error).__name__})
-    artifacts, _ = train_artifacts(data, settings, fingerprint)
+    artifacts = train_artifacts(data, settings, fingerprint)
     save_artifacts(artifacts, path)
     return artifacts, True
 

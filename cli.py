@@ -148,7 +148,7 @@ def train_models(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.model_copy(update={"data_dir": _existing(args.data)})
     data = load_data(settings)
     rules = load_rules(settings, data)
-    artifacts, _ = train_artifacts(data, settings, data_fingerprint(settings))
+    artifacts = train_artifacts(data, settings, data_fingerprint(settings))
     service = RecommendationService(settings, data, rules, artifacts)
     run_audit(service)
     save_artifacts(artifacts, settings.models_dir / ARTIFACT_FILE)
@@ -197,6 +197,10 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from app import create_app
+    from workers import serve_workers
+
+    if settings.workers > 1:
+        return serve_workers(settings)
 
     failures: list[str] = []
     server: uvicorn.Server | None = None

@@ -18,7 +18,8 @@ from data_loader import INTEREST_FIELDS, profile_text, stated_interests
 from feature_engineer import CustomerInputs, customer_signals
 from recommender import CustomerBase, HybridRecommender, risk_inputs, stress_evidence
 from settings import Settings, age_band
-from text_models import CacheStats, DetectedEvent, LifeEventDetector, events_by_customer, get_text_encoder
+from caches import CacheStats
+from text_models import DetectedEvent, LifeEventDetector, events_by_customer, get_text_encoder
 
 RECENT_EVENT_DAYS = 365
 
@@ -199,10 +200,12 @@ class CustomerStates:
                                             "post_analyses": detector.stats()}
 
     def text_models(self) -> LifeEventDetector:
-        """The text models, loaded on first need (warm start-up does not wait for them)."""
+        """The text models, loaded on first need (warm start-up does not wait for them), with caches
+        of their own for the texts requests bring, bounded by ``REQUEST_TEXT_CACHE_SIZE``."""
         with self._text_lock:
             if self._detector is None:
-                self._detector = LifeEventDetector(get_text_encoder(self.settings))
+                encoder = get_text_encoder(self.settings).for_requests(self.settings.request_text_cache_size)
+                self._detector = LifeEventDetector(encoder)
             return self._detector
 
 

@@ -30,7 +30,8 @@ from explanations import Explanation, explain_recommendations
 from feedback_learning import SEGMENT_COLUMN, FeedbackEvidence
 from recommender import RiskProfile, risk_profile_at
 from settings import Settings
-from text_models import CacheStats, LifeEventDetector
+from caches import CacheStats
+from text_models import LifeEventDetector
 
 logger = logging.getLogger(__name__)
 

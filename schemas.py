@@ -190,6 +190,7 @@ class HealthResponse(BaseModel):
     model_version: str | None = None
     detail: str | None = None
     decision_log: dict[str, Any] | None = None
+    workers: dict[str, int] | None = Field(default=None, description="With WORKERS > 1: workers ready and expected.")
 
 
 class ProductPublic(BaseModel):

@@ -81,14 +81,21 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=30.0, gt=0, le=3600, description=(
         "On SIGTERM the server stops taking connections and lets requests in flight finish for up to this long."))
     allow_anonymous: bool = Field(default=False, description="Serve without API keys in production.")
+    workers: int = Field(default=1, ge=1, le=64, description=(
+        "Server processes on one port. Each loads the saved models (trained once, before they start), so "
+        "expect one process's memory per worker; /metrics and /health cover all of them."))
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
     max_body_bytes: int = Field(default=65536, ge=1024)
 
     text_cache_size: int = Field(default=500_000, ge=1_000, description=(
-        "Texts whose embedding and life-event analysis are kept in memory (each cache); the oldest go first, so "
-        "cold-start requests with new posts cannot grow the process without end."))
+        "Texts of the bank's data whose embedding is kept in memory and in the disk cache while training or "
+        "loading; the least recently used go first."))
+    request_text_cache_size: int = Field(default=10_000, ge=100, description=(
+        "Texts of requests (a cold-start customer's posts) whose embedding and life-event analysis are kept in "
+        "memory, each about 5 kB; the least recently used go first, so cold-start traffic cannot grow the "
+        "process without end."))
     answer_cache_size: int = Field(default=100_000, ge=0,
                                    description="Answers for known customers kept in memory (0: no cache).")
     default_customers: int = Field(default=2000, ge=50, description="Size of the data set generated on first start.")

@@ -8,24 +8,27 @@ embeddings. The life-event detector compares those windows with descriptions of 
 post that mentions a new home in one clause among others is still caught, and the best window is
 kept as the evidence quoted in explanations.
 
-Every text is encoded once: results are cached on disk by a hash of the text and the model, so a
-restart or a retrain does not run BERT over the same words again.
+Every text of the bank's data is encoded once: results are cached on disk by a hash of the text
+and the model, so a restart or a retrain does not run BERT over the same words again. Texts that
+requests bring (a cold-start customer's posts) go to a separate, small LRU of their own
+(:meth:`TextEncoder.for_requests`): never to disk, and never more than its bound in memory.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
-import itertools
 import logging
 import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import joblib
 import numpy as np
 import pandas as pd
 
+from caches import CacheStats, LruCache
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -122,24 +125,6 @@ def text_aspect(text: str) -> str | None:
     return None
 
 
-def drop_oldest(cache: dict[str, Any], limit: int, keep: int) -> None:
-    """Removes the oldest entries (a dict keeps insertion order) beyond ``limit``, but never the
-    ``keep`` newest."""
-    excess = min(len(cache) - limit, len(cache) - keep)
-    for key in list(itertools.islice(cache, max(excess, 0))):
-        del cache[key]
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    """What /metrics shows of a cache a request can grow: its size against its bound, and how often it served."""
-
-    entries: int
-    capacity: int
-    hits: int
-    misses: int
-
-
 def text_key(text: str) -> str:
     """A stable cache key for a text (hashing keeps customers' words out of file names)."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
@@ -180,7 +165,12 @@ def events_by_customer(detected: pd.DataFrame) -> dict[str, list[DetectedEvent]]
 
 
 class TextEncoder:
-    """Sentence embeddings from one locally stored sentence-transformers model, with a disk cache."""
+    """Sentence embeddings from one locally stored sentence-transformers model, with a cache.
+
+    The encoder :func:`get_text_encoder` gives keeps the embeddings of the bank's data in a cache
+    saved to disk (read on first use, so a serving process that never encodes the data never
+    loads it); :meth:`for_requests` gives the same weights with a small LRU for request texts.
+    """
 
     def __init__(self, model_dir: Path, cache_dir: Path | None = None, max_cached: int = 500_000) -> None:
         from sentence_transformers import SentenceTransformer
@@ -195,10 +185,18 @@ class TextEncoder:
         self.fingerprint = model_fingerprint(self.model_dir)
         self.cache_path = (Path(cache_dir) / f"embeddings-{self.fingerprint}.joblib") if cache_dir else None
         self.max_cached = max_cached
-        self._cache: dict[str, np.ndarray] = self._read_cache()
+        self._loaded: LruCache[str, np.ndarray] | None = None
+        self._load_lock = threading.Lock()
         self._dirty = False
-        self._lock = threading.Lock()
-        self._hits = self._misses = 0
+
+    def for_requests(self, max_cached: int) -> TextEncoder:
+        """The same weights with an empty LRU of ``max_cached`` texts and no disk cache: what the
+        texts of requests go to, so traffic cannot grow the process or the saved cache."""
+        scoped = copy.copy(self)
+        scoped.cache_path, scoped.max_cached, scoped._dirty = None, max_cached, False
+        scoped._load_lock = threading.Lock()
+        scoped._loaded = LruCache(max_cached)
+        return scoped
 
     @property
     def dimension(self) -> int:
@@ -217,31 +215,25 @@ class TextEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings for texts, (n, d) float32 and L2-normalised; each distinct text is encoded once."""
         texts = [text if isinstance(text, str) else "" for text in texts]
-        missing = sorted({t for t in texts if text_key(t) not in self._cache})
-        self._count(len(texts) - len(missing), len(missing))
-        if missing:
-            vectors = self.model.encode(missing, batch_size=EMBEDDING_BATCH, normalize_embeddings=True,
-                                        convert_to_numpy=True, show_progress_bar=False)
-            self.remember(missing, vectors.astype(np.float32))
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = np.stack([self._cache[text_key(t)] for t in texts])
-        self.trim(keep=len(missing))
-        return vectors
+        known = self.lookup(texts)
+        missing = sorted(set(texts) - known.keys())
+        if missing:
+            vectors = self.model.encode(missing, batch_size=EMBEDDING_BATCH, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+            self.remember(missing, vectors)
+            known.update(zip(missing, vectors))
+        return np.stack([known[text] for text in texts])
+
+    def lookup(self, texts: Iterable[str]) -> dict[str, np.ndarray]:
+        """The cached embeddings of the distinct texts that have one (each look-up counted)."""
+        cache = self._cache()
+        found = {text: cache.get(text_key(text)) for text in set(texts)}
+        return {text: vector for text, vector in found.items() if vector is not None}
 
     def stats(self) -> CacheStats:
-        return CacheStats(len(self._cache), self.max_cached, self._hits, self._misses)
-
-    def _count(self, hits: int, misses: int) -> None:
-        with self._lock:
-            self._hits += hits
-            self._misses += misses
-
-    def trim(self, keep: int) -> None:
-        """Bounds the cache at ``max_cached`` texts: the oldest go first, never the ``keep`` newest (the
-        texts of the call in hand)."""
-        with self._lock:
-            drop_oldest(self._cache, self.max_cached, keep)
+        return self._cache().stats()
 
     def token_states(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per text: BERT's last hidden states (padding removed), each token's character span, and
@@ -266,20 +258,27 @@ class TextEncoder:
         """Write new embeddings to the disk cache (after a bulk encode, not per request)."""
         if not (self.cache_path and self._dirty):
             return
-        with self._lock:
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = self.cache_path.with_suffix(".tmp")
-            joblib.dump(self._cache, temporary)
-            temporary.replace(self.cache_path)
-            self._dirty = False
+        entries = self._cache().snapshot()
+        self._dirty = False
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.cache_path.with_suffix(f".{threading.get_ident()}.tmp")
+        joblib.dump(entries, temporary)
+        temporary.replace(self.cache_path)
 
     def remember(self, texts: Iterable[str], vectors: np.ndarray) -> None:
         """Keeps embeddings computed elsewhere with this encoder's weights (the detector's BERT pass
         gives each post's sentence embedding), so they are never encoded again."""
-        with self._lock:
-            for text, vector in zip(texts, vectors):
-                self._cache[text_key(text)] = vector
-            self._dirty = True
+        cache = self._cache()
+        for text, vector in zip(texts, vectors):
+            cache.put(text_key(text), vector)
+        self._dirty = True
+
+    def _cache(self) -> LruCache[str, np.ndarray]:
+        """The in-memory cache, filled from the disk cache on first use."""
+        with self._load_lock:
+            if self._loaded is None:
+                self._loaded = LruCache(self.max_cached, self._read_cache())
+            return self._loaded
 
     def _read_cache(self) -> dict[str, np.ndarray]:
         if not (self.cache_path and self.cache_path.is_file()):
@@ -339,11 +338,10 @@ class LifeEventDetector:
         self._neutral_vectors = encoder.encode(list(NEUTRAL_TEXTS))
         self._tense_pairs = [(self.events.index(plan), self.events.index(done)) for plan, done in TENSE_PAIRS]
         self._acquisitions = np.array([event in ACQUISITION_EVENTS for event in self.events])
-        self._analyses: dict[str, PostAnalysis] = {}
-        self._hits = self._misses = 0
+        self._analyses: LruCache[str, PostAnalysis] = LruCache(encoder.max_cached)
 
     def stats(self) -> CacheStats:
-        return CacheStats(len(self._analyses), self.encoder.max_cached, self._hits, self._misses)
+        return self._analyses.stats()
 
     def event_vector(self, event: str) -> np.ndarray:
         """The meaning of an event: the normalised mean of its descriptions' embeddings."""
@@ -353,17 +351,15 @@ class LifeEventDetector:
     def analyse(self, texts: Sequence[str]) -> list[PostAnalysis]:
         """One BERT pass per distinct text gives its embedding and its event evidence."""
         texts = [text if isinstance(text, str) else "" for text in texts]
-        missing = sorted({t for t in texts if t not in self._analyses}, key=lambda t: (len(t), t))  # less padding
-        self._hits += len(texts) - len(missing)  # analyses run one call at a time (the service's text lock)
-        self._misses += len(missing)
+        found = {text: self._analyses.get(text_key(text)) for text in set(texts)}
+        known = {text: analysis for text, analysis in found.items() if analysis is not None}
+        missing = sorted(found.keys() - known.keys(), key=lambda t: (len(t), t))  # less padding
         for text, (states, offsets, words) in zip(missing, self.encoder.token_states(missing)):
-            self._analyses[text] = self._analyse_states(states, offsets, words, text_aspect(text))
+            known[text] = self._analyse_states(states, offsets, words, text_aspect(text))
+            self._analyses.put(text_key(text), known[text])
         if missing:
-            self.encoder.remember(missing, np.stack([self._analyses[t].embedding for t in missing]))
-        analyses = [self._analyses[t] for t in texts]
-        drop_oldest(self._analyses, self.encoder.max_cached, len(missing))
-        self.encoder.trim(keep=len(missing))
-        return analyses
+            self.encoder.remember(missing, np.stack([known[t].embedding for t in missing]))
+        return [known[t] for t in texts]
 
     def detect(self, posts: pd.DataFrame) -> pd.DataFrame:
         """Detected events, one row per (post, event): post_id, customer_id, timestamp, event, score, evidence, source."""

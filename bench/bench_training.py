@@ -37,7 +37,7 @@ def measure(data_dir: Path, models_dir: Path) -> dict:
     data = load_data(settings)
     loaded = time.perf_counter()
     rules = load_rules(settings, data)
-    artifacts, _ = train_artifacts(data, settings, data_fingerprint(settings))
+    artifacts = train_artifacts(data, settings, data_fingerprint(settings))
     trained = time.perf_counter()
     service = RecommendationService(settings, data, rules, artifacts)
     model, base = service.model, service.base

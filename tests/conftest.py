@@ -99,8 +99,11 @@ def fallback_service(trained_service, tmp_path_factory):
     from recommendation_service import RecommendationService
 
     settings = trained_service.settings.model_copy(update={"min_positives_for_model": 10**6,
-                                                           "models_dir": tmp_path_factory.mktemp("fallback")})
-    artifacts, _ = train_artifacts(trained_service.data, settings, "fallback", trained_service.text_models().encoder)
+                                                           "models_dir": tmp_path_factory.mktemp("fallback"),
+                                                           # the same process-wide encoder and its cache
+                                                           "embedding_cache_dir":
+                                                               trained_service.settings.resolved_embedding_cache_dir})
+    artifacts = train_artifacts(trained_service.data, settings, "fallback")
     return RecommendationService(settings, trained_service.data, trained_service.rules, artifacts)
 
 

@@ -24,24 +24,33 @@ def test_cache_survives_a_restart_and_is_keyed_by_model(text_encoder, tmp_path):
     cache_files = list(tmp_path.glob("embeddings-*.joblib"))
     assert len(cache_files) == 1 and encoder.fingerprint in cache_files[0].name
     reloaded = TextEncoder(text_encoder.model_dir, tmp_path)
-    assert len(reloaded._cache) == 2
+    assert reloaded.stats().entries == 2
     assert np.allclose(reloaded.encode(["saving for a deposit"])[0], first[0])
 
 
-def test_request_driven_caches_are_bounded_and_answers_unchanged(text_encoder, tmp_path):
-    """New texts arriving with requests push the oldest out of both caches; what a call returns is
-    the same as from an unbounded encoder, even for a call larger than the bound."""
-    bounded = LifeEventDetector(TextEncoder(text_encoder.model_dir, tmp_path, max_cached=60))
+def test_request_texts_go_to_a_bounded_cache_apart_from_the_datas(text_encoder, tmp_path):
+    """Texts that requests bring push the least recently used out of the request caches, never reach
+    the data's cache or its file, and what a call returns equals an unbounded encoder's, even for a
+    call larger than the bound."""
+    data_encoder = TextEncoder(text_encoder.model_dir, tmp_path)
+    data_encoder.encode(["a post of the bank's data"])
+    data_encoder.flush()
+    saved = {path: path.stat().st_mtime_ns for path in tmp_path.glob("embeddings-*.joblib")}
+    requests = LifeEventDetector(data_encoder.for_requests(60))
     texts = [f"request {i}: we are thinking of buying a home" for i in range(50)]
     for start in range(0, 50, 10):
         batch = texts[start:start + 10]
-        assert np.allclose(bounded.encoder.encode(batch), text_encoder.encode(batch), atol=1e-5)
-        bounded.analyse(batch)
+        assert np.allclose(requests.encoder.encode(batch), text_encoder.encode(batch), atol=1e-5)
+        requests.analyse(batch)
     big_call = [f"a long list {i}" for i in range(80)]
-    assert np.allclose(bounded.encoder.encode(big_call), text_encoder.encode(big_call), atol=1e-5)
-    assert len(bounded.encoder._cache) == 80 and len(bounded._analyses) <= 60
-    bounded.encoder.encode(["one more"])
-    assert len(bounded.encoder._cache) == 60
+    assert np.allclose(requests.encoder.encode(big_call), text_encoder.encode(big_call), atol=1e-5)
+    assert requests.encoder.stats().entries == 60 and requests.stats().entries == 50
+    hits = requests.stats().hits
+    requests.analyse(texts[-5:])
+    assert requests.stats().hits == hits + 5
+    requests.encoder.flush()
+    assert data_encoder.stats().entries == 1
+    assert {path: path.stat().st_mtime_ns for path in tmp_path.glob("embeddings-*.joblib")} == saved
 
 
 def test_life_events_are_detected_with_the_clause_that_shows_them(text_encoder):

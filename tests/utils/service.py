@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
@@ -37,7 +37,8 @@ def wait_ready(client: TestClient, seconds: float = 60) -> None:
 @contextmanager
 def served(settings: Settings, state_dir: Path, **environment: str) -> Iterator[tuple[subprocess.Popen, str]]:
     """``cli.py serve`` in its own process on ``settings``' data and saved models, ready (``/health`` 200);
-    yields the process and its base URL, and kills it on the way out if the test has not stopped it."""
+    yields the process and its base URL, and kills it and its workers on the way out if the test has not
+    stopped them."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -45,7 +46,7 @@ def served(settings: Settings, state_dir: Path, **environment: str) -> Iterator[
            "STATE_DIR": str(state_dir), "PORT": str(port), "API_KEYS": "",
            "MIN_GROUP_SIZE": str(settings.min_group_size), "LOG_LEVEL": "WARNING", **environment}
     server = subprocess.Popen([sys.executable, "cli.py", "serve"], cwd=Path(__file__).resolve().parents[2], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 600
@@ -57,6 +58,8 @@ def served(settings: Settings, state_dir: Path, **environment: str) -> Iterator[
         if server.poll() is None:
             server.send_signal(signal.SIGKILL)
             server.wait(timeout=30)
+        with suppress(ProcessLookupError):  # worker processes left behind by a killed supervisor
+            os.killpg(server.pid, signal.SIGKILL)
 
 
 def _healthy(url: str) -> bool:

@@ -1,0 +1,82 @@
+"""WORKERS=2: two processes on one port, one readiness, one set of metrics, a rolling reload, a clean stop."""
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.utils.service import served
+
+
+def worker_pids(supervisor: int) -> set[int]:
+    """The supervisor's worker processes (multiprocessing's spawned children)."""
+    pids = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            command = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields["PPid"]) == supervisor and b"spawn_main" in command:
+            pids.add(int(status.parent.name))
+    return pids
+
+
+def recommend_requests_counted(url: str) -> float:
+    metrics = httpx.get(f"{url}/metrics").text
+    return sum(float(value) for value in
+               re.findall(r'^http_requests_total\{endpoint="/recommend",method="POST",status="200"\} (\S+)$',
+                          metrics, re.M))
+
+
+def test_two_workers_answer_as_one_service(api_settings, trained_service, tmp_path):
+    customers = [str(c) for c in trained_service.base.view.index[:30]]
+    with served(api_settings, tmp_path / "state", WORKERS="2", ANSWER_CACHE_SIZE="0") as (server, url):
+        health = httpx.get(f"{url}/health").json()
+        assert health["ready"] and health["workers"] == {"ready": 2, "expected": 2}
+        first_workers = worker_pids(server.pid)
+        assert len(first_workers) == 2
+
+        for customer in customers:  # a new connection each: the kernel hands them to either worker
+            assert httpx.post(f"{url}/recommend", json={"customer_id": customer}).status_code == 200
+        # whichever worker answers the scrape counts both workers' requests
+        assert [recommend_requests_counted(url) for _ in range(6)] == [len(customers)] * 6
+
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def keep_asking() -> None:
+            while not stop.is_set():
+                statuses.append(httpx.post(f"{url}/recommend", json={"customer_id": customers[len(statuses) % 30]},
+                                           timeout=60).status_code)
+
+        asker = threading.Thread(target=keep_asking)
+        asker.start()
+        try:
+            server.send_signal(signal.SIGHUP)  # the rolling reload: each worker replaced once its successor is ready
+            replaced = wait_for(lambda: not (worker_pids(server.pid) & first_workers)
+                                and len(worker_pids(server.pid)) == 2)
+        finally:
+            stop.set()
+            asker.join()
+        assert replaced, "the workers were not replaced"
+        assert statuses and set(statuses) == {200}
+        assert httpx.get(f"{url}/health").json()["workers"] == {"ready": 2, "expected": 2}
+
+        workers = worker_pids(server.pid)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+        assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+def wait_for(condition, seconds: float = 300) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True

@@ -1,0 +1,151 @@
+"""Serving with several worker processes (``WORKERS=N``): one machine's cores, one port.
+
+uvicorn's supervisor starts N processes on one listening socket and replaces any that dies. Each
+worker loads the saved artifacts: the supervisor first trains and saves them if they are missing
+or stale, in a child process, so N workers never train N times and the supervisor itself holds no
+model. A worker accepts connections only once its model is loaded, so SIGHUP to the supervisor
+(or ``POST /admin/reload`` on any worker, which sends it) is a rolling reload: each worker is
+replaced by one that has loaded the artifacts from disk, and only then retired.
+
+The workers share a directory: prometheus_client's multiprocess files, so ``/metrics`` on any
+worker counts every worker's requests, and one marker per ready worker, so ``/health`` on any
+worker is 200 only when all N are ready.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+from settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SHARED_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
+WORKER_START_SECONDS = 600  # a worker loads the saved artifacts; the supervisor waits this long in a rolling reload
+
+
+def shared_dir() -> Path | None:
+    """The pool's shared directory, or None when this process serves alone."""
+    value = os.environ.get(SHARED_DIR_VARIABLE)
+    return Path(value) if value else None
+
+
+def mark_ready(directory: Path) -> None:
+    (directory / "ready").mkdir(exist_ok=True)
+    (directory / "ready" / str(os.getpid())).touch()
+
+
+def mark_gone(directory: Path, pid: int | None = None) -> None:
+    """A worker leaves the pool: its marker and its live gauges go (a worker that was killed is
+    cleared by the next worker that counts the pool)."""
+    from prometheus_client import multiprocess
+
+    pid = pid or os.getpid()
+    (directory / "ready" / str(pid)).unlink(missing_ok=True)
+    multiprocess.mark_process_dead(pid, str(directory))
+
+
+def ready_workers(directory: Path) -> int:
+    """Workers with a ready marker that are still alive."""
+    markers = (directory / "ready").glob("*") if (directory / "ready").is_dir() else []
+    alive = 0
+    for marker in markers:
+        if _alive(int(marker.name)):
+            alive += 1
+        else:
+            mark_gone(directory, int(marker.name))
+    return alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def aggregated_metrics(directory: Path) -> bytes:
+    """Every worker's metrics, summed as each metric's multiprocess mode says."""
+    from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(directory))
+    return generate_latest(registry)
+
+
+def ask_supervisor_to_reload() -> None:
+    """SIGHUP to the supervisor: uvicorn's rolling restart of every worker."""
+    os.kill(os.getppid(), signal.SIGHUP)
+
+
+def serve_workers(settings: Settings) -> int:
+    """Prepares the models once, then serves ``settings.workers`` processes until SIGTERM or SIGINT."""
+    import uvicorn
+
+    failure = prepare_models()
+    if failure:
+        logger.error("start-up failed", extra={"reason": failure})
+        return 1
+    directory = Path(tempfile.mkdtemp(prefix="nbp-workers-"))
+    os.environ[SHARED_DIR_VARIABLE] = str(directory)  # the workers inherit it
+    try:
+        uvicorn.run("workers:create_worker_app", factory=True, workers=settings.workers, host=settings.host,
+                    port=settings.port, log_config=None, access_log=False, log_level=settings.log_level.lower(),
+                    timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                    timeout_worker_healthcheck=WORKER_START_SECONDS)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return 0
+
+
+def create_worker_app():
+    """What each worker runs (uvicorn's app factory). A worker is a fresh interpreter, so logging is set
+    up here as ``cli.py`` sets it up for a single process."""
+    from app import configure_logging, create_app
+    from settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def prepare_models() -> str | None:
+    """Migrates the decision log and loads the data and models (training and saving them when the
+    saved ones are missing or were fitted on other data) in a child process; returns why it failed,
+    or None. The workers then only load what is saved."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_prepare, args=(sender,), name="prepare-models")
+    child.start()
+    sender.close()
+    try:
+        failure = receiver.recv()
+    except EOFError:
+        failure = "the process preparing the models died"
+    child.join()
+    return failure
+
+
+def _prepare(sender) -> None:
+    from app import configure_logging
+    from interactions import open_interactions
+    from recommendation_service import RecommendationService
+    from settings import get_settings
+
+    try:
+        settings = get_settings()
+        configure_logging(settings.log_level)
+        open_interactions(settings).close()
+        RecommendationService.start(settings)
+    except Exception as error:  # the reason goes to the supervisor, which refuses to start
+        sender.send(f"{type(error).__name__}: {error}")
+    else:
+        sender.send(None)
