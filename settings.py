@@ -96,8 +96,9 @@ class Settings(BaseSettings):
         "Texts of requests (a cold-start customer's posts) whose embedding and life-event analysis are kept in "
         "memory, each about 5 kB; the least recently used go first, so cold-start traffic cannot grow the "
         "process without end."))
-    answer_cache_size: int = Field(default=100_000, ge=0,
-                                   description="Answers for known customers kept in memory (0: no cache).")
+    answer_cache_size: int = Field(default=10_000, ge=0, description=(
+        "Answers for known customers kept in memory, about 24 kB each with explanations (0: no cache); the least "
+        "recently used go first."))
     default_customers: int = Field(default=2000, ge=50, description="Size of the data set generated on first start.")
     default_seed: int = 42
     score_chunk_size: int = Field(default=10_000, ge=1, description=(
