@@ -22,6 +22,7 @@ import re
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from itertools import dropwhile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -79,16 +80,17 @@ def add_console(app: FastAPI) -> None:
 class ConsoleProblem(Exception):
     """Why a page cannot be shown, said to the analyst on a page with the same status the API would give."""
 
-    def __init__(self, status: int, message: str, asks_for_key: bool = False):
+    def __init__(self, status: int, message: str, asks_for_key: bool = False, next: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.asks_for_key = asks_for_key
+        self.next = next  # where a login on the page leads: by default, back to the page refused
 
 
 async def problem_page(request: Request, problem: ConsoleProblem) -> Response:
     return page(request, "problem.html", None, status=problem.status, message=problem.message,
-                asks_for_key=problem.asks_for_key, next=_local_path(request.url.path))
+                asks_for_key=problem.asks_for_key, next=_local_path(problem.next or request.url.path))
 
 
 async def console_caller(request: Request) -> Caller:
@@ -142,8 +144,12 @@ async def login_form(request: Request, next: str = "/console") -> Response:
 @router.post("/login")
 async def login(request: Request, key: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/console"
                 ) -> Response:
-    """Checks the key as any request would, then keeps it in a session cookie; a refused key sets nothing."""
-    await checked_caller(request, key or None)
+    """Checks the key as any request would, then keeps it in a session cookie; a refused key sets nothing and
+    asks again, still on the way to ``next``."""
+    try:
+        await checked_caller(request, key or None)
+    except ConsoleProblem as problem:
+        raise ConsoleProblem(problem.status, problem.message, problem.asks_for_key, next) from None
     response = RedirectResponse(_local_path(next), status_code=303)
     response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict", path="/console",
                         secure=request.url.scheme == "https")
@@ -169,7 +175,19 @@ def _percent(value: Any, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value * 100:.{digits}f}%"
 
 
+def _readable(value: Any) -> str:
+    """A profile or factor value as a reader wants it: whole numbers without decimals, small ones with three."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.3f}"
+
+
 templates.env.filters["number"] = _number
+templates.env.filters["readable"] = _readable
 templates.env.filters["percent"] = _percent
 
 
@@ -469,9 +487,12 @@ def decisions(request: Request, caller: ConsoleCaller, service: ConsoleService) 
     if not isinstance(log, Interactions):
         return page(request, "decisions.html", caller, active="decisions", log_off=True)
     report = outcome_report(log.store, service)
-    days = offers_by_day(log.store, datetime.now(timezone.utc).date(), TIMELINE_DAYS)
+    # from the first day with an offer: a fresh log does not draw two weeks of empty rows
+    days = list(dropwhile(lambda day: not day.offered,
+                          offers_by_day(log.store, datetime.now(timezone.utc).date(), TIMELINE_DAYS)))
     products = report["all_customers"]["products"]
     return page(request, "decisions.html", caller, active="decisions", log_off=False, report=report, days=days,
+                timeline_days=TIMELINE_DAYS,
                 timeline_chart=timeline_chart(days), acceptance_chart=acceptance_chart(products),
                 product_ids=list(products))
 
@@ -493,7 +514,7 @@ def _totals(store: DecisionStore, since: datetime) -> tuple[int, int, int]:
 
 
 def timeline_chart(days: list[DayOfOffers]) -> str:
-    return bar_chart(f"Offers made each day (last {len(days)} days, UTC) and how they ended",
+    return bar_chart("Offers made each day (UTC) and how they ended",
                      [day.day.isoformat() for day in days],
                      [Series("offered", [day.offered for day in days], "tone-model"),
                       Series("accepted", [day.accepted for day in days], "tone-ok"),
