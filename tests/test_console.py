@@ -8,6 +8,7 @@ writes its screenshot to ``docs/screenshots/``, which the README shows.
 from __future__ import annotations
 
 import shutil
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
@@ -15,6 +16,9 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from console import cell_status, offers_by_day
+from decision_store import DecisionStore, migrate
+from tests.test_decision_store import decision
 from tests.utils.service import served
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +95,35 @@ def other_individual(trained_service, known_customer: str) -> str:
     changing ``known_customer``'s contact history."""
     view = trained_service.base.view
     return str(view[(view["customer_type"] == "individual") & (view.index != known_customer)].index[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# What the pages compute (no browser needed)
+# --------------------------------------------------------------------------------------------------
+
+def test_the_timeline_counts_each_offer_on_the_day_it_was_made(tmp_path):
+    url = f"sqlite:///{tmp_path / 'decisions.sqlite3'}"
+    migrate(url)
+    store = DecisionStore(url)
+    noon = datetime(2026, 11, 30, 12, tzinfo=timezone.utc)
+    store.record([decision(1, at=noon - timedelta(days=2)), decision(2, at=noon), decision(3, at=noon)])  # 2 offers each
+    store.add_feedback("req-2", "C-1", "loan", "accepted")
+    store.add_feedback("req-3", "C-1", "card", "declined")
+    days = offers_by_day(store, date(2026, 11, 30), 3)
+    store.close()
+    assert [(day.day.isoformat(), day.offered, day.accepted, day.declined) for day in days] == [
+        ("2026-11-28", 2, 0, 0), ("2026-11-29", 0, 0, 0), ("2026-11-30", 4, 1, 1)]
+
+
+def test_the_heat_map_tells_a_gap_that_could_be_chance_from_too_little_data(trained_service):
+    audit = trained_service.artifacts.audit
+    statuses = [(cell_status(entry, audit), entry["recommendations"]["note"] or "") for entry in audit["entries"]]
+    assert {status for status, _ in statuses} >= {"ok", "flagged", "inconclusive", "insufficient_data"}
+    for status, note in statuses:
+        if status == "inconclusive":
+            assert "could be chance" in note
+        elif status == "insufficient_data":
+            assert "too small" in note or "too few" in note or "no customers" in note
 
 
 # --------------------------------------------------------------------------------------------------
