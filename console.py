@@ -89,8 +89,9 @@ class ConsoleProblem(Exception):
 
 
 async def problem_page(request: Request, problem: ConsoleProblem) -> Response:
+    here = f"{request.url.path}?{request.url.query}" if request.url.query else request.url.path
     return page(request, "problem.html", None, status=problem.status, message=problem.message,
-                asks_for_key=problem.asks_for_key, next=_local_path(problem.next or request.url.path))
+                asks_for_key=problem.asks_for_key, next=_local_path(problem.next or here))
 
 
 async def console_caller(request: Request) -> Caller:
