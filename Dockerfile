@@ -22,6 +22,8 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --index-url "$TORCH_INDEX_URL
 
 COPY *.py ./
 COPY config ./config
+COPY templates ./templates
+COPY static ./static
 
 RUN useradd --create-home --uid 10001 bank \
  && mkdir -p /srv/data /srv/models \

@@ -26,6 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -466,7 +467,8 @@ def create_app(settings: Settings | None = None,
         if state.interactions is not None:
             state.interactions.close()  # graceful shutdown flushes the decision log
 
-    app = FastAPI(title="Next-best-product recommender", version="1.0.0", lifespan=lifespan,
+    # FastAPIOffline: /docs and /redoc serve Swagger UI's and ReDoc's assets from the package, not a CDN
+    app = FastAPIOffline(title="Next-best-product recommender", version="1.0.0", lifespan=lifespan,
                   description="Ranks the financial products to offer a customer next, explains each one, applies "
                               "the bank's rules and checks every answer for bias across gender, age and location.",
                   responses={503: {"model": ErrorResponse}})
@@ -481,6 +483,9 @@ def create_app(settings: Settings | None = None,
     app.state.reload = (lambda: begin_reload(state, settings, factory)) if pool is None else (
         lambda: begin_pool_reload(state))
     _add_routes(app, metrics)
+    from console import add_console  # the console builds on this module's dependencies: imported once they exist
+
+    add_console(app)
     return app
 
 
