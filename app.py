@@ -455,13 +455,17 @@ def create_app(settings: Settings | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        starter = None
         if pool is None:
-            threading.Thread(target=start_service, args=(state, settings, factory, on_failure), daemon=True,
-                             name="service-start").start()
+            starter = threading.Thread(target=start_service, args=(state, settings, factory, on_failure),
+                                       daemon=True, name="service-start")
+            starter.start()
         else:
             await join_pool(state, settings, factory, metrics, pool)
         yield
         state.stopping.set()
+        if starter is not None and starter.is_alive():  # still loading (the text models, say): exiting under it can abort the interpreter
+            await asyncio.to_thread(starter.join, settings.shutdown_grace_seconds)
         if pool is not None:
             mark_gone(pool)
         if state.interactions is not None:
