@@ -178,15 +178,21 @@ def load_service(state: ServiceState, settings: Settings, factory: Callable[[Set
 
 
 async def join_pool(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService],
-                    metrics: Metrics, pool: Path) -> None:
+                    metrics: Metrics, pool: Path) -> list[threading.Thread]:
     """A worker of a pool (``WORKERS`` > 1) loads its model before it takes a connection: uvicorn's
     supervisor counts it as started only then, and in a rolling reload retires the worker it replaces
     only then. A worker that cannot load stops, and the supervisor with it."""
     if not await asyncio.to_thread(load_service, state, settings, factory, lambda reason: None):
         raise RuntimeError(f"start-up failed: {state.failure}")
     mark_ready(pool)
-    threading.Thread(target=keep_feedback_fresh, args=(state, settings), daemon=True, name="feedback").start()
-    threading.Thread(target=keep_sampling, args=(state, metrics), daemon=True, name="metrics").start()
+    return [started(keep_feedback_fresh, state, settings), started(keep_sampling, state, metrics)]
+
+
+def started(target: Callable[..., None], *args: Any) -> threading.Thread:
+    """A background thread of the app, running until ``state.stopping`` is set."""
+    thread = threading.Thread(target=target, args=args, daemon=True, name=target.__name__)
+    thread.start()
+    return thread
 
 
 def keep_sampling(state: ServiceState, metrics: Metrics) -> None:
@@ -455,17 +461,14 @@ def create_app(settings: Settings | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        starter = None
-        if pool is None:
-            starter = threading.Thread(target=start_service, args=(state, settings, factory, on_failure),
-                                       daemon=True, name="service-start")
-            starter.start()
-        else:
-            await join_pool(state, settings, factory, metrics, pool)
+        background = ([started(start_service, state, settings, factory, on_failure)] if pool is None
+                      else await join_pool(state, settings, factory, metrics, pool))
         yield
         state.stopping.set()
-        if starter is not None and starter.is_alive():  # still loading (the text models, say): exiting under it can abort the interpreter
-            await asyncio.to_thread(starter.join, settings.shutdown_grace_seconds)
+        # A thread still at work (loading the text models, reading the log) when the interpreter exits can
+        # abort it: each gets the grace period to see ``stopping`` and end.
+        for thread in background:
+            await asyncio.to_thread(thread.join, settings.shutdown_grace_seconds)
         if pool is not None:
             mark_gone(pool)
         if state.interactions is not None:

@@ -73,6 +73,3 @@ class LruCache(Generic[Key, Value]):
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(len(self._entries), self.capacity, self._hits, self._misses)
-
-    def __len__(self) -> int:
-        return len(self._entries)

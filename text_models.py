@@ -258,12 +258,16 @@ class TextEncoder:
         """Write new embeddings to the disk cache (after a bulk encode, not per request)."""
         if not (self.cache_path and self._dirty):
             return
+        self._dirty = False  # before the snapshot: an embedding remembered after it marks the cache dirty again
         entries = self._cache().snapshot()
-        self._dirty = False
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.cache_path.with_suffix(f".{threading.get_ident()}.tmp")
-        joblib.dump(entries, temporary)
-        temporary.replace(self.cache_path)
+        try:
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.cache_path.with_suffix(f".{threading.get_ident()}.tmp")  # flushes may overlap
+            joblib.dump(entries, temporary)
+            temporary.replace(self.cache_path)
+        except Exception:
+            self._dirty = True
+            raise
 
     def remember(self, texts: Iterable[str], vectors: np.ndarray) -> None:
         """Keeps embeddings computed elsewhere with this encoder's weights (the detector's BERT pass

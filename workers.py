@@ -128,8 +128,9 @@ THREAD_POOL_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THR
 
 def share_the_cores(workers: int) -> None:
     """Gives each worker's thread pools (OpenMP in the tree scoring, BLAS, torch) its share of the cores,
-    unless set already: N workers each spinning a pool as wide as the machine fight over every core (two
-    workers on 2 cores then served half of what one did)."""
+    unless set already, so that N workers do not each spin a pool as wide as the machine (as two trainings
+    at once on 2 cores are several times slower). A precaution: its own effect on serving was not measured
+    apart from the TCP_NODELAY fix (see :func:`listening_socket`)."""
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     for variable in THREAD_POOL_VARIABLES:
         os.environ.setdefault(variable, threads)
