@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from business_rules import RuleBook
 from data_loader import BankData, DataLoadError, customer_view, data_now, load_bank_data
+from data_use import DataUsePolicy, DataUsePolicyError, policy_file_digest, policy_in_force
 from decision_store import DecisionStore, FinalOutcome, migrate
 from feature_engineer import CustomerInputs
 from recommender import MODEL_VERSION, CustomerBase, HybridRecommender, TrainingSet, build_customer_base, train
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 ARTIFACT_FILE = "recommender.joblib"
 AUDIT_TOP_K = 5
 FINGERPRINTED_SETTINGS = {"protected_attributes", "age_bands", "min_positives_for_model", "training_snapshots",
-                          "min_positives_for_smote", "training_horizon_days"}
+                          "min_positives_for_smote", "training_horizon_days", "social_data_default_consent"}
 
 
 class ServiceError(RuntimeError):
@@ -77,6 +78,7 @@ def data_fingerprint(settings: Settings) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     digest.update(settings.catalogue_file.read_bytes())
+    digest.update(policy_file_digest(settings.data_use_policy_file))
     digest.update(model_fingerprint(settings.resolved_text_model_dir).encode())
     digest.update(MODEL_VERSION.encode())
     digest.update(settings.model_dump_json(include=FINGERPRINTED_SETTINGS).encode())
@@ -100,6 +102,14 @@ def load_rules(settings: Settings, data: BankData) -> RuleBook:
         raise ServiceError(f"invalid rules file {settings.rules_file}: {error}") from error
 
 
+def check_data_use_policy(settings: Settings, data: BankData) -> DataUsePolicy:
+    """The data-use policy, validated against this data's catalogue before anything is served or trained."""
+    try:
+        return policy_in_force(settings, data.products)
+    except DataUsePolicyError as error:
+        raise ServiceError(f"invalid data-use policy (DATA_USE_POLICY={settings.data_use_policy}): {error}") from error
+
+
 def train_artifacts(data: BankData, settings: Settings, fingerprint: str) -> Artifacts:
     """Fits everything on the data and computes the serving state of every customer."""
     encoder = get_text_encoder(settings)
@@ -107,7 +117,7 @@ def train_artifacts(data: BankData, settings: Settings, fingerprint: str) -> Art
     end = data_now(data)
     outcomes = logged_outcomes(settings)
     model, training = train(data, end, settings, encoder, detector, outcomes=outcomes)
-    base = build_customer_base(data, model.features_, end, encoder, detector)
+    base = build_customer_base(data, model, end, encoder, detector)
     encoder.flush()
     holdout = holdout_recommendations(model, training, AUDIT_TOP_K)
     trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")

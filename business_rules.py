@@ -41,7 +41,7 @@ import difflib
 import logging
 import math
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
@@ -77,6 +77,13 @@ class CustomerContext:
     held_products: frozenset[str] = frozenset()
     asked_products: frozenset[str] = frozenset()  # named in the customer's preferences or financial needs
     contact: ContactHistory | None = None  # what the decision log says of past offers; None: nothing logged
+    life_events_by_product: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Products the data-use policy lets see fewer of the customer's life events (a credit product
+    reads no health, say): the events the rules that target them see, instead of ``life_events``."""
+
+    def life_events_for(self, product_id: str) -> frozenset[str]:
+        """The life events a rule sees when it targets this product."""
+        return self.life_events_by_product.get(product_id, self.life_events)
 
 
 @dataclass(frozen=True)
@@ -809,6 +816,24 @@ def _unknown_risk_level(risk_level: str) -> ValueError:
 # The rule book
 # ----------------------------------------------------------------------------------------------
 
+class _RuleTests:
+    """Whether a rule fires for one customer and target product, each condition tested once per set
+    of life events: a rule on life events sees, for each product, only the events the data-use
+    policy lets that product see."""
+
+    def __init__(self, context: CustomerContext) -> None:
+        self.context = context
+        self._results: dict[tuple[str, frozenset[str] | None], bool] = {}
+
+    def __call__(self, rule: _CompiledRule, product_id: str) -> bool:
+        events = self.context.life_events_by_product.get(product_id) if "life_events" in rule.effect.fields else None
+        key = (rule.effect.rule, events)
+        if key not in self._results:
+            seen = self.context if events is None else replace(self.context, life_events=events)
+            self._results[key] = rule.applies_to(seen)
+        return self._results[key]
+
+
 class _HardEligibility:
     """What rules a product out before any score: segment, minimum age and income, holding it
     already, and the customer's risk profile (suitability)."""
@@ -1016,19 +1041,18 @@ class RuleBook:
     def _apply_rules(self, context: CustomerContext, adjusted: dict[int, float],
                      excluded: dict[str, list[RuleEffect]]) -> dict[int, list[RuleEffect]]:
         """Run the named rules, in place; exclusions first, so no removed product is reported as boosted."""
+        fires = _RuleTests(context)
         for rule in self._exclusion_rules:
-            if rule.applies_to(context):
-                for position in rule.targets:
-                    if position in adjusted:
-                        del adjusted[position]
-                        excluded[self.product_ids[position]] = [rule.effect]
+            for position in rule.targets:
+                if position in adjusted and fires(rule, self.product_ids[position]):
+                    del adjusted[position]
+                    excluded[self.product_ids[position]] = [rule.effect]
         effects: dict[int, list[RuleEffect]] = {}
         for rule in self._scoring_rules:
-            if rule.applies_to(context):
-                for position in rule.targets:
-                    if position in adjusted:
-                        adjusted[position] *= rule.effect.factor
-                        effects.setdefault(position, []).append(rule.effect)
+            for position in rule.targets:
+                if position in adjusted and fires(rule, self.product_ids[position]):
+                    adjusted[position] *= rule.effect.factor
+                    effects.setdefault(position, []).append(rule.effect)
         return effects
 
     def _mark_stated_needs(self, context: CustomerContext, adjusted: dict[int, float],

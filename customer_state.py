@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from data_loader import INTEREST_FIELDS, profile_text, stated_interests
-from feature_engineer import CustomerInputs, customer_signals
+from data_use import SignalView
+from feature_engineer import CustomerInputs, customer_signals, events_seen
 from recommender import CustomerBase, HybridRecommender, risk_inputs, stress_evidence
 from settings import Settings, age_band
 from caches import CacheStats
@@ -70,6 +71,19 @@ def stated_needs_by_customer(interests: pd.DataFrame) -> dict[str, dict[str, Sta
 
 
 @dataclass(frozen=True)
+class SeenCustomer:
+    """A customer as one product's data-use view shows them: what its explanation may cite."""
+
+    profile: dict[str, Any]
+    events: np.ndarray  # (E,) event evidence as the product's model saw it
+    best_text_match: np.ndarray  # (P,)
+    best_text_source: np.ndarray  # (P,) k >= 0: row k of ``posts``; -1 - k: the k-th phrase of the profile
+    detected_events: list[DetectedEvent]  # newest first, from the sources the view reads
+    posts: PostTexts
+    stated_needs: dict[str, StatedNeed]
+
+
+@dataclass(frozen=True)
 class CustomerState:
     """One customer's inputs to scoring, from the customer base or built from a request."""
 
@@ -77,17 +91,18 @@ class CustomerState:
     profile: dict[str, Any]
     tabular: np.ndarray  # (F,)
     held: np.ndarray  # (P,)
-    events: np.ndarray  # (E,)
-    text_match: np.ndarray  # (P,)
-    best_text_match: np.ndarray  # (P,)
+    events: np.ndarray  # (2, E) per feature_engineer.EVENT_SOURCES
+    text_match: np.ndarray  # (3, P) per data_use.TEXT_SOURCES
+    best_text_match: np.ndarray  # (3, P)
     recent_post_match: np.ndarray  # (P,) the closest post of the last RECENT_POST_DAYS
-    best_text_source: np.ndarray  # (P,) k >= 0: row k of ``posts``; -1 - k: the k-th phrase of the profile
+    best_text_source: np.ndarray  # (3, P) k >= 0: row k of ``posts``; -1 - k: the k-th phrase of the profile
     detected_events: list[DetectedEvent]  # newest first
     posts: PostTexts
     risk: dict[str, np.ndarray]  # risk_inputs of this one customer
     stress: np.ndarray  # (1,)
     cold_start: bool
     stated_needs: dict[str, StatedNeed]  # product id -> the customer's own words that asked for it
+    posts_read: bool = True  # False: the customer has not consented to their posts being read
 
     def inputs(self, tabular: np.ndarray) -> CustomerInputs:
         """The model's inputs for this customer with each row of ``tabular`` (the customer's own and
@@ -95,10 +110,26 @@ class CustomerState:
         return CustomerInputs(tabular, self.held[None], self.events[None], self.text_match[None],
                               self.best_text_match[None], self.recent_post_match[None])
 
-    def recent_events(self, as_of: pd.Timestamp) -> frozenset[str]:
-        """The life events shown in the year before ``as_of``: what the rules may react to."""
+    def recent_events(self, as_of: pd.Timestamp, view: SignalView = SignalView()) -> frozenset[str]:
+        """The life events shown in the year before ``as_of`` that ``view`` may see: what the rules
+        of its products may react to."""
         since = as_of - pd.Timedelta(days=RECENT_EVENT_DAYS)
-        return frozenset(e.event for e in self.detected_events if e.timestamp >= since)
+        return frozenset(e.event for e in self.detected_events if e.timestamp >= since and _visible(e, view))
+
+    def seen_by(self, view: SignalView, event_names: Sequence[str]) -> SeenCustomer:
+        """This customer as a product under ``view`` sees them."""
+        source = view.text_source
+        best = self.best_text_match[source] if source is not None else np.zeros_like(self.best_text_match[0])
+        return SeenCustomer(self.profile, events_seen(self.events, view, event_names), best,
+                            self.best_text_source[source if source is not None else 0],
+                            [e for e in self.detected_events if _visible(e, view)], self.posts,
+                            self.stated_needs if view.reads("profile") else {})
+
+
+def _visible(event: DetectedEvent, view: SignalView) -> bool:
+    """Whether a product under ``view`` may see this detected event: its source read, its kind not barred."""
+    family = "life_events_from_posts" if event.source == "post" else "life_events_from_spending"
+    return view.reads(family) and event.event not in view.barred_inferences
 
 
 class CustomerStates:
@@ -141,14 +172,19 @@ class CustomerStates:
             best_text_source=signals.best_text_source[row],
             detected_events=self._events_by_customer.get(customer_id, []), posts=self._posts,
             risk={k: v[row:row + 1] for k, v in base.risk.items()}, stress=base.stress[row:row + 1],
-            cold_start=False, stated_needs=self._stated_needs.get(customer_id, {}))
+            cold_start=False, stated_needs=self._stated_needs.get(customer_id, {}),
+            posts_read=bool(profile.get("consent_social", True)))
 
     def cold(self, customer_id: str, profile: Mapping[str, Any], held_products: Sequence[str],
              posts: Sequence[str]) -> CustomerState:
-        """A customer the data does not know, from a request: dated today, with no history."""
+        """A customer the data does not know, from a request: dated today, with no history. Their posts
+        are never read without their consent (``consent_social``, or the bank's default)."""
         unknown = [p for p in held_products if p not in self.product_ids]
         if unknown:
             raise UnknownReference("profile.held_products", f"unknown products: {', '.join(map(repr, unknown))}")
+        consent = profile.get("consent_social")
+        posts_read = self.settings.social_data_default_consent if consent is None else bool(consent)
+        posts = list(posts) if posts_read else []
         detector = self.text_models()
         view = self._cold_view(customer_id, profile)
         now = self.base.as_of
@@ -168,8 +204,9 @@ class CustomerStates:
             best_text_match=signals.best_text_match[0], recent_post_match=signals.recent_post_match[0],
             best_text_source=signals.best_text_source[0],
             detected_events=events_by_customer(signals.event_posts).get(customer_id, []),
-            posts=PostTexts.of(post_frame), risk=risk_inputs(view), stress=stress_evidence(signals, detector.events),
-            cold_start=True, stated_needs=stated_needs_by_customer(interests).get(customer_id, {}))
+            posts=PostTexts.of(post_frame), risk=risk_inputs(view),
+            stress=stress_evidence(signals, detector.events, self.model.design.policy.common_view),
+            cold_start=True, stated_needs=stated_needs_by_customer(interests).get(customer_id, {}), posts_read=posts_read)
 
     def _stated_interests(self, view: pd.DataFrame, detector: LifeEventDetector) -> pd.DataFrame:
         """The products a request's preferences and needs name, read as the loader reads them."""

@@ -1087,9 +1087,14 @@ def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEn
         tables["holdings"], paid = _evidence_holdings(tables["transactions"], tables["customers"],
                                                       tables["products"], _required(encoder, "hackathon payments"), report)
         evidence.append(paid)
+    tables["products"]["is_credit"] = credit_flags(tables["products"], encoder, report.table("products"))
     tables["interests"], asked = _interests_of(tables["customers"], tables["products"], encoder, report)
     _summarise_evidence(report, [*evidence, asked])
     _drop_orphans(tables, report)
+    tables["customers"]["consent_social"] = social_consent(tables["customers"], settings.social_data_default_consent,
+                                                           report.table("customers"))
+    tables["social_posts"] = _posts_with_consent(tables["social_posts"], tables["customers"],
+                                                 report.table("social_posts"))
     tables["holdings"] = _deduplicated_holdings(tables["holdings"], report.table("holdings"))
     tables["social_posts"]["sentiment"] = sentiment_scores(tables["social_posts"]["content"])
     for table, frame in tables.items():
@@ -1097,6 +1102,93 @@ def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEn
     report.log()
     return BankData(**tables, quality=report, source_format=report.source_format,
                     age_bands=tuple(settings.age_bands))
+
+
+# ----------------------------------------------------------------------------------------------
+# What the bank may use: consent to read posts, and which products are credit
+# ----------------------------------------------------------------------------------------------
+
+FLAG_VALUES = {"true": True, "t": True, "yes": True, "y": True, "1": True, "1.0": True,
+               "false": False, "f": False, "no": False, "n": False, "0": False, "0.0": False}
+CREDIT_MEANINGS = (
+    "a loan: borrow a sum of money and repay it in instalments with interest",
+    "a credit card: spend on credit and pay the balance back later",
+    "a company credit card for business expenses",
+    "a mortgage: a loan to buy a home, secured on the property",
+    "an overdraft or a line of credit to borrow against",
+    "finance repaid over time: car finance, invoice finance, buy now pay later",
+)
+NOT_CREDIT_MEANINGS = (
+    "a savings or deposit account that earns interest on your own money",
+    "an insurance policy that pays out when something goes wrong",
+    "an investment fund or an account to buy and sell shares",
+    "a current account for everyday payments and a debit card",
+    "a pension or an annuity for an income in retirement",
+    "a service that processes card payments for a business",
+    "an adviser who manages your wealth and your taxes",
+)
+
+
+def parse_flags(column: pd.Series, quality: TableQuality, name: str) -> pd.Series:
+    """A yes/no column as True, False or None (missing); a value that is neither is reported and missing."""
+    text = column.map(lambda value: None if is_missing(value) else str(value).strip().casefold())
+    flags = text.map(FLAG_VALUES)
+    unreadable = text.notna() & flags.isna()
+    _report_values(quality, "unreadable_flag", "unreadable yes/no", name,
+                   text[unreadable].value_counts().to_dict(), "set to missing")
+    return flags.astype(object).where(flags.notna(), None)
+
+
+def social_consent(customers: pd.DataFrame, default: bool, quality: TableQuality) -> pd.Series:
+    """Whether each customer's posts may be read: their ``consent_social``, or the bank's default
+    (``SOCIAL_DATA_DEFAULT_CONSENT``) where it is missing."""
+    given = (parse_flags(customers["consent_social"], quality, "consent_social") if "consent_social" in customers
+             else pd.Series(None, index=customers.index, dtype=object))
+    consent = given.where(given.notna(), default).astype(bool)
+    quality.add("no_social_consent", (~consent).sum(),
+                "customers without consent to the use of their social-media posts"
+                + ("" if default else " (missing consent_social counts as no: SOCIAL_DATA_DEFAULT_CONSENT=false)"),
+                "their posts are never read")
+    return consent
+
+
+def _posts_with_consent(posts: pd.DataFrame, customers: pd.DataFrame, quality: TableQuality) -> pd.DataFrame:
+    """Posts of customers who did not consent leave here, before anything reads them."""
+    refused = customers.loc[~customers["consent_social"], "customer_id"]
+    withheld = posts["customer_id"].isin(refused)
+    quality.add("without_consent", withheld.sum(), "posts of customers without consent to their use", "not read")
+    return posts[~withheld].reset_index(drop=True)
+
+
+def credit_flags(products: pd.DataFrame, encoder: SentenceEncoder | None, quality: TableQuality) -> pd.Series:
+    """Which products are credit: the catalogue's ``is_credit`` column; where it is absent or blank,
+    inferred by meaning (a product closer to a kind of borrowing than to any other kind of product)
+    and named in a warning and the report, for the bank to check and fill in."""
+    given = (parse_flags(products["is_credit"], quality, "is_credit") if "is_credit" in products
+             else pd.Series(None, index=products.index, dtype=object))
+    unknown = given.isna()
+    if not unknown.any():
+        return given.astype(bool)
+    inferred = infer_credit(products[unknown], _required(encoder, "products without is_credit"))
+    credit = given.where(~unknown, pd.Series(inferred, index=products.index[unknown]))
+    named = products.loc[unknown, "product_id"].astype(str)
+    listing = ", ".join(f"{p} ({'credit' if c else 'not credit'})" for p, c in zip(named, inferred))
+    quality.add("is_credit_inferred", unknown.sum(), f"no is_credit: inferred by meaning: {listing}", "inferred")
+    logger.warning("is_credit inferred by meaning for %d products: %s", unknown.sum(), listing,
+                   extra={"products_inferred": named.tolist()})
+    return credit.astype(bool)
+
+
+def infer_credit(products: pd.DataFrame, encoder: SentenceEncoder) -> list[bool]:
+    """Credit or not, per product, by whether its name and description mean a kind of borrowing more
+    than any other kind of product."""
+    aliases = products.get("aliases", pd.Series("", index=products.index)).fillna("").astype(str)
+    texts = (products["name"].fillna("").astype(str) + ". " + products["description"].fillna("").astype(str) + " "
+             + aliases.str.replace(";", ",")).tolist()
+    vectors = encoder.encode(texts)
+    credit = (vectors @ encoder.encode(list(CREDIT_MEANINGS)).T).max(axis=1)
+    other = (vectors @ encoder.encode(list(NOT_CREDIT_MEANINGS)).T).max(axis=1)
+    return [bool(c > o) for c, o in zip(credit, other)]
 
 
 def _interests_of(customers: pd.DataFrame, products: pd.DataFrame, encoder: SentenceEncoder | None,

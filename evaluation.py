@@ -136,7 +136,7 @@ def _summary(result: dict[str, Any], ndcg: str) -> dict[str, Any]:
 def _fitted_service(settings: Settings, data: BankData, rules, end: pd.Timestamp, detector: LifeEventDetector,
                     disabled: frozenset[str]) -> tuple[RecommendationService, TrainingSet]:
     model, training = train(data, end, settings, detector.encoder, detector, disabled)
-    base = build_customer_base(data, model.features_, end, detector.encoder, detector)
+    base = build_customer_base(data, model, end, detector.encoder, detector)
     artifacts = Artifacts("evaluation", model, base, holdout_recommendations(model, training, AUDIT_TOP_K), "")
     return RecommendationService(settings, data, rules, artifacts), training
 

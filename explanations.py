@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
-from business_rules import AdjustedProduct, RuleEffect
+from business_rules import AdjustedProduct, CustomerContext, RuleEffect
 from feature_engineer import FeatureSpec, profile_phrase
 from feedback_learning import FeedbackShift
 from recommender import HybridRecommender, RiskProfile
@@ -113,16 +113,18 @@ class ExplainedCustomer(Protocol):
 # Assembly: one customer's final list
 # --------------------------------------------------------------------------------------------------
 
-def explain_recommendations(model: HybridRecommender, customer: ExplainedCustomer, design: np.ndarray,
-                            ranked: Sequence[AdjustedProduct], products: Sequence[Mapping[str, Any]],
-                            risk: RiskProfile, max_risk: int, recent_events: frozenset[str],
-                            feedback: Mapping[str, FeedbackShift]) -> list[Explanation]:
+def explain_recommendations(model: HybridRecommender, seen_by: Callable[[int], ExplainedCustomer],
+                            design: np.ndarray, ranked: Sequence[AdjustedProduct],
+                            products: Sequence[Mapping[str, Any]], risk: RiskProfile, max_risk: int,
+                            rules_saw: CustomerContext, feedback: Mapping[str, FeedbackShift]) -> list[Explanation]:
     """Explanations of the final list, the model's contributions for all of it in one pass.
 
-    ``design`` is the customer's (products, features) model input, ``products`` the catalogue
-    records by position, ``max_risk`` the highest product risk the customer's profile allows,
-    ``recent_events`` the life events the business rules saw and ``feedback`` what the segment's
-    answers to offers did to each product's score since training.
+    ``seen_by(product)`` is the customer as that product's data-use view shows them: an
+    explanation cites only what its product's score could read. ``design`` is the customer's
+    (products, features) model input, ``products`` the catalogue records by position, ``max_risk``
+    the highest product risk the customer's profile allows, ``rules_saw`` what the business rules
+    knew of the customer (the life events each product's rules saw) and ``feedback`` what the
+    segment's answers to offers did to each product's score since training.
     """
     position = {product_id: index for index, product_id in enumerate(model.product_ids_)}
     indices = [position[item.product_id] for item in ranked]
@@ -132,8 +134,8 @@ def explain_recommendations(model: HybridRecommender, customer: ExplainedCustome
         product = products[index]
         context = ProductContext(str(product["name"]), int(product["risk_level"]), max_risk, risk.level,
                                  item.model_score)
-        explanations.append(_explain(model, customer, index, item, context, design[index], pushes, recent_events,
-                                     feedback.get(item.product_id)))
+        explanations.append(_explain(model, seen_by(index), index, item, context, design[index], pushes,
+                                     rules_saw.life_events_for(item.product_id), feedback.get(item.product_id)))
     return explanations
 
 

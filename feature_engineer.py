@@ -30,6 +30,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
 from data_loader import PRODUCT_PAYMENT_PATTERN
+from data_use import TEXT_SOURCES, DataUsePolicy, SignalView
 from settings import ProtectedAttribute, Settings, band_labels
 from text_models import DETECTED_COLUMNS, LifeEventDetector, TextEncoder
 
@@ -44,6 +45,8 @@ NOT_FEATURES = ("customer_id", "age_band", "revenue_min", "revenue_max", "employ
 MIN_CATEGORY_FREQUENCY = 5
 TRANSACTION_COLUMNS = ("tx_", "spend_share__", "debt_payment_share")  # data_loader.transaction_aggregates
 POST_COLUMNS = ("post_", "sentiment_")  # data_loader.social_aggregates
+EVENT_SOURCES = ("posts", "spending")  # the axis of the signals' event evidence
+FAMILY_OF_SOURCE = {"profile": "profile", "transactions": "transactions", "posts": "social_posts"}
 
 FeatureKind = Literal["numeric", "category", "holding", "life_event", "event_need", "text_match"]
 FeatureSource = Literal["profile", "transactions", "posts", "holdings", "posts and transactions",
@@ -205,17 +208,32 @@ def readable_feature(column: str) -> str:
 
 @dataclass
 class CustomerSignals:
-    """Per-customer inputs beyond the view, aligned with a list of customer ids."""
+    """Per-customer inputs beyond the view, aligned with a list of customer ids.
+
+    Evidence is kept apart by where it was read (events: posts or spending; text: the profile, the
+    posts, or both), so that a product the data-use policy bars from a source reads none of it.
+    """
 
     customer_ids: np.ndarray  # (n,)
     held: np.ndarray  # (n, P) float32 0/1
-    events: np.ndarray  # (n, E) float32 recency-weighted event evidence
-    text_match: np.ndarray  # (n, P) float32 recency-weighted similarity to each product
-    best_text_match: np.ndarray  # (n, P) float32 best single text's similarity
-    best_text_source: np.ndarray  # (n, P) int: k >= 0 row k of the posts frame used; -1 - k the k-th profile phrase
+    events: np.ndarray  # (n, 2, E) float32 recency-weighted event evidence, per EVENT_SOURCES
+    text_match: np.ndarray  # (n, 3, P) float32 recency-weighted similarity to each product, per TEXT_SOURCES
+    best_text_match: np.ndarray  # (n, 3, P) float32 best single text's similarity, per TEXT_SOURCES
+    best_text_source: np.ndarray  # (n, 3, P) int: k >= 0 row k of the posts frame used; -1 - k the k-th profile phrase
     event_posts: pd.DataFrame  # detected events with post (or transaction) id, date, evidence (for explanations)
     asked: np.ndarray  # (n, P) float32 0/1: the customer named the product in their preferences or needs
     recent_post_match: np.ndarray  # (n, P) float32 closeness of the best post of the last RECENT_POST_DAYS
+
+
+def events_seen(events: np.ndarray, view: SignalView, event_names: Sequence[str]) -> np.ndarray:
+    """Event evidence (..., 2, E) as a product under ``view`` may see it, (..., E): the strongest of
+    the sources it may read, nothing of the inferences it may not."""
+    allowed = [view.reads("life_events_from_posts"), view.reads("life_events_from_spending")]
+    seen = np.where(np.asarray(allowed)[:, None], events, 0.0).max(axis=-2)
+    barred = [i for i, event in enumerate(event_names) if event in view.barred_inferences]
+    if barred:
+        seen[..., barred] = 0.0
+    return seen
 
 
 def recency_weight(timestamps: pd.Series, as_of: pd.Timestamp) -> np.ndarray:
@@ -252,12 +270,13 @@ def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataF
     posts = posts[posts["customer_id"].isin(view.index)].reset_index(drop=True)
     weights = recency_weight(posts["timestamp"], as_of)
     row_of_post = pd.Index(customer_ids).get_indexer(posts["customer_id"])
-    events = _event_evidence(posts, weights, row_of_post, len(customer_ids), detector)
+    events = np.zeros((len(customer_ids), len(EVENT_SOURCES), len(detector.events)), dtype=np.float32)
+    events[:, 0] = _event_evidence(posts, weights, row_of_post, len(customer_ids), detector)
     detected = detector.detect(posts)
     if transactions is not None and len(transactions):
         spending = spending_events(transactions, view.index, detector)
         rows, event = view.index.get_indexer(spending["customer_id"]), pd.Index(detector.events).get_indexer(spending["event"])
-        np.maximum.at(events, (rows, event), spending["score"].to_numpy() * recency_weight(spending["timestamp"], as_of))
+        np.maximum.at(events[:, 1], (rows, event), spending["score"].to_numpy() * recency_weight(spending["timestamp"], as_of))
         detected = pd.concat([detected, spending], ignore_index=True) if len(detected) else spending
     recent = ((as_of - pd.to_datetime(posts["timestamp"])) <= pd.Timedelta(days=RECENT_POST_DAYS)).to_numpy()
     text_match, best, source, recent_best = _text_match(view, posts, weights, row_of_post, recent, products, encoder,
@@ -299,8 +318,8 @@ def without_naming_words(signals: CustomerSignals, view: pd.DataFrame, posts: pd
                                          pairs.get_indexer(pair_posts["customer_id"]), recent, products, encoder,
                                          detector)
     position = np.arange(len(row))
-    signals.text_match[row, column] = text_match[position, column]
-    signals.best_text_match[row, column] = best[position, column]
+    signals.text_match[row, :, column] = text_match[position, :, column]
+    signals.best_text_match[row, :, column] = best[position, :, column]
     return signals
 
 
@@ -376,8 +395,10 @@ def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, ro
 
     ``text_match`` compares the customer's average meaning (profile phrases, plus recency-weighted
     posts) with each product; ``best_text_match`` is the single closest phrase or post, whose
-    source (see :class:`CustomerSignals`) the explanations quote; the last is the closest of the
-    ``recent`` posts alone, what the knowledge prior reads.
+    source (see :class:`CustomerSignals`) the explanations quote. Both come per
+    :data:`~data_use.TEXT_SOURCES` (both kinds of words, the profile's alone, the posts' alone), so a
+    product that may not read posts is matched with the profile alone. The last array is the
+    closest of the ``recent`` posts alone, what the knowledge prior reads.
     """
     n_customers = len(view)
     product_vectors = encoder.encode(product_texts(products))
@@ -385,26 +406,40 @@ def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, ro
     phrase_row, phrases = profile_phrases(profile)
     distinct, phrase_code = np.unique(phrases.astype(str), return_inverse=True)
     distinct_vectors = encoder.encode(distinct.tolist())
-    customer_vectors = np.zeros((n_customers, product_vectors.shape[1]), dtype=np.float32)
-    np.add.at(customer_vectors, phrase_row, distinct_vectors[phrase_code])
-    profile_norms = np.linalg.norm(customer_vectors, axis=1, keepdims=True)
-    customer_vectors *= PROFILE_TEXT_WEIGHT / np.maximum(profile_norms, 1e-12)  # the profile counts as one text
+    profile_vectors = np.zeros((n_customers, product_vectors.shape[1]), dtype=np.float32)
+    np.add.at(profile_vectors, phrase_row, distinct_vectors[phrase_code])
+    profile_norms = np.linalg.norm(profile_vectors, axis=1, keepdims=True)
+    profile_vectors *= PROFILE_TEXT_WEIGHT / np.maximum(profile_norms, 1e-12)  # the profile counts as one text
+    post_vectors_sum = np.zeros_like(profile_vectors)
 
-    best = np.zeros((n_customers, len(product_vectors)), dtype=np.float32)
+    both, profile_only, posts_only = (TEXT_SOURCES.index(s) for s in ("profile and posts", "profile", "posts"))
+    best = np.zeros((n_customers, len(TEXT_SOURCES), len(product_vectors)), dtype=np.float32)
     source = np.full(best.shape, -1, dtype=np.int32)
     if len(phrase_row):
         phrase_number = phrase_row_numbers(phrase_row)
-        _keep_best(best, source, phrase_row, (distinct_vectors @ product_vectors.T)[phrase_code], -1 - phrase_number)
-    recent_best = np.zeros_like(best)
+        _keep_best(best[:, profile_only], source[:, profile_only], phrase_row,
+                   (distinct_vectors @ product_vectors.T)[phrase_code], -1 - phrase_number)
+    recent_best = np.zeros((n_customers, len(product_vectors)), dtype=np.float32)
     if len(posts):
         post_vectors = np.stack([a.embedding for a in detector.analyse(posts["content"].fillna("").astype(str).tolist())])
-        np.add.at(customer_vectors, row_of_post, post_vectors * weights[:, None])
+        np.add.at(post_vectors_sum, row_of_post, post_vectors * weights[:, None])
         similarity = post_vectors @ product_vectors.T
-        _keep_best(best, source, row_of_post, similarity, np.arange(len(posts)))
+        _keep_best(best[:, posts_only], source[:, posts_only], row_of_post, similarity, np.arange(len(posts)))
         np.maximum.at(recent_best, row_of_post[recent], np.clip(similarity[recent], 0.0, None))
+    post_wins = best[:, posts_only] > best[:, profile_only]
+    best[:, both] = np.where(post_wins, best[:, posts_only], best[:, profile_only])
+    source[:, both] = np.where(post_wins, source[:, posts_only], source[:, profile_only])
+    text_match = np.zeros_like(best)
+    for index, vectors in ((both, profile_vectors + post_vectors_sum), (profile_only, profile_vectors),
+                           (posts_only, post_vectors_sum)):
+        text_match[:, index] = _closeness(vectors, product_vectors)
+    return text_match, best, source, recent_best
+
+
+def _closeness(customer_vectors: np.ndarray, product_vectors: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each customer's (summed) words to each product; 0 for a customer without words."""
     norms = np.linalg.norm(customer_vectors, axis=1, keepdims=True)
-    text_match = np.where(norms > 0, (customer_vectors / np.maximum(norms, 1e-12)) @ product_vectors.T, 0.0)
-    return text_match.astype(np.float32), best, source, recent_best
+    return np.where(norms > 0, (customer_vectors / np.maximum(norms, 1e-12)) @ product_vectors.T, 0.0)
 
 
 def phrase_row_numbers(rows: np.ndarray) -> np.ndarray:
@@ -432,14 +467,15 @@ class CustomerInputs:
 
     Rows of one array may be shared by all customers (a leading axis of 1): a customer's
     counterfactual variants differ only in their tabular features, so their holdings, events and
-    text matches are given once and broadcast.
+    text matches are given once and broadcast. Events and text matches keep their sources apart
+    (see :class:`CustomerSignals`): the design shows each product only what it may read.
     """
 
     tabular: np.ndarray  # (n, T)
     held: np.ndarray  # (n or 1, P)
-    events: np.ndarray  # (n or 1, E)
-    text_match: np.ndarray  # (n or 1, P)
-    best_text_match: np.ndarray  # (n or 1, P)
+    events: np.ndarray  # (n or 1, 2, E)
+    text_match: np.ndarray  # (n or 1, 3, P)
+    best_text_match: np.ndarray  # (n or 1, 3, P)
     recent_post_match: np.ndarray  # (n or 1, P)
 
     @classmethod
@@ -457,12 +493,16 @@ class ProductDesign:
     customer's words are to it (on average and at best). The first reads the detected events
     through ``event_relevance``, the closeness in meaning of each event to each product, so one
     column carries what the trees of a rare product could not learn from its few take-ups alone:
-    which events it serves. ``disabled`` names the signals an ablation switches off ("events",
-    "text"); they are zeroed here, so no path can forget it.
+    which events it serves.
+
+    Each product sees the customer through its view of the data-use ``policy``: a signal the
+    policy bars for it is a constant here, in training as in serving, so its trees never learn
+    from it and no explanation can cite it. ``disabled`` names the signals an ablation switches off
+    ("events", "text"); they are zeroed here too, so no path can forget either.
     """
 
     def __init__(self, tabular_specs: Sequence[FeatureSpec], product_names: Sequence[str], event_names: Sequence[str],
-                 event_relevance: np.ndarray, disabled: frozenset[str] = frozenset()):
+                 event_relevance: np.ndarray, policy: DataUsePolicy, disabled: frozenset[str] = frozenset()):
         self.specs: tuple[FeatureSpec, ...] = (
             tuple(tabular_specs)
             + tuple(FeatureSpec(f"holds {name}", "holding", "holdings", name) for name in product_names)
@@ -481,11 +521,18 @@ class ProductDesign:
         self.event_need_column = self.event_columns.stop - 1
         self.text_columns = slice(self.event_columns.stop, len(self.specs))  # text match, best, closest recent post
         self.event_relevance = np.asarray(event_relevance, dtype=np.float32)  # (events, products) in 0..1
+        self.policy = policy
+        self.product_view = np.asarray(policy.product_view, dtype=np.intp)
+        self.tabular_family = np.array([FAMILY_OF_SOURCE[spec.source] for spec in tabular_specs], dtype=object)
         self.disabled = frozenset(disabled)
+
+    def view_of(self, product: int) -> SignalView:
+        """What the data-use policy lets this product read of a customer."""
+        return self.policy.view_of(product)
 
     def event_weights(self, contributions: np.ndarray, events: np.ndarray, product: int) -> dict[str, float]:
         """Each life event's share of a product's score: its own column, plus the product's event-need
-        column credited to the event that set it."""
+        column credited to the event that set it. ``events`` (E,) as the product saw them."""
         start = self.event_columns.start
         weights = {event: float(contributions[start + i]) for i, event in enumerate(self.event_names)}
         need = self._needs(events[None, :], [product])[0, :, 0]
@@ -493,7 +540,7 @@ class ProductDesign:
             weights[self.event_names[int(need.argmax())]] += float(contributions[self.event_need_column])
         return weights
 
-    def _needs(self, events: np.ndarray, products: Sequence[int] | slice) -> np.ndarray:
+    def _needs(self, events: np.ndarray, products: Sequence[int] | np.ndarray) -> np.ndarray:
         """Each event's call for each product, (n, E, products): the event's evidence times its
         relevance to the product."""
         return events[:, :, None] * self.event_relevance[None, :, products]
@@ -502,25 +549,43 @@ class ProductDesign:
         """(customers, products, features) model input; ``products`` default: all, in catalogue order.
 
         Each product is seen by a customer who does not hold it (its own holding column is zero),
-        as in training, where the label is taking it up. Disabled signals are zeroed.
+        as in training, where the label is taking it up, and through its data-use view. Disabled
+        signals are zeroed.
         """
-        chosen = slice(None) if products is None else np.asarray(products, dtype=np.intp)
-        positions = np.arange(self.n_products)[chosen]
+        positions = np.arange(self.n_products) if products is None else np.asarray(products, dtype=np.intp)
         tabular_end, held_end = self.n_tabular, self.n_tabular + self.n_products
         design = np.empty((len(inputs.tabular), len(positions), len(self.feature_names)), dtype=np.float32)
         design[:, :, :tabular_end] = inputs.tabular[:, None, :]
         design[:, :, tabular_end:held_end] = inputs.held[:, None, :]
         design[:, np.arange(len(positions)), tabular_end + positions] = 0.0
-        design[:, :, held_end:self.event_need_column] = inputs.events[:, None, :]
-        design[:, :, self.event_need_column] = self._needs(inputs.events, chosen).max(axis=1, initial=0.0)
-        for column, match in zip(range(self.text_columns.start, self.text_columns.stop),
-                                 (inputs.text_match, inputs.best_text_match, inputs.recent_post_match)):
-            design[:, :, column] = match[:, chosen]
+        views = self.product_view[positions]
+        for view in np.unique(views):
+            slots = np.flatnonzero(views == view)
+            self._fill_signals(design, inputs, positions[slots], slots, self.policy.views[view])
         if self.disabled & {"events", "text"}:
             design[..., self.event_columns] = 0.0
         if "text" in self.disabled:
             design[..., self.text_columns] = 0.0
         return design
+
+    def _fill_signals(self, design: np.ndarray, inputs: CustomerInputs, products: np.ndarray, slots: np.ndarray,
+                      view: SignalView) -> None:
+        """The events and text matches of the products at ``slots`` (catalogue positions ``products``)
+        as ``view`` lets them see the customer; the tabular columns of barred families held at 0."""
+        events = events_seen(inputs.events, view, self.event_names)
+        design[:, slots, self.n_tabular + self.n_products:self.event_need_column] = events[:, None, :]
+        design[:, slots, self.event_need_column] = self._needs(events, products).max(axis=1, initial=0.0)
+        source = view.text_source
+        recent_posts = view.reads("social_posts") and view.reads("text_match")
+        columns = range(self.text_columns.start, self.text_columns.stop)
+        matches = (None if source is None else inputs.text_match[:, source],
+                   None if source is None else inputs.best_text_match[:, source],
+                   inputs.recent_post_match if recent_posts else None)
+        for column, match in zip(columns, matches):
+            design[:, slots, column] = 0.0 if match is None else match[:, products]
+        barred = np.flatnonzero([not view.reads(family) for family in self.tabular_family])
+        if len(barred):
+            design[:, slots[:, None], barred[None, :]] = 0.0
 
 
 def event_relevance(encoder: TextEncoder, detector: LifeEventDetector, products: pd.DataFrame) -> np.ndarray:

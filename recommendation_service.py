@@ -14,17 +14,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from artifacts import (ARTIFACT_FILE, Artifacts, ServiceError, ensure_data, load_data, load_or_train, load_rules,
-                       save_artifacts)
+from artifacts import (ARTIFACT_FILE, Artifacts, ServiceError, check_data_use_policy, ensure_data, load_data,
+                       load_or_train, load_rules, save_artifacts)
 from bias_detector import (IndividualBiasCheck, counterfactual_results, counterfactual_variants, group_of,
                            individual_bias_check, observed_groups)
 from business_rules import (CONTACT_POLICY_RULES, AdjustedProduct, ContactHistory, CustomerContext, RuleBook,
                             RuleEffect)
-from customer_state import CustomerState, CustomerStates, UnknownCustomer, UnknownReference
+from customer_state import CustomerState, CustomerStates, SeenCustomer, UnknownCustomer, UnknownReference
 from data_loader import BankData
 from explanations import Explanation, explain_recommendations
 from feedback_learning import SEGMENT_COLUMN, FeedbackEvidence
@@ -51,6 +51,7 @@ class RecommendedProduct:
     scored_by: str
     rules: tuple[RuleEffect, ...]
     explanation: Explanation | None
+    withheld_signals: tuple[str, ...] = ()  # what the data-use policy kept out of this product's score and explanation
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,15 @@ class Fallback:
     used: bool
     degraded: bool
     reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DataUse:
+    """Which data-use policy this answer was computed under, and whether the customer's posts were read."""
+
+    policy: str
+    posts_read: bool
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,7 @@ class Recommendation:
     fallback: Fallback
     excluded_count: int
     suppressed: tuple[Suppressed, ...] = ()  # by the contact policy
+    data_use: DataUse | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,9 @@ class RecommendationService:
         self._observed = {a.name: observed_groups(self.base.view, a, settings.age_band_labels)
                           for a in settings.protected_attributes}
         self.segments: dict[str, str] = self.base.view[SEGMENT_COLUMN].astype(str).to_dict()  # for the feedback
+        self.policy = self.model.design.policy
+        self._products_by_view = [[p for i, p in enumerate(self.product_ids) if self.policy.product_view[i] == view]
+                                  for view in range(len(self.policy.views))]
 
 
     @classmethod
@@ -108,6 +122,7 @@ class RecommendationService:
         ensure_data(settings)
         data = load_data(settings)
         rules = load_rules(settings, data)
+        check_data_use_policy(settings, data)
         artifacts, trained = load_or_train(data, settings)
         service = cls(settings, data, rules, artifacts)
         if not artifacts.audit:
@@ -166,9 +181,9 @@ class RecommendationService:
             outcome.adjusted, [p.product_id for p in outcome.ranked],
             {a.name: group_of(state.profile, a) for a in self.settings.protected_attributes},
             counterfactuals, self.settings.bias_tolerance)
-        explanations = (explain_recommendations(self.model, state, design[0], outcome.ranked, self._product_records,
-                                                risk, self.rules.max_risk_level(risk.level), context.life_events,
-                                                shifts)
+        explanations = (explain_recommendations(self.model, self._seen_by_product(state), design[0], outcome.ranked,
+                                                self._product_records, risk, self.rules.max_risk_level(risk.level),
+                                                context, shifts)
                         if include_explanation and not degraded else [None] * len(outcome.ranked))
         recommended = tuple(self._recommended(rank, item, explanation) for rank, (item, explanation)
                             in enumerate(zip(outcome.ranked, explanations), start=1))
@@ -176,7 +191,17 @@ class RecommendationService:
         suppressed = tuple(Suppressed(product, effect.rule, effect.reason) for product, effects in outcome.excluded.items()
                            for effect in effects if effect.rule in CONTACT_POLICY_RULES)
         return Recommendation(state.customer_id, state.cold_start, recommended, risk, bias, self.model.version_,
-                              Fallback(bool(reasons), degraded, tuple(reasons)), len(outcome.excluded), suppressed)
+                              Fallback(bool(reasons), degraded, tuple(reasons)), len(outcome.excluded), suppressed,
+                              self._data_use(state))
+
+    def _seen_by_product(self, state: CustomerState) -> Callable[[int], SeenCustomer]:
+        """The customer as each product's data-use view shows them (built once per view)."""
+        seen = [state.seen_by(view, self.model.design.event_names) for view in self.policy.views]
+        return lambda product: seen[self.policy.product_view[product]]
+
+    def _data_use(self, state: CustomerState) -> DataUse:
+        note = None if state.posts_read else "the customer has not consented to the use of their social-media posts: none were read"
+        return DataUse(self.policy.name, state.posts_read, note)
 
     def _probabilities(self, design: np.ndarray) -> tuple[np.ndarray, str | None]:
         """The model's probabilities; popularity, and the failure's name, when the model cannot score."""
@@ -192,8 +217,15 @@ class RecommendationService:
         and their history of offers and answers."""
         risk = risk or risk_profile_at(state.risk, state.stress, 0)
         held = frozenset(self.product_ids[i] for i in np.flatnonzero(state.held))
-        return CustomerContext(state.profile, risk.level, risk.score, state.recent_events(self.base.as_of), held,
-                               frozenset(state.stated_needs), contact)
+        events = state.recent_events(self.base.as_of)
+        by_product = {}
+        for view, products in zip(self.policy.views, self._products_by_view):
+            seen = state.recent_events(self.base.as_of, view)
+            if seen != events:
+                by_product.update(dict.fromkeys(products, seen))
+        asked = frozenset(p for p in state.stated_needs
+                          if p not in self._product_index or self.policy.view_of(self._product_index[p]).reads("profile"))
+        return CustomerContext(state.profile, risk.level, risk.score, events, held, asked, contact, by_product)
 
     def _recommended(self, rank: int, item: AdjustedProduct, explanation: Explanation | None) -> RecommendedProduct:
         index = self._product_index[item.product_id]
@@ -201,7 +233,7 @@ class RecommendationService:
         return RecommendedProduct(item.product_id, str(product["name"]), str(product["category"]),
                                   int(product["risk_level"]), rank, round(item.model_score, 5),
                                   round(item.adjusted_score, 5), self.model.reports_[index].strategy,
-                                  tuple(item.effects), explanation)
+                                  tuple(item.effects), explanation, self.policy.view_of(index).withheld)
 
     def _fallback_reasons(self, state: CustomerState, recommended: Sequence[RecommendedProduct],
                           failure: str | None) -> list[str]:
@@ -248,5 +280,6 @@ class RecommendationService:
             "feedback": {"trained_on": self.artifacts.trained_on_feedback,
                          "since_training": feedback.summary() if feedback is not None else None},
             "skipped_rules": [asdict(rule) for rule in self.rules.skipped_rules],
+            "data_use_policy": self.policy.describe(),
             "data_quality": self.data.quality.to_dict(),
         }

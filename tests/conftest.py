@@ -108,6 +108,20 @@ def fallback_service(trained_service, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def no_social_credit_service(trained_service, tmp_path_factory):
+    """The same bank trained under the data-use policy that keeps social media out of credit."""
+    from artifacts import train_artifacts
+    from recommendation_service import RecommendationService
+
+    settings = trained_service.settings.model_copy(update={"data_use_policy": "no_social_credit",
+                                                           "models_dir": tmp_path_factory.mktemp("no_social_credit"),
+                                                           "embedding_cache_dir":
+                                                               trained_service.settings.resolved_embedding_cache_dir})
+    artifacts = train_artifacts(trained_service.data, settings, "no_social_credit")
+    return RecommendationService(settings, trained_service.data, trained_service.rules, artifacts)
+
+
+@pytest.fixture(scope="session")
 def postgres_server():
     """One PostgreSQL server for the session (pgserver starts it in about a second); each test that
     uses it gets a database of its own."""

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from data_loader import profile_text
+from data_use import TEXT_SOURCES
 from feature_engineer import customer_signals, event_relevance, profile_phrase, profile_phrases, spending_events
 from text_models import LifeEventDetector
 
@@ -49,8 +50,9 @@ def test_one_stated_need_is_found_among_unrelated_interests(text_encoder, detect
     signals = customer_signals(view, NO_POSTS, nothing, nothing, CATALOGUE,
                                AS_OF, text_encoder, detector)
     pension = column_of("retirement_pension")
-    assert signals.best_text_match[0].argmax() == pension
-    source = int(signals.best_text_source[0, pension])
+    both = TEXT_SOURCES.index("profile and posts")
+    assert signals.best_text_match[0, both].argmax() == pension
+    source = int(signals.best_text_source[0, both, pension])
     assert source < 0 and profile_phrase(view["profile_text"].iloc[0], -1 - source) == "retirement saving"
 
 

@@ -53,7 +53,7 @@ def test_the_design_zeroes_the_products_own_holding_and_disabled_signals(trained
     assert design[..., -2:].any() and design[..., source.event_columns].any()
     product_names = [name.removeprefix("holds ") for name in source.feature_names if name.startswith("holds ")]
     without_text = ProductDesign(source.specs[:source.n_tabular], product_names, source.event_names, source.event_relevance,
-                                 frozenset({"text"})).design(inputs)
+                                 source.policy, frozenset({"text"})).design(inputs)
     assert not without_text[..., -2:].any() and not without_text[..., source.event_columns].any()
     assert np.array_equal(without_text[..., :source.event_columns.start], design[..., :source.event_columns.start])
 
