@@ -255,7 +255,7 @@ def test_view_columns_and_aggregates(canonical):
                     "spend_share__supplier_payments", "spend_share__travel"]
     assert list(view.columns) == [
         "customer_type", "age", "gender", "location", "income", "education", "occupation", "industry", "employees",
-        "interests", "preferences", "financial_needs", "segment_code", "age_band",
+        "interests", "preferences", "financial_needs", "segment_code", "consent_social", "age_band",
         "tx_count", "tx_total", "tx_mean_amount", "tx_monthly_mean", "tx_monthly_volatility", "tx_recency_days",
         "tx_tenure_days", "tx_trend", "debt_payment_share", *spend_shares,
         "post_count", "sentiment_mean", "sentiment_min", "sentiment_recent_trend", "post_recency_days",
