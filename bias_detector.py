@@ -7,7 +7,10 @@
 * The group audit runs at start-up and on demand: per product and protected attribute, AIF360's
   disparate impact and statistical parity difference of the recommendations and of the
   historical holdings (so that bias the model learnt from the data can be told from bias it
-  introduced), and the equal opportunity difference on held-out take-ups.
+  introduced), each with its 95% confidence interval, which decides a flag; the exposure of each
+  group (where in the lists the product comes, not only whether); the equal opportunity
+  difference on held-out take-ups; and the same rates and exposure for every intersection of two
+  protected attributes against the rest of the population.
 """
 from __future__ import annotations
 
@@ -16,13 +19,14 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
+from itertools import combinations
 from typing import Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
-from scipy.stats import fisher_exact
+from scipy.stats import fisher_exact, norm
 
 from business_rules import CustomerContext, RuleBook, RuleOutcome
 from data_loader import is_missing, segment_eligibility
@@ -305,48 +309,120 @@ def risk_levels_for_ages(risk_inputs: Mapping[str, np.ndarray], stress: np.ndarr
 # Group audit with AIF360: per product and protected attribute, at start-up and on demand
 # --------------------------------------------------------------------------------------------
 
-AuditStatus = Literal["ok", "flagged", "insufficient_data"]
+AuditStatus = Literal["ok", "flagged", "inconclusive", "insufficient_data"]
 BiasSource = Literal["data", "model", "both"]
+Outcome = Literal["recommended", "held"]
 
 MIN_POSITIVES = 5
 """Fewer customers than this with the product make a rate ratio noise, not evidence."""
-SIGNIFICANCE_LEVEL = 0.05
-"""A rate ratio outside the band is flagged only when it is also unlikely to be chance: the
-four-fifths rule read together with statistical significance, as employment-discrimination
-practice reads it, so 9 against 4 recommendations among 200 customers each is not an alarm."""
+CONFIDENCE_LEVEL = 0.95
+"""Of every interval of the audit. A figure is flagged only when its whole interval lies outside the
+fairness band, so 9 against 4 recommendations among 200 customers each (disparate impact 0.44,
+interval 0.14-1.42) is inconclusive, not an alarm, while 60 against 20 (0.33, interval 0.21-0.53) is
+flagged."""
+INTERVAL_METHODS = ("ratios (disparate impact, exposure disparity): log interval by the delta method, Katz's for "
+                    "rates; differences (statistical parity): Newcombe's hybrid score interval")
+TOP_SLOTS = 3
+"""The first places of a list, the ones a customer reads: the exposure block's ``top_3`` figures."""
 
+_Z = float(norm.ppf(0.5 + CONFIDENCE_LEVEL / 2))
 _SEGMENTS_BY_TYPE = ("individual", "organization")
 _PRIVILEGED, _UNPRIVILEGED = 1.0, 0.0
 
 
 @dataclass(frozen=True)
-class GroupRates:
-    """How often each group receives (or holds) a product, with AIF360's comparisons of the two.
+class Interval:
+    """A confidence interval at CONFIDENCE_LEVEL.
 
-    ``disparate_impact`` is None when it is not a finite number (``note`` says why);
-    ``flagged`` only when both groups are large enough, enough customers have the product and the
-    gap is unlikely to be chance (``p_value`` below SIGNIFICANCE_LEVEL).
+    ``low`` and ``high`` are None where the data set no bound, and ``note`` says why: a ratio whose
+    reference group has no positive has no upper bound, one where neither group has any has no
+    interval at all.
+    """
+
+    low: float | None
+    high: float | None
+    note: str | None = None
+
+    def shown(self) -> str:
+        """'[0.14, 1.42]' for the notes of the audit; an open upper bound reads 'inf'."""
+        high = "inf" if self.high is None else f"{self.high:.2f}"
+        return f"[{self.low:.2f}, {high}]" if self.low is not None else "undefined"
+
+
+@dataclass(frozen=True)
+class GroupRates:
+    """How often each group receives (or holds) a product, and the comparisons of the two: AIF360's in
+    the single-attribute entries, the same figures counted with numpy in the intersections.
+
+    ``disparate_impact`` is None when it is not a finite number (``note`` says why). Each comparison
+    carries its interval, and the disparate impact's decides: ``flagged`` when the whole interval lies
+    outside the fairness band, ``inconclusive`` when the estimate does but the interval reaches into the
+    band (the gap could be chance), ``insufficient_data`` when a group is below the minimum size or too
+    few customers have the product, whatever the figures say. ``p_value`` (Fisher's exact test) is a
+    second reading of the single-attribute entries; it no longer decides.
     """
 
     n_positives: int
     rate_privileged: float | None
     rate_unprivileged: float | None
     disparate_impact: float | None
+    disparate_impact_interval: Interval
     statistical_parity_difference: float | None
+    statistical_parity_interval: Interval
     flagged: bool
     status: AuditStatus
     note: str | None = None
-    p_value: float | None = None  # Fisher's exact test of the two groups' rates
+    p_value: float | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one group's customers find a product in their lists.
+
+    The shares are of the product's first places (``rank_1_share``) and of its places in the top
+    three (``top_3_share``) across the population compared, None when it has none; they read against
+    ``population_share``. ``mean_exposure`` averages each customer's position discount (0 when the
+    product is not in their list).
+    """
+
+    population_share: float
+    rank_1_share: float | None
+    top_3_share: float | None
+    mean_exposure: float
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """Where the recommendations put a product for each group, not only whether they give it.
+
+    A customer's exposure to a product is 1/log2(rank + 1) when it is in their list (1 first, 0.63
+    second, 0.5 third: the discount of DCG) and 0 otherwise. ``disparity`` is the unprivileged group's
+    mean exposure over the privileged group's, a disparate impact weighted by position: a product given
+    to both groups alike but always first to one and third to the other reads 0.5. It is judged as a
+    disparate impact is, by its interval against the same band, with the same minimums counted on the
+    customers recommended the product.
+    """
+
+    rank_1_slots: int
+    top_3_slots: int
+    privileged: Placement
+    unprivileged: Placement
+    disparity: float | None
+    disparity_interval: Interval
+    flagged: bool
+    status: AuditStatus
+    note: str | None = None
 
 
 @dataclass(frozen=True)
 class FairnessEntry:
     """The audit of one product for one protected attribute.
 
-    ``source_of_bias``: ``model`` when only the recommendations are flagged (the model
-    introduced the skew), ``data`` when only the historical holdings are (the model did not
-    carry it over), ``both`` when both are (the model reproduces the data's skew). A block with
-    insufficient data counts as not flagged.
+    ``source_of_bias``: ``model`` when only the recommendations are flagged, by their rates or by
+    their exposure (the model introduced the skew), ``data`` when only the historical holdings are
+    (the model did not carry it over), ``both`` when both are (the model reproduces the data's skew).
+    A block with insufficient data or an inconclusive gap counts as not flagged. ``exposure`` is
+    None when the recommendations came without ranks or a group is empty.
     """
 
     product_id: str
@@ -357,8 +433,35 @@ class FairnessEntry:
     n_unprivileged: int
     recommendations: GroupRates
     holdings: GroupRates
+    exposure: Exposure | None
     equal_opportunity_difference: float | None
     held_out_positives: int | None
+    status: AuditStatus
+    source_of_bias: BiasSource | None
+
+
+@dataclass(frozen=True)
+class IntersectionEntry:
+    """One product for one intersection of two protected attributes (say women aged 18-29), compared
+    with the rest of the product's population: everyone else in its segment whose two values are known.
+
+    The rest, not the most favoured intersection, is the reference: it is large, so its rate is steady,
+    and it is fixed before the rates are seen, while the highest of dozens of small cells would be
+    picked partly for its noise and make every other cell look disadvantaged. In the blocks the
+    "unprivileged" figures are the intersection's and the "privileged" ones the rest's: a disparate
+    impact below the band says the intersection gets the product less often than everyone else, above
+    it more often. A small cell is ``insufficient_data``, never flagged. There is no equal opportunity
+    difference (too few held-out take-ups per cell) and no Fisher p-value (milliseconds a test, seconds
+    over the thousands of cells); the interval decides, as in the entries.
+    """
+
+    product_id: str
+    group: dict[str, str]
+    n_group: int
+    n_rest: int
+    recommendations: GroupRates
+    holdings: GroupRates
+    exposure: Exposure | None
     status: AuditStatus
     source_of_bias: BiasSource | None
 
@@ -371,7 +474,9 @@ class FairnessAudit:
     fairness_band: tuple[float, float]
     min_group_size: int
     min_positives: int
+    exposure_measured: bool
     entries: list[FairnessEntry]
+    intersections: list[IntersectionEntry]
 
     def summary(self) -> dict[str, Any]:
         """What an analyst reads first: how many pairs are flagged, by source and attribute."""
@@ -379,23 +484,39 @@ class FairnessAudit:
         return {
             "entries": len(self.entries),
             "flagged": len(flagged),
+            "inconclusive": sum(entry.status == "inconclusive" for entry in self.entries),
             "insufficient_data": sum(entry.status == "insufficient_data" for entry in self.entries),
+            "exposure_flagged": sum(entry.exposure is not None and entry.exposure.flagged for entry in self.entries),
             "flagged_by_source": dict(Counter(entry.source_of_bias for entry in flagged)),
             "flagged_by_attribute": dict(Counter(entry.attribute for entry in flagged)),
             "flagged_pairs": [{"product_id": entry.product_id, "attribute": entry.attribute,
                                "source_of_bias": entry.source_of_bias,
                                "recommendations_disparate_impact": entry.recommendations.disparate_impact,
-                               "holdings_disparate_impact": entry.holdings.disparate_impact}
+                               "holdings_disparate_impact": entry.holdings.disparate_impact,
+                               "exposure_disparity": entry.exposure.disparity if entry.exposure else None}
                               for entry in flagged],
+            "intersections": self._intersections_summary(),
         }
+
+    def _intersections_summary(self) -> dict[str, Any]:
+        statuses = Counter(entry.status for entry in self.intersections)
+        flagged = [entry for entry in self.intersections if entry.status == "flagged"]
+        return {"entries": len(self.intersections), "flagged": statuses["flagged"],
+                "inconclusive": statuses["inconclusive"], "insufficient_data": statuses["insufficient_data"],
+                "flagged_by_source": dict(Counter(entry.source_of_bias for entry in flagged)),
+                "flagged_by_attributes": dict(Counter(" x ".join(entry.group) for entry in flagged))}
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "generated_at": self.generated_at,
             "criteria": {"fairness_band": list(self.fairness_band), "min_group_size": self.min_group_size,
-                         "min_positives": self.min_positives},
+                         "min_positives": self.min_positives, "confidence_level": CONFIDENCE_LEVEL,
+                         "interval_methods": INTERVAL_METHODS,
+                         "exposure": ("1/log2(rank + 1) per customer, 0 when not recommended" if self.exposure_measured
+                                      else "not measured: the recommendations came without ranks")},
             "summary": self.summary(),
             "entries": [asdict(entry) for entry in self.entries],
+            "intersections": [asdict(entry) for entry in self.intersections],
         }
 
 
@@ -407,46 +528,215 @@ class _AuditCriteria:
 
 
 @dataclass(frozen=True)
+class _Outcomes:
+    """Customer x product matrices, rows in the order of ``protected``'s index.
+
+    ``ranks`` holds each recommendation's place in the customer's list (1 first, 0 where the product
+    is not in it); None when the recommendations came without a ``rank`` column.
+    """
+
+    recommended: np.ndarray
+    held: np.ndarray
+    ranks: np.ndarray | None
+    held_out_took_up: np.ndarray | None
+    held_out_recommended: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class GroupOutcome:
+    """One group's outcome on one product: its customers, and the sum and sum of squares of the
+    outcome (1 or 0 for a rate, the position discount for exposure), all a mean's interval needs."""
+
+    customers: int
+    total: float
+    total_squared: float
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.customers
+
+    def log_mean_variance(self) -> float:
+        """Variance of log(mean) by the delta method, var(x) / (n mean²); 1/k - 1/n for a rate (Katz)."""
+        variance = max(self.total_squared / self.customers - self.mean ** 2, 0.0)
+        return variance / (self.customers * self.mean ** 2)
+
+    def half_corrected(self) -> "GroupOutcome":
+        """Haldane and Anscombe's correction: half a customer with the outcome (at rank 1), half without."""
+        return GroupOutcome(self.customers + 1, self.total + 0.5, self.total_squared + 0.5)
+
+
+def ratio_interval(compared: GroupOutcome, reference: GroupOutcome, z: float = _Z) -> Interval:
+    """Interval of mean(compared) / mean(reference) by the delta method on the log of the ratio.
+
+    For a rate this is Katz's log interval of the risk ratio. It is preferred to a bootstrap because
+    it is deterministic (the same audit twice gives the same intervals, with no seed to carry), costs
+    microseconds over the thousands of product x group cells of the audit, and behaves where a
+    percentile bootstrap breaks down: a group with no positive has none in every resample, so the
+    bootstrap "interval" of an infinite ratio is [inf, inf] however small the groups, and 5 against 0
+    of 100 customers would be flagged. Here a zero total gets the Haldane-Anscombe half count for the
+    bound the data can set, and the bound on its own side is 0, or none above, as an exact interval's
+    would be. Exposure takes each group's own variance in the same formula.
+    """
+    compared_has_none, reference_has_none = compared.total == 0, reference.total == 0
+    if compared_has_none and reference_has_none:
+        return Interval(None, None, "undefined: neither group has any")
+    if compared_has_none or reference_has_none:
+        compared, reference = compared.half_corrected(), reference.half_corrected()
+    log_ratio = math.log(compared.mean / reference.mean)
+    spread = z * math.sqrt(compared.log_mean_variance() + reference.log_mean_variance())
+    low = 0.0 if compared_has_none else math.exp(log_ratio - spread)
+    if reference_has_none:
+        return Interval(low, None, "no upper bound: the reference group has none")
+    return Interval(low, math.exp(log_ratio + spread))
+
+
+def difference_interval(compared: GroupOutcome, reference: GroupOutcome, z: float = _Z) -> Interval:
+    """Interval of rate(compared) - rate(reference): Newcombe's hybrid score interval, built from each
+    rate's Wilson interval. Unlike Wald's it stays within [-1, 1] and keeps a width at rates of 0 or 1."""
+    compared_low, compared_high = _wilson_interval(compared, z)
+    reference_low, reference_high = _wilson_interval(reference, z)
+    difference = compared.mean - reference.mean
+    return Interval(difference - math.hypot(compared.mean - compared_low, reference_high - reference.mean),
+                    difference + math.hypot(compared_high - compared.mean, reference.mean - reference_low))
+
+
+def _wilson_interval(group: GroupOutcome, z: float) -> tuple[float, float]:
+    n, rate = group.customers, group.mean
+    centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+    half_width = z / (1 + z * z / n) * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n))
+    return centre - half_width, centre + half_width
+
+
+def position_discount(ranks: np.ndarray) -> np.ndarray:
+    """1/log2(rank + 1) at ranks 1, 2, 3...; 0 at rank 0 (not recommended): the discount of DCG."""
+    with np.errstate(divide="ignore"):
+        return np.where(ranks > 0, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
+@dataclass(frozen=True)
+class _PlacementTally:
+    """Per product, over a group: lists with the product first, in the top slots, and its exposure."""
+
+    rank_1: np.ndarray
+    top_3: np.ndarray
+    exposure: np.ndarray
+    exposure_squared: np.ndarray
+
+    @classmethod
+    def of(cls, ranks: np.ndarray) -> "_PlacementTally":
+        exposure = position_discount(ranks)
+        return cls(rank_1=(ranks == 1).sum(axis=0), top_3=((ranks >= 1) & (ranks <= TOP_SLOTS)).sum(axis=0),
+                   exposure=exposure.sum(axis=0), exposure_squared=(exposure ** 2).sum(axis=0))
+
+    def __sub__(self, other: "_PlacementTally") -> "_PlacementTally":
+        return _PlacementTally(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class _Tally:
+    """Per-product totals over one group of customers: the sufficient statistics of every figure of
+    the audit, so that a group's rest is a subtraction rather than another pass over the customers."""
+
+    customers: int
+    recommended: np.ndarray
+    held: np.ndarray
+    placements: _PlacementTally | None  # None when the recommendations came without ranks
+
+    @classmethod
+    def of(cls, outcomes: _Outcomes, rows: np.ndarray) -> "_Tally":
+        placements = None if outcomes.ranks is None else _PlacementTally.of(outcomes.ranks[rows])
+        return cls(len(rows), outcomes.recommended[rows].sum(axis=0), outcomes.held[rows].sum(axis=0), placements)
+
+    def __sub__(self, other: "_Tally") -> "_Tally":
+        placements = None if self.placements is None else self.placements - other.placements
+        return _Tally(self.customers - other.customers, self.recommended - other.recommended,
+                      self.held - other.held, placements)
+
+    def rate_outcome(self, outcome: Outcome, position: int) -> GroupOutcome:
+        positives = float(getattr(self, outcome)[position])
+        return GroupOutcome(self.customers, positives, positives)
+
+    def exposure_outcome(self, position: int) -> GroupOutcome:
+        return GroupOutcome(self.customers, float(self.placements.exposure[position]),
+                            float(self.placements.exposure_squared[position]))
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    """The two groups a figure compares, tallied: the reference (the privileged group, or the rest of
+    the population for an intersection) and the compared group (the unprivileged, or the intersection)."""
+
+    reference: _Tally
+    compared: _Tally
+
+    def rate_outcomes(self, outcome: Outcome, position: int) -> tuple[GroupOutcome, GroupOutcome]:
+        return self.reference.rate_outcome(outcome, position), self.compared.rate_outcome(outcome, position)
+
+    def has_both_groups(self) -> bool:
+        return self.reference.customers > 0 and self.compared.customers > 0
+
+
+@dataclass(frozen=True)
+class _Estimates:
+    """The point estimates of one rate comparison; the disparate impact may be NaN or infinite here."""
+
+    rate_reference: float
+    rate_compared: float
+    disparate_impact: float
+    statistical_parity_difference: float
+
+    @classmethod
+    def counted(cls, reference: GroupOutcome, compared: GroupOutcome) -> "_Estimates":
+        return cls(reference.mean, compared.mean, _ratio(compared.mean, reference.mean),
+                   compared.mean - reference.mean)
+
+
+@dataclass(frozen=True)
 class _Population:
     """The customers a product is audited over for one attribute: in its segment, value known.
 
     ``dataset`` holds their privileged (1) / unprivileged (0) codes once; each product's outcome
     is swapped in as the label of a shallow copy. None when a group is empty, as AIF360's
-    ratios are then meaningless.
+    ratios are then meaningless. ``privileged`` marks the privileged among ``rows``.
     """
 
     attribute: str
     rows: np.ndarray
+    privileged: np.ndarray
     privileged_groups: list[str]
     unprivileged_groups: list[str]
     n_privileged: int
     n_unprivileged: int
     dataset: BinaryLabelDataset | None
 
+    def comparison(self, outcomes: _Outcomes) -> _Comparison:
+        return _Comparison(reference=_Tally.of(outcomes, self.rows[self.privileged]),
+                           compared=_Tally.of(outcomes, self.rows[~self.privileged]))
+
 
 @dataclass(frozen=True)
-class _Outcomes:
-    """Customer x product boolean matrices, rows in the order of ``protected``'s index."""
+class _Cell:
+    """One intersection of two attributes' values, and the rows of its customers."""
 
-    recommended: np.ndarray
-    held: np.ndarray
-    held_out_took_up: np.ndarray | None
-    held_out_recommended: np.ndarray | None
+    group: dict[str, str]
+    rows: np.ndarray
 
 
 def group_audit(recommended: pd.DataFrame, holdings: pd.DataFrame, protected: pd.DataFrame,
                 attributes: Sequence[ProtectedAttribute], products: pd.DataFrame,
                 held_out: pd.DataFrame | None = None, fairness_band: tuple[float, float] = (0.8, 1.25),
                 min_group_size: int = 30, min_positives: int = MIN_POSITIVES) -> FairnessAudit:
-    """Audit every catalogue product for every protected attribute with AIF360.
+    """Audit every catalogue product for every protected attribute, and every pair of attributes.
 
     ``protected`` is indexed by customer_id and holds, per attribute, a column named as the
     attribute's ``column`` (as in the customer view) or else as its ``name``, plus
     ``customer_type``: a product is audited over the customers of its segment only, since
     organizations (no gender, no age) would otherwise distort the individual products' rates.
-    A customer of unknown type is kept in every segment. ``held_out`` lists (customer, product)
-    pairs with ``recommended`` and ``took_up``; pairs it does not list count as neither, which
-    leaves the equal opportunity difference (computed over take-ups only) unchanged.
+    A customer of unknown type is kept in every segment. ``recommended`` lists (customer, product)
+    pairs, with the place in the customer's list as ``rank`` for the exposure figures (without it
+    they are not measured). ``held_out`` lists (customer, product) pairs with ``recommended`` and
+    ``took_up``; pairs it does not list count as neither, which leaves the equal opportunity
+    difference (computed over take-ups only) unchanged.
     """
     criteria = _audit_criteria(fairness_band, min_group_size, min_positives)
     _require_columns(protected, ["customer_type"], "protected")
@@ -457,14 +747,20 @@ def group_audit(recommended: pd.DataFrame, holdings: pd.DataFrame, protected: pd
         raise ValueError("protected's index (customer_id) and products' product_id must not have duplicates")
     segments = [_normalised_segment(segment) for segment in products["segment"]]
     outcomes = _outcomes(recommended, holdings, held_out, customers, product_ids)
-    populations = {(attribute.name, segment): _population(protected, attribute, segment)
-                   for attribute in attributes for segment in set(segments)}
-    entries = [_audit_entry(product_id, position, populations[(attribute.name, segment)], outcomes, criteria)
+    values = {attribute.name: _known_values(protected, attribute) for attribute in attributes}
+    members = {segment: _segment_members(protected["customer_type"], segment) for segment in set(segments)}
+    populations = {(attribute.name, segment): _population(values[attribute.name], attribute, members[segment])
+                   for attribute in attributes for segment in members}
+    comparisons = {key: population.comparison(outcomes) for key, population in populations.items()}
+    entries = [_audit_entry(product_id, position, populations[(attribute.name, segment)],
+                            comparisons[(attribute.name, segment)], outcomes, criteria)
                for position, (product_id, segment) in enumerate(zip(product_ids, segments))
                for attribute in attributes]
     return FairnessAudit(generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                          fairness_band=criteria.fairness_band, min_group_size=min_group_size,
-                         min_positives=min_positives, entries=entries)
+                         min_positives=min_positives, exposure_measured=outcomes.ranks is not None, entries=entries,
+                         intersections=_intersection_entries(values, members, attributes, product_ids, segments,
+                                                             outcomes, criteria))
 
 
 def _audit_criteria(fairness_band: tuple[float, float], min_group_size: int, min_positives: int) -> _AuditCriteria:
@@ -497,22 +793,33 @@ def _outcomes(recommended: pd.DataFrame, holdings: pd.DataFrame, held_out: pd.Da
         _require_columns(held_out, ["customer_id", "product_id", "recommended", "took_up"], "held_out")
         held_out_took_up = _pair_matrix(held_out[held_out["took_up"].eq(True)], customers, product_ids)
         held_out_recommended = _pair_matrix(held_out[held_out["recommended"].eq(True)], customers, product_ids)
+    ranks = _rank_matrix(recommended, customers, product_ids) if "rank" in recommended.columns else None
     return _Outcomes(_pair_matrix(recommended, customers, product_ids), _pair_matrix(holdings, customers, product_ids),
-                     held_out_took_up, held_out_recommended)
+                     ranks, held_out_took_up, held_out_recommended)
 
 
-def _pair_matrix(pairs: pd.DataFrame, customers: pd.Index, product_ids: pd.Index) -> np.ndarray:
-    """Which customer has which product, as a dense boolean matrix built in one vectorised pass.
+def _pair_matrix(pairs: pd.DataFrame, customers: pd.Index, product_ids: pd.Index,
+                 values: np.ndarray | None = None) -> np.ndarray:
+    """Which customer has which product, as a dense boolean matrix built in one vectorised pass;
+    with ``values`` (one per pair), the matrix holds them instead, 0 where there is no pair.
 
     Pairs naming a customer without protected data or a product outside the catalogue are
     dropped: they belong to no group or no segment.
     """
-    matrix = np.zeros((len(customers), len(product_ids)), dtype=bool)
+    matrix = np.zeros((len(customers), len(product_ids)), dtype=bool if values is None else values.dtype)
     rows = customers.get_indexer(pairs["customer_id"])
     columns = product_ids.get_indexer(pairs["product_id"].astype(str))
     known = (rows >= 0) & (columns >= 0)
-    matrix[rows[known], columns[known]] = True
+    matrix[rows[known], columns[known]] = True if values is None else values[known]
     return matrix
+
+
+def _rank_matrix(recommended: pd.DataFrame, customers: pd.Index, product_ids: pd.Index) -> np.ndarray:
+    """Each recommendation's place in its customer's list, 0 where the product is not in it."""
+    ranks = pd.to_numeric(recommended["rank"], errors="coerce")
+    if ranks.isna().any() or (ranks < 1).any() or (ranks % 1 != 0).any():
+        raise ValueError("recommended: rank must be a whole number from 1 (the top of the list)")
+    return _pair_matrix(recommended, customers, product_ids, ranks.to_numpy(dtype=np.int32))
 
 
 def _protected_values(protected: pd.DataFrame, attribute: ProtectedAttribute) -> pd.Series:
@@ -525,17 +832,24 @@ def _protected_values(protected: pd.DataFrame, attribute: ProtectedAttribute) ->
                      f"{attribute.name!r}; has {list(protected.columns)}")
 
 
-def _population(protected: pd.DataFrame, attribute: ProtectedAttribute, segment: str) -> _Population:
+def _known_values(protected: pd.DataFrame, attribute: ProtectedAttribute) -> pd.Series:
+    """The attribute's values as text, missing (NA) where unknown or blank."""
     values = _protected_values(protected, attribute).astype("string").str.strip()
-    known = values.fillna("").ne("").to_numpy(dtype=bool)
-    rows = np.flatnonzero(known & _segment_members(protected["customer_type"], segment))
+    return values.where(values.fillna("").ne(""))
+
+
+def _population(values: pd.Series, attribute: ProtectedAttribute, segment_members: np.ndarray) -> _Population:
+    """``values`` are the attribute's known values of every customer; ``segment_members`` marks the segment's."""
+    rows = np.flatnonzero(values.notna().to_numpy(dtype=bool) & segment_members)
     in_population = values.iloc[rows]
-    codes = np.where(in_population.isin(attribute.privileged).to_numpy(dtype=bool), _PRIVILEGED, _UNPRIVILEGED)
-    n_privileged = int(codes.sum())
-    n_unprivileged = len(codes) - n_privileged
+    privileged = in_population.isin(attribute.privileged).to_numpy(dtype=bool)
+    n_privileged = int(privileged.sum())
+    n_unprivileged = len(privileged) - n_privileged
     has_both_groups = n_privileged > 0 and n_unprivileged > 0
-    return _Population(attribute=attribute.name, rows=rows, privileged_groups=list(attribute.privileged),
-                       unprivileged_groups=sorted(set(in_population[codes == _UNPRIVILEGED])),
+    codes = np.where(privileged, _PRIVILEGED, _UNPRIVILEGED)
+    return _Population(attribute=attribute.name, rows=rows, privileged=privileged,
+                       privileged_groups=list(attribute.privileged),
+                       unprivileged_groups=sorted(set(in_population[~privileged])),
                        n_privileged=n_privileged, n_unprivileged=n_unprivileged,
                        dataset=_protected_dataset(attribute.name, codes) if has_both_groups else None)
 
@@ -566,11 +880,13 @@ def _groups(attribute: str) -> dict[str, list[dict[str, float]]]:
     return {"privileged_groups": [{attribute: _PRIVILEGED}], "unprivileged_groups": [{attribute: _UNPRIVILEGED}]}
 
 
-def _audit_entry(product_id: str, position: int, population: _Population, outcomes: _Outcomes,
-                 criteria: _AuditCriteria) -> FairnessEntry:
+def _audit_entry(product_id: str, position: int, population: _Population, comparison: _Comparison,
+                 outcomes: _Outcomes, criteria: _AuditCriteria) -> FairnessEntry:
     rows = population.rows
-    recommendations = _group_rates(population, outcomes.recommended[rows, position], criteria)
-    holdings = _group_rates(population, outcomes.held[rows, position], criteria)
+    recommendations = _group_rates(population, comparison, "recommended", outcomes.recommended[rows, position],
+                                   position, criteria)
+    holdings = _group_rates(population, comparison, "held", outcomes.held[rows, position], position, criteria)
+    exposure = _exposure(comparison, position, criteria)
     equal_opportunity, held_out_positives = None, None
     if outcomes.held_out_took_up is not None and outcomes.held_out_recommended is not None:
         took_up = outcomes.held_out_took_up[rows, position]
@@ -581,67 +897,196 @@ def _audit_entry(product_id: str, position: int, population: _Population, outcom
                          privileged_groups=population.privileged_groups,
                          unprivileged_groups=population.unprivileged_groups,
                          n_privileged=population.n_privileged, n_unprivileged=population.n_unprivileged,
-                         recommendations=recommendations, holdings=holdings,
+                         recommendations=recommendations, holdings=holdings, exposure=exposure,
                          equal_opportunity_difference=equal_opportunity, held_out_positives=held_out_positives,
-                         status=_entry_status(recommendations, holdings),
-                         source_of_bias=_source_of_bias(recommendations, holdings))
+                         status=_entry_status(recommendations, holdings, exposure),
+                         source_of_bias=_source_of_bias(recommendations, holdings, exposure))
 
 
-def _group_rates(population: _Population, has_product: np.ndarray, criteria: _AuditCriteria) -> GroupRates:
-    """AIF360's rates, disparate impact and statistical parity for one product and attribute."""
-    n_positives = int(has_product.sum())
+def _group_rates(population: _Population, comparison: _Comparison, outcome: Outcome, has_product: np.ndarray,
+                 position: int, criteria: _AuditCriteria) -> GroupRates:
+    """AIF360's rates, disparate impact and statistical parity for one product and attribute,
+    judged by their intervals; Fisher's p-value alongside."""
+    reference, compared = comparison.rate_outcomes(outcome, position)
     if population.dataset is None:
-        return GroupRates(n_positives, None, None, None, None, False, "insufficient_data",
-                          note="one of the two groups has no customers in this product's segment")
+        return _rates_without_both_groups(reference, compared)
     metric = BinaryLabelDatasetMetric(_with_labels(population.dataset, has_product), **_groups(population.attribute))
-    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 and x/0 are handled below
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 and x/0 are handled by the judgement
         disparate_impact = float(metric.disparate_impact())
-    rate_privileged, rate_unprivileged = float(metric.base_rate(privileged=True)), float(metric.base_rate(privileged=False))
-    p_value = _chance_of_difference(population, rate_privileged, rate_unprivileged)
-    outside = _outside_band(disparate_impact, criteria.fairness_band)
-    shortfall = _data_shortfall(population, n_positives, criteria)
-    if shortfall is None and outside and p_value >= SIGNIFICANCE_LEVEL:
-        shortfall = (f"outside the fairness band, but a difference this size could be chance "
-                     f"(Fisher exact p = {p_value:.2f}, {n_positives} customers with the product)")
-    flagged = shortfall is None and outside
-    status: AuditStatus = "flagged" if flagged else "insufficient_data" if shortfall else "ok"
-    return GroupRates(n_positives=n_positives, rate_privileged=rate_privileged, rate_unprivileged=rate_unprivileged,
-                      disparate_impact=disparate_impact if math.isfinite(disparate_impact) else None,
-                      statistical_parity_difference=float(metric.statistical_parity_difference()),
-                      flagged=flagged, status=status, note=shortfall or _undefined_ratio_reason(disparate_impact),
-                      p_value=round(p_value, 4))
+    estimates = _Estimates(float(metric.base_rate(privileged=True)), float(metric.base_rate(privileged=False)),
+                           disparate_impact, float(metric.statistical_parity_difference()))
+    return _judged_rates(estimates, reference, compared, criteria, _chance_of_difference(reference, compared))
 
 
-def _chance_of_difference(population: _Population, rate_privileged: float, rate_unprivileged: float) -> float:
+def _counted_rates(comparison: _Comparison, outcome: Outcome, position: int, criteria: _AuditCriteria) -> GroupRates:
+    """The same figures and judgement as ``_group_rates``, counted with numpy: AIF360 costs milliseconds
+    a metric, and the intersections have thousands of product x cell comparisons."""
+    reference, compared = comparison.rate_outcomes(outcome, position)
+    if not comparison.has_both_groups():
+        return _rates_without_both_groups(reference, compared)
+    return _judged_rates(_Estimates.counted(reference, compared), reference, compared, criteria, p_value=None)
+
+
+def _judged_rates(estimates: _Estimates, reference: GroupOutcome, compared: GroupOutcome, criteria: _AuditCriteria,
+                  p_value: float | None) -> GroupRates:
+    n_positives = round(reference.total + compared.total)
+    interval = ratio_interval(compared, reference)
+    shortfall = _data_shortfall(reference.customers, compared.customers, n_positives, criteria)
+    status, doubt = _judgement(estimates.disparate_impact, interval, shortfall, criteria, n_positives)
+    return GroupRates(n_positives=n_positives, rate_privileged=estimates.rate_reference,
+                      rate_unprivileged=estimates.rate_compared,
+                      disparate_impact=_finite_or_none(estimates.disparate_impact), disparate_impact_interval=interval,
+                      statistical_parity_difference=estimates.statistical_parity_difference,
+                      statistical_parity_interval=difference_interval(compared, reference),
+                      flagged=status == "flagged", status=status,
+                      note=doubt or _undefined_ratio_reason(estimates.disparate_impact, "disparate impact"),
+                      p_value=None if p_value is None else round(p_value, 4))
+
+
+def _rates_without_both_groups(reference: GroupOutcome, compared: GroupOutcome) -> GroupRates:
+    undefined = Interval(None, None, "undefined: one of the two groups is empty")
+    return GroupRates(n_positives=round(reference.total + compared.total), rate_privileged=None,
+                      rate_unprivileged=None, disparate_impact=None, disparate_impact_interval=undefined,
+                      statistical_parity_difference=None, statistical_parity_interval=undefined, flagged=False,
+                      status="insufficient_data",
+                      note="one of the two groups has no customers in this product's segment")
+
+
+def _exposure(comparison: _Comparison, position: int, criteria: _AuditCriteria) -> Exposure | None:
+    """Each group's places in the lists and the position-weighted disparity; None without ranks."""
+    reference, compared = comparison.reference, comparison.compared
+    if reference.placements is None or not comparison.has_both_groups():
+        return None
+    reference_exposure, compared_exposure = reference.exposure_outcome(position), compared.exposure_outcome(position)
+    disparity = _ratio(compared_exposure.mean, reference_exposure.mean)
+    interval = ratio_interval(compared_exposure, reference_exposure)
+    n_recommended = int(reference.recommended[position] + compared.recommended[position])
+    shortfall = _data_shortfall(reference.customers, compared.customers, n_recommended, criteria)
+    status, doubt = _judgement(disparity, interval, shortfall, criteria, n_recommended)
+    rank_1_slots = int(reference.placements.rank_1[position] + compared.placements.rank_1[position])
+    top_3_slots = int(reference.placements.top_3[position] + compared.placements.top_3[position])
+    population = reference.customers + compared.customers
+    return Exposure(rank_1_slots=rank_1_slots, top_3_slots=top_3_slots,
+                    privileged=_placement(reference, position, population, rank_1_slots, top_3_slots),
+                    unprivileged=_placement(compared, position, population, rank_1_slots, top_3_slots),
+                    disparity=_finite_or_none(disparity), disparity_interval=interval, flagged=status == "flagged",
+                    status=status, note=doubt or _undefined_ratio_reason(disparity, "exposure disparity"))
+
+
+def _placement(group: _Tally, position: int, population: int, rank_1_slots: int, top_3_slots: int) -> Placement:
+    placements = group.placements
+    return Placement(population_share=group.customers / population,
+                     rank_1_share=_share(int(placements.rank_1[position]), rank_1_slots),
+                     top_3_share=_share(int(placements.top_3[position]), top_3_slots),
+                     mean_exposure=float(placements.exposure[position]) / group.customers)
+
+
+def _share(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _intersection_entries(values: Mapping[str, pd.Series], members: Mapping[str, np.ndarray],
+                          attributes: Sequence[ProtectedAttribute], product_ids: pd.Index, segments: Sequence[str],
+                          outcomes: _Outcomes, criteria: _AuditCriteria) -> list[IntersectionEntry]:
+    """Every product for every cell of every pair of attributes, products in the catalogue's order.
+
+    ``values`` holds each attribute's known values by name, ``members`` each segment's customers."""
+    by_product: dict[int, list[IntersectionEntry]] = {position: [] for position in range(len(product_ids))}
+    for first, second in combinations(attributes, 2):
+        for segment in sorted(members):
+            positions = [position for position, of_product in enumerate(segments) if of_product == segment]
+            population_rows, cells = _intersection_cells(values[first.name], values[second.name], members[segment],
+                                                         (first.name, second.name))
+            population = _Tally.of(outcomes, population_rows)
+            for cell in cells:
+                in_cell = _Tally.of(outcomes, cell.rows)
+                comparison = _Comparison(reference=population - in_cell, compared=in_cell)
+                for position in positions:
+                    by_product[position].append(_intersection_entry(product_ids[position], position, cell.group,
+                                                                    comparison, criteria))
+    return [entry for position in sorted(by_product) for entry in by_product[position]]
+
+
+def _intersection_cells(first_values: pd.Series, second_values: pd.Series, segment_members: np.ndarray,
+                        names: tuple[str, str]) -> tuple[np.ndarray, list[_Cell]]:
+    """The segment's customers whose two values are known, and their cells, in sorted order."""
+    known = first_values.notna().to_numpy(dtype=bool) & second_values.notna().to_numpy(dtype=bool)
+    rows = np.flatnonzero(known & segment_members)
+    pairs = pd.DataFrame({"first": first_values.iloc[rows].to_numpy(), "second": second_values.iloc[rows].to_numpy()})
+    cells = sorted(pairs.groupby(["first", "second"]).indices.items())
+    return rows, [_Cell({names[0]: str(first), names[1]: str(second)}, rows[in_cell])
+                  for (first, second), in_cell in cells]
+
+
+def _intersection_entry(product_id: str, position: int, group: dict[str, str], comparison: _Comparison,
+                        criteria: _AuditCriteria) -> IntersectionEntry:
+    recommendations = _counted_rates(comparison, "recommended", position, criteria)
+    holdings = _counted_rates(comparison, "held", position, criteria)
+    exposure = _exposure(comparison, position, criteria)
+    return IntersectionEntry(product_id=product_id, group=group, n_group=comparison.compared.customers,
+                             n_rest=comparison.reference.customers, recommendations=recommendations,
+                             holdings=holdings, exposure=exposure,
+                             status=_entry_status(recommendations, holdings, exposure),
+                             source_of_bias=_source_of_bias(recommendations, holdings, exposure))
+
+
+def _chance_of_difference(reference: GroupOutcome, compared: GroupOutcome) -> float:
     """Fisher's exact test of the two groups' rates: how likely a gap at least this large is by chance."""
-    privileged = round(rate_privileged * population.n_privileged)
-    unprivileged = round(rate_unprivileged * population.n_unprivileged)
-    table = [[privileged, population.n_privileged - privileged], [unprivileged, population.n_unprivileged - unprivileged]]
+    table = [[round(group.total), group.customers - round(group.total)] for group in (reference, compared)]
     return float(fisher_exact(table).pvalue)
 
 
-def _data_shortfall(population: _Population, n_positives: int, criteria: _AuditCriteria) -> str | None:
+def _data_shortfall(n_reference: int, n_compared: int, n_positives: int, criteria: _AuditCriteria) -> str | None:
     """Why the numbers cannot support a flag, or None when they can."""
-    smaller_group = min(population.n_privileged, population.n_unprivileged)
-    if smaller_group < criteria.min_group_size:
-        return (f"groups too small to judge: {population.n_privileged} privileged, "
-                f"{population.n_unprivileged} unprivileged (minimum {criteria.min_group_size})")
+    if min(n_reference, n_compared) < criteria.min_group_size:
+        return (f"groups too small to judge: {n_reference} against {n_compared} customers "
+                f"(minimum {criteria.min_group_size})")
     if n_positives < criteria.min_positives:
         return f"too few customers with the product to judge: {n_positives} (minimum {criteria.min_positives})"
     return None
 
 
-def _outside_band(disparate_impact: float, band: tuple[float, float]) -> bool:
-    """Outside the four-fifths band; infinity (only the unprivileged get it) is outside too."""
+def _judgement(estimate: float, interval: Interval, shortfall: str | None, criteria: _AuditCriteria,
+               n_positives: int) -> tuple[AuditStatus, str | None]:
+    """The status of one ratio and why: the interval, not the estimate alone, decides a flag."""
+    if shortfall is not None:
+        return "insufficient_data", shortfall
+    if not _outside_band(estimate, criteria.fairness_band):
+        return "ok", None
+    if _interval_outside_band(interval, criteria.fairness_band):
+        return "flagged", None
+    return "inconclusive", (f"outside the fairness band, but its {CONFIDENCE_LEVEL:.0%} interval {interval.shown()} "
+                            f"reaches into it: the gap could be chance ({n_positives} customers with the product)")
+
+
+def _outside_band(ratio: float, band: tuple[float, float]) -> bool:
+    """Outside the four-fifths band; infinity (only the compared group has any) is outside too."""
     low, high = band
-    return not math.isnan(disparate_impact) and not low <= disparate_impact <= high
+    return not math.isnan(ratio) and not low <= ratio <= high
 
 
-def _undefined_ratio_reason(disparate_impact: float) -> str | None:
-    if math.isnan(disparate_impact):
-        return "disparate impact undefined: no customer in either group has the product"
-    if math.isinf(disparate_impact):
-        return "disparate impact infinite: no privileged customer has the product"
+def _interval_outside_band(interval: Interval, band: tuple[float, float]) -> bool:
+    """The whole interval below or above the band; an open upper bound is infinity."""
+    low, high = band
+    return (interval.high is not None and interval.high < low) or (interval.low is not None and interval.low > high)
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, infinite over a zero denominator and NaN for 0/0, as AIF360 gives them."""
+    if denominator == 0:
+        return math.nan if numerator == 0 else math.inf
+    return numerator / denominator
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _undefined_ratio_reason(ratio: float, figure: str) -> str | None:
+    if math.isnan(ratio):
+        return f"{figure} undefined: no customer in either group has the product"
+    if math.isinf(ratio):
+        return f"{figure} infinite: no privileged customer has the product"
     return None
 
 
@@ -660,13 +1105,15 @@ def _equal_opportunity_difference(population: _Population, took_up: np.ndarray,
     return float(metric.equal_opportunity_difference())
 
 
-def _entry_status(recommendations: GroupRates, holdings: GroupRates) -> AuditStatus:
-    """Flagged when either block is; otherwise whether the recommendations could be judged."""
-    if recommendations.flagged or holdings.flagged:
+def _entry_status(recommendations: GroupRates, holdings: GroupRates, exposure: Exposure | None) -> AuditStatus:
+    """Flagged when any block is; otherwise whether the recommendations' rates could be judged."""
+    if recommendations.flagged or holdings.flagged or (exposure is not None and exposure.flagged):
         return "flagged"
     return recommendations.status
 
 
-def _source_of_bias(recommendations: GroupRates, holdings: GroupRates) -> BiasSource | None:
+def _source_of_bias(recommendations: GroupRates, holdings: GroupRates, exposure: Exposure | None) -> BiasSource | None:
+    """The model's side is its recommendations, by rate or by place in the lists; the data's, the holdings."""
+    by_model = recommendations.flagged or (exposure is not None and exposure.flagged)
     sources: dict[tuple[bool, bool], BiasSource] = {(True, False): "model", (False, True): "data", (True, True): "both"}
-    return sources.get((recommendations.flagged, holdings.flagged))
+    return sources.get((by_model, holdings.flagged))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import sys
 from dataclasses import asdict
@@ -14,9 +15,12 @@ import pytest
 
 from bias_detector import (
     CounterfactualResult,
+    GroupOutcome,
     counterfactual_groups,
+    difference_interval,
     group_audit,
     individual_bias_check,
+    ratio_interval,
 )
 from settings import ProtectedAttribute
 
@@ -229,6 +233,10 @@ def test_injected_bias_against_women_is_flagged_with_disparate_impact_of_one_thi
     assert entry.status == "flagged"
     assert entry.recommendations.flagged
     assert entry.recommendations.disparate_impact == pytest.approx(1 / 3)
+    interval = entry.recommendations.disparate_impact_interval
+    assert interval.low < 1 / 3 < interval.high < 0.8  # the whole interval below the band
+    parity = entry.recommendations.statistical_parity_interval
+    assert parity.low < -0.2 < parity.high < 0
     assert entry.recommendations.statistical_parity_difference == pytest.approx(-0.2)
     assert entry.privileged_groups == ["M"] and entry.unprivileged_groups == ["F"]
 
@@ -299,22 +307,106 @@ def test_small_groups_are_insufficient_data_not_flagged():
     assert "too small" in entry.recommendations.note
 
 
-@pytest.mark.parametrize("women, men, flagged", [(4, 9, False), (20, 60, True)])
-def test_a_gap_outside_the_band_is_flagged_only_when_it_is_unlikely_to_be_chance(women, men, flagged):
-    """4 against 9 of 200 each (DI 0.44) could be chance; 20 against 60 (DI 0.33) could not."""
-    customers = pd.DataFrame({"customer_type": "individual", "gender": ["F"] * 200 + ["M"] * 200},
-                             index=[f"c{i}" for i in range(400)])
-    chosen = [f"c{i}" for i in range(women)] + [f"c{200 + i}" for i in range(men)]
-    recommended = pd.DataFrame({"customer_id": chosen, "product_id": "card"})
-    products = pd.DataFrame({"product_id": ["card"], "segment": ["individual"]})
+def _women_and_men(women: int, men: int) -> pd.DataFrame:
+    """Individuals c0... (women first, then men), indexed by customer_id as the audit wants them."""
+    return pd.DataFrame({"customer_type": "individual", "gender": ["F"] * women + ["M"] * men},
+                        index=[f"c{i}" for i in range(women + men)])
 
-    (entry,) = group_audit(recommended, recommended.iloc[:0], customers, [GENDER], products).entries
+
+def _card_audit(customers: pd.DataFrame, recommended: pd.DataFrame, **criteria):
+    products = pd.DataFrame({"product_id": ["card"], "segment": ["individual"]})
+    return group_audit(recommended, recommended.iloc[:0, :2], customers, [GENDER], products, **criteria)
+
+
+def _chosen(first: int, count: int) -> list[str]:
+    return [f"c{i}" for i in range(first, first + count)]
+
+
+@pytest.mark.parametrize("women, men, status", [(4, 9, "inconclusive"), (20, 60, "flagged")])
+def test_a_gap_outside_the_band_is_flagged_only_when_its_whole_interval_is(women, men, status):
+    """4 against 9 of 200 each (DI 0.44) could be chance; 20 against 60 (DI 0.33) could not."""
+    recommended = pd.DataFrame({"customer_id": _chosen(0, women) + _chosen(200, men), "product_id": "card"})
+
+    (entry,) = _card_audit(_women_and_men(200, 200), recommended).entries
 
     rates = entry.recommendations
-    assert rates.disparate_impact == pytest.approx(women / men) and rates.flagged is flagged
-    assert (rates.p_value < 0.05) is flagged
-    if not flagged:
-        assert entry.status == "insufficient_data" and "could be chance" in rates.note
+    assert rates.disparate_impact == pytest.approx(women / men)
+    assert entry.status == rates.status == status and rates.flagged is (status == "flagged")
+    interval = rates.disparate_impact_interval
+    assert interval.low < rates.disparate_impact < interval.high
+    assert (interval.high < 0.8) is (status == "flagged")
+    assert (rates.p_value < 0.05) is (status == "flagged")  # Fisher's test, kept alongside, agrees here
+    if status == "inconclusive":
+        assert "could be chance" in rates.note and "[0.14, 1.42]" in rates.note
+
+
+def test_katz_interval_of_the_risk_ratio_against_a_hand_computation():
+    """20 of 200 against 60 of 200: log RR +- 1.96 * sqrt(1/20 - 1/200 + 1/60 - 1/200)."""
+    spread = 1.959964 * math.sqrt(1 / 20 - 1 / 200 + 1 / 60 - 1 / 200)
+
+    interval = ratio_interval(GroupOutcome(200, 20, 20), GroupOutcome(200, 60, 60))
+
+    assert interval.low == pytest.approx(math.exp(math.log(1 / 3) - spread), rel=1e-5)
+    assert interval.high == pytest.approx(math.exp(math.log(1 / 3) + spread), rel=1e-5)
+    assert interval.note is None
+
+
+@pytest.mark.parametrize("compared, reference, expected", [((56, 70), (48, 80), (0.0524, 0.3339)),
+                                                           ((9, 10), (3, 10), (0.1705, 0.8090))])
+def test_newcombe_interval_of_the_difference_matches_the_published_examples(compared, reference, expected):
+    """Newcombe (1998), Statistics in Medicine 17:873, method 10 (hybrid score)."""
+    (a, n), (b, m) = compared, reference
+
+    interval = difference_interval(GroupOutcome(n, a, a), GroupOutcome(m, b, b))
+
+    assert (interval.low, interval.high) == pytest.approx(expected, abs=5e-5)
+
+
+@pytest.mark.parametrize("compared, reference", [((1, 40), (39, 40)), ((3, 1000), (900, 1000)), ((5, 5), (1, 5)),
+                                                 ((17, 2900), (33, 2900)), ((0, 50), (7, 50)), ((7, 50), (0, 50))])
+def test_intervals_cover_their_point_estimate(compared, reference):
+    (a, n), (b, m) = compared, reference
+    compared_sample, reference_sample = GroupOutcome(n, a, a), GroupOutcome(m, b, b)
+
+    ratio = ratio_interval(compared_sample, reference_sample)
+    difference = difference_interval(compared_sample, reference_sample)
+
+    rate_ratio = a / n / (b / m) if b else math.inf
+    assert ratio.low <= rate_ratio and (ratio.high is None or rate_ratio <= ratio.high)
+    assert ratio.high is not None or b == 0
+    assert difference.low <= a / n - b / m <= difference.high
+    assert -1 <= difference.low and difference.high <= 1
+
+
+def test_a_gap_on_groups_that_are_too_small_is_never_flagged():
+    """2 of 40 women against 8 of 40 men (DI 0.25) is inconclusive; the same shares among 25 of each,
+    below the minimum group size, are insufficient data."""
+    recommended = pd.DataFrame({"customer_id": _chosen(0, 2) + _chosen(40, 8), "product_id": "card"})
+    (just_enough,) = _card_audit(_women_and_men(40, 40), recommended).entries
+    recommended = pd.DataFrame({"customer_id": _chosen(0, 2) + _chosen(25, 8), "product_id": "card"})
+    (too_small,) = _card_audit(_women_and_men(25, 25), recommended).entries
+
+    assert just_enough.recommendations.disparate_impact == pytest.approx(0.25)
+    assert just_enough.status == "inconclusive" and not just_enough.recommendations.flagged
+    assert just_enough.recommendations.disparate_impact_interval.high > 0.8
+    assert too_small.status == "insufficient_data" and not too_small.recommendations.flagged
+    assert "too small" in too_small.recommendations.note
+    assert too_small.recommendations.disparate_impact_interval.high is not None  # reported all the same
+
+
+def test_no_privileged_holder_leaves_the_interval_open_above_and_flags_only_a_clear_gap():
+    """5 of 100 women against no man: an infinite DI whose interval reaches down to 0.62, inconclusive;
+    50 of 500 against none is flagged."""
+    few = _card_audit(_women_and_men(100, 100), pd.DataFrame({"customer_id": _chosen(0, 5), "product_id": "card"}))
+    many = _card_audit(_women_and_men(500, 500), pd.DataFrame({"customer_id": _chosen(0, 50), "product_id": "card"}))
+
+    for audit, status in ((few, "inconclusive"), (many, "flagged")):
+        rates = audit.entries[0].recommendations
+        assert rates.disparate_impact is None and rates.status == status
+        assert rates.disparate_impact_interval.high is None
+        assert "no upper bound" in rates.disparate_impact_interval.note
+    assert few.entries[0].recommendations.disparate_impact_interval.low == pytest.approx(0.616, abs=1e-3)
+    assert many.entries[0].recommendations.disparate_impact_interval.low > 1.25
 
 
 def test_products_are_audited_over_their_own_segment(audit, bank):
@@ -351,7 +443,9 @@ def test_audit_is_json_without_nan_and_summarises_the_flags(audit):
     assert {(p["product_id"], p["attribute"]) for p in summary["flagged_pairs"]} == {
         ("biased_card", "gender"), ("skewed_history", "gender"), ("skewed_everywhere", "gender"),
         ("women_only_offer", "gender")}
-    assert document["criteria"] == {"fairness_band": [0.8, 1.25], "min_group_size": 30, "min_positives": 5}
+    assert document["criteria"].items() >= {"fairness_band": [0.8, 1.25], "min_group_size": 30, "min_positives": 5,
+                                            "confidence_level": 0.95}.items()
+    assert document["criteria"]["exposure"].startswith("not measured")  # this bank's recommendations have no rank
     assert document["entries"][0]["recommendations"].keys() >= {
         "rate_privileged", "rate_unprivileged", "disparate_impact", "statistical_parity_difference", "flagged"}
 
@@ -403,3 +497,198 @@ def test_importing_aif360_is_silent_and_leaves_root_logging_unconfigured():
 
     assert "tensorflow" not in done.stderr and "WARNING" not in done.stderr
     assert done.stdout.strip() == f"[] {logging.WARNING}"
+
+
+# ------------------------------------------------------------------------------------------
+# Intersections: every cell of two attributes against the rest of the product's population
+# ------------------------------------------------------------------------------------------
+
+def _gender_by_age(cells: dict[tuple[str, str], int]) -> pd.DataFrame:
+    """Individuals in the given (gender, age band) cells, customer ids g0... in the cells' order."""
+    genders = [gender for (gender, _), size in cells.items() for _ in range(size)]
+    ages = [age for (_, age), size in cells.items() for _ in range(size)]
+    return pd.DataFrame({"customer_type": "individual", "gender": genders, "age_band": ages},
+                        index=[f"g{i}" for i in range(len(genders))])
+
+
+def _given_to(customers: pd.DataFrame, product_id: str, counts: dict[tuple[str, str], int]) -> pd.DataFrame:
+    """The first ``count`` customers of each (gender, age band) cell get the product."""
+    chosen = [customer for (gender, age), count in counts.items()
+              for customer in customers.index[(customers["gender"] == gender) & (customers["age_band"] == age)][:count]]
+    return pd.DataFrame({"customer_id": chosen, "product_id": product_id})
+
+
+@pytest.fixture(scope="module")
+def intersections():
+    """Women over 60 are a cell of 10 who all get the card (1 in 5 of everyone else does); women aged
+    18-29 get the loan at 5% against 23% for everyone else, men at 22.5% against 14%."""
+    sizes = {("M", "18-29"): 200, ("M", "60+"): 200, ("F", "18-29"): 200, ("F", "60+"): 10}
+    customers = _gender_by_age(sizes)
+    recommended = pd.concat([
+        _given_to(customers, "card", {("M", "18-29"): 40, ("M", "60+"): 40, ("F", "18-29"): 40, ("F", "60+"): 10}),
+        _given_to(customers, "loan", {("M", "18-29"): 45, ("M", "60+"): 45, ("F", "18-29"): 10, ("F", "60+"): 3}),
+    ])
+    products = pd.DataFrame({"product_id": ["card", "loan"], "segment": ["individual", "individual"]})
+    return group_audit(recommended, recommended.iloc[:0], customers, [GENDER, AGE], products)
+
+
+def _cell(audit, product_id: str, gender: str, age: str):
+    (entry,) = [e for e in audit.intersections if e.product_id == product_id and e.group == {"gender": gender,
+                                                                                              "age": age}]
+    return entry
+
+
+def test_every_cell_of_the_attribute_pair_is_audited_against_the_rest(intersections):
+    cells = {(e.product_id, e.group["gender"], e.group["age"]) for e in intersections.intersections}
+
+    assert cells == {(product, gender, age) for product in ("card", "loan") for gender in "MF"
+                     for age in ("18-29", "60+")}
+    young_women = _cell(intersections, "loan", "F", "18-29")
+    assert (young_women.n_group, young_women.n_rest) == (200, 410)
+    assert young_women.recommendations.rate_unprivileged == pytest.approx(10 / 200)
+    assert young_women.recommendations.rate_privileged == pytest.approx(93 / 410)
+    assert young_women.recommendations.disparate_impact == pytest.approx((10 / 200) / (93 / 410))
+    assert young_women.status == "flagged" and young_women.source_of_bias == "model"
+    assert young_women.recommendations.disparate_impact_interval.high < 0.8
+    assert young_women.recommendations.p_value is None
+
+
+def test_a_small_intersection_is_insufficient_data_however_large_its_gap(intersections):
+    older_women = _cell(intersections, "card", "F", "60+")
+
+    assert older_women.n_group == 10
+    assert older_women.recommendations.disparate_impact == pytest.approx(1.0 / (120 / 600))
+    assert older_women.status == "insufficient_data" and not older_women.recommendations.flagged
+    assert "too small" in older_women.recommendations.note
+
+
+def test_intersections_are_listed_and_counted_apart_from_the_entries(intersections):
+    document = intersections.to_dict()
+    json.dumps(document, allow_nan=False)
+
+    assert len(document["entries"]) == 2 * 2 and "group" not in document["entries"][0]
+    assert len(document["intersections"]) == 2 * 4
+    statuses = {(e["product_id"], e["group"]["gender"], e["group"]["age"]): e["status"]
+                for e in document["intersections"]}
+    assert statuses == {("card", "F", "18-29"): "ok", ("card", "F", "60+"): "insufficient_data",
+                        ("card", "M", "18-29"): "ok", ("card", "M", "60+"): "ok",
+                        ("loan", "F", "18-29"): "flagged", ("loan", "F", "60+"): "insufficient_data",
+                        ("loan", "M", "18-29"): "inconclusive", ("loan", "M", "60+"): "inconclusive"}
+    assert document["summary"]["intersections"] == {
+        "entries": 8, "flagged": 1, "inconclusive": 2, "insufficient_data": 2, "flagged_by_source": {"model": 1},
+        "flagged_by_attributes": {"gender x age": 1}}
+
+
+# ------------------------------------------------------------------------------------------
+# Exposure: where in the lists a group finds a product
+# ------------------------------------------------------------------------------------------
+
+def test_same_rate_but_always_first_against_always_third_is_an_exposure_disparity():
+    """50 of 200 women and 50 of 200 men get the card: men first in their lists, women third."""
+    recommended = pd.DataFrame({"customer_id": _chosen(0, 50) + _chosen(200, 50), "product_id": "card",
+                                "rank": [3] * 50 + [1] * 50})
+
+    (entry,) = _card_audit(_women_and_men(200, 200), recommended).entries
+
+    assert entry.recommendations.disparate_impact == pytest.approx(1.0) and entry.recommendations.status == "ok"
+    exposure = entry.exposure
+    assert (exposure.privileged.mean_exposure, exposure.unprivileged.mean_exposure) == pytest.approx((0.25, 0.125))
+    assert exposure.disparity == pytest.approx(0.5)
+    assert exposure.disparity_interval.low < 0.5 < exposure.disparity_interval.high < 0.8
+    assert exposure.status == "flagged" and exposure.flagged
+    assert entry.status == "flagged" and entry.source_of_bias == "model"
+    assert (exposure.rank_1_slots, exposure.top_3_slots) == (50, 100)
+    assert (exposure.privileged.rank_1_share, exposure.unprivileged.rank_1_share) == (1.0, 0.0)
+    assert (exposure.privileged.top_3_share, exposure.unprivileged.top_3_share) == (0.5, 0.5)
+
+
+def test_exposure_shares_of_each_group_add_up_to_the_whole():
+    rng = np.random.default_rng(3)
+    chosen = rng.choice(1000, size=400, replace=False)
+    recommended = pd.DataFrame({"customer_id": [f"c{i}" for i in chosen], "product_id": "card",
+                                "rank": rng.integers(1, 6, size=400)})
+
+    (entry,) = _card_audit(_women_and_men(300, 700), recommended).entries
+
+    exposure = entry.exposure
+    groups = (exposure.privileged, exposure.unprivileged)
+    assert sum(g.population_share for g in groups) == pytest.approx(1.0)
+    assert sum(g.rank_1_share for g in groups) == pytest.approx(1.0)
+    assert sum(g.top_3_share for g in groups) == pytest.approx(1.0)
+    assert exposure.rank_1_slots == (recommended["rank"] == 1).sum()
+    assert exposure.top_3_slots == (recommended["rank"] <= 3).sum()
+    women = recommended["customer_id"].isin(_chosen(0, 300))
+    assert exposure.unprivileged.rank_1_share == pytest.approx((women & (recommended["rank"] == 1)).sum()
+                                                               / exposure.rank_1_slots)
+    discount = 1 / np.log2(recommended["rank"] + 1)
+    assert exposure.unprivileged.mean_exposure == pytest.approx(discount[women].sum() / 300)
+    assert exposure.privileged.mean_exposure == pytest.approx(discount[~women].sum() / 700)
+
+
+def test_recommendations_without_ranks_are_audited_without_exposure(audit):
+    assert all(entry.exposure is None for entry in audit.entries)
+    assert not audit.exposure_measured
+
+
+def test_a_rank_that_is_not_a_place_in_a_list_is_refused():
+    recommended = pd.DataFrame({"customer_id": ["c0"], "product_id": "card", "rank": [0]})
+
+    with pytest.raises(ValueError, match="rank"):
+        _card_audit(_women_and_men(1, 1), recommended)
+
+
+# ------------------------------------------------------------------------------------------
+# The whole document: every figure within its interval, and JSON without NaN or infinity
+# ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ranked_audit(bank):
+    """The synthetic bank with a place in the list for every recommendation, so every block is filled,
+    including its corner cases: an infinite ratio, empty groups, a product nobody gets, small cells."""
+    rng = np.random.default_rng(11)
+    recommended = bank["recommended"].assign(rank=lambda frame: rng.integers(1, 6, size=len(frame)))
+    products = pd.concat([PRODUCTS, pd.DataFrame({"product_id": ["nobody_gets_it"], "name": ["None"],
+                                                  "category": ["cards"], "segment": ["both"]})])
+    return group_audit(recommended, bank["holdings"], bank["customers"], ATTRIBUTES, products)
+
+
+def _ratio_blocks(audit):
+    for entry in [*audit.entries, *audit.intersections]:
+        yield entry.recommendations.disparate_impact, entry.recommendations.disparate_impact_interval
+        yield entry.holdings.disparate_impact, entry.holdings.disparate_impact_interval
+        if entry.exposure is not None:
+            yield entry.exposure.disparity, entry.exposure.disparity_interval
+
+
+def test_every_ratio_of_the_audit_lies_within_its_interval(ranked_audit):
+    checked = 0
+    for estimate, interval in _ratio_blocks(ranked_audit):
+        if estimate is not None:
+            assert interval.low <= estimate and (interval.high is None or estimate <= interval.high)
+            checked += 1
+    assert checked > 100
+    for entry in ranked_audit.entries:
+        rates, interval = entry.recommendations, entry.recommendations.statistical_parity_interval
+        if rates.statistical_parity_difference is not None:
+            assert interval.low <= rates.statistical_parity_difference <= interval.high
+
+
+def test_ranked_audit_is_json_without_nan_with_none_and_a_note_where_undefined(ranked_audit):
+    document = ranked_audit.to_dict()
+    text = json.dumps(document, allow_nan=False)
+
+    assert json.loads(text)["criteria"]["exposure"].startswith("1/log2(rank + 1)")
+    offer = next(e for e in document["entries"]
+                 if (e["product_id"], e["attribute"]) == ("women_only_offer", "gender"))
+    assert offer["recommendations"]["disparate_impact"] is None
+    assert offer["recommendations"]["disparate_impact_interval"]["high"] is None
+    assert offer["recommendations"]["disparate_impact_interval"]["note"]
+    assert offer["exposure"]["disparity"] is None and "infinite" in offer["exposure"]["note"]
+    nobody = next(e for e in document["entries"] if (e["product_id"], e["attribute"]) == ("nobody_gets_it", "gender"))
+    assert nobody["recommendations"]["disparate_impact_interval"] == {
+        "low": None, "high": None, "note": "undefined: neither group has any"}
+    assert nobody["exposure"]["privileged"]["rank_1_share"] is None
+    loan = next(e for e in document["entries"] if (e["product_id"], e["attribute"]) == ("business_loan", "gender"))
+    assert loan["exposure"] is None and loan["recommendations"]["disparate_impact_interval"]["low"] is None
+    assert document["intersections"] and document["summary"]["intersections"]["entries"] == len(
+        document["intersections"])
