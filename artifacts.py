@@ -27,7 +27,8 @@ from data_loader import BankData, DataLoadError, customer_view, data_now, load_b
 from data_use import DataUsePolicy, DataUsePolicyError, policy_file_digest, policy_in_force
 from decision_store import DecisionStore, FinalOutcome, migrate
 from feature_engineer import CustomerInputs
-from recommender import MODEL_VERSION, CustomerBase, HybridRecommender, TrainingSet, build_customer_base, train
+from recommender import (MODEL_VERSION, CustomerBase, HybridRecommender, ProductFitter, TrainingSet,
+                         build_customer_base, train)
 from settings import Settings
 from text_models import LIFE_EVENTS, LifeEventDetector, get_text_encoder, model_fingerprint
 
@@ -110,13 +111,15 @@ def check_data_use_policy(settings: Settings, data: BankData) -> DataUsePolicy:
         raise ServiceError(f"invalid data-use policy (DATA_USE_POLICY={settings.data_use_policy}): {error}") from error
 
 
-def train_artifacts(data: BankData, settings: Settings, fingerprint: str) -> Artifacts:
-    """Fits everything on the data and computes the serving state of every customer."""
+def train_artifacts(data: BankData, settings: Settings, fingerprint: str,
+                    fit_products: ProductFitter | None = None) -> Artifacts:
+    """Fits everything on the data and computes the serving state of every customer; ``fit_products``
+    runs the per-product fits (default: one after another in this process)."""
     encoder = get_text_encoder(settings)
     detector = LifeEventDetector(encoder)
     end = data_now(data)
     outcomes = logged_outcomes(settings)
-    model, training = train(data, end, settings, encoder, detector, outcomes=outcomes)
+    model, training = train(data, end, settings, encoder, detector, outcomes=outcomes, fit_products=fit_products)
     base = build_customer_base(data, model, end, encoder, detector)
     encoder.flush()
     holdout = holdout_recommendations(model, training, AUDIT_TOP_K)

@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--data", type=Path, required=True)
         command.set_defaults(handler=handler)
 
+    commands.choices["train"].add_argument("--engine", choices=("local", "ray"), default="local", help=(
+        "ray: the per-product fits as parallel Ray tasks (RAY_ADDRESS joins a cluster; unset starts a local Ray)"))
+
     evaluate = commands.add_parser("evaluate", help="time-split evaluation against a popularity baseline")
     evaluate.add_argument("--data", type=Path, required=True)
     evaluate.add_argument("--cutoff", required=True, help="YYYY-MM-DD")
@@ -148,7 +151,12 @@ def train_models(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.model_copy(update={"data_dir": _existing(args.data)})
     data = load_data(settings)
     rules = load_rules(settings, data)
-    artifacts = train_artifacts(data, settings, data_fingerprint(settings))
+    fit_products = None
+    if args.engine == "ray":
+        from ray_engine import fit_products_on_ray  # Ray is imported only when chosen
+
+        fit_products = fit_products_on_ray(settings)
+    artifacts = train_artifacts(data, settings, data_fingerprint(settings), fit_products)
     service = RecommendationService(settings, data, rules, artifacts)
     run_audit(service)
     save_artifacts(artifacts, settings.models_dir / ARTIFACT_FILE)

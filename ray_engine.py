@@ -1,7 +1,9 @@
-"""`cli.py score --engine ray`: the chunks scored as Ray tasks, in parallel, on a local Ray or a cluster.
+"""`cli.py score --engine ray` and `cli.py train --engine ray`: chunks scored, and products fitted,
+as Ray tasks, in parallel, on a local Ray or a cluster.
 
-Only ``batch_scoring.ENGINES`` imports this module, and only when the Ray engine is chosen: serving
-and the local engine never load or start Ray.
+Only ``batch_scoring.ENGINES`` and ``cli.py train --engine ray`` import this module, and only when
+the Ray engine is chosen: serving and the local engine never load or start Ray. Training is at
+the end of the module (:func:`fit_products_on_ray`); what follows first is about scoring.
 
 Where: ``RAY_ADDRESS`` (settings) names a cluster to join; unset, the run starts a local Ray on this
 machine's CPUs and stops it at the end. A Ray already started in this process (a notebook, the
@@ -32,10 +34,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
+import numpy as np
 import pyarrow as pa
 import ray
 
@@ -44,6 +47,7 @@ from batch_scoring import Chunk, chunk_customers, score_chunk
 from business_rules import RuleBook
 from data_loader import BankData
 from recommendation_service import RecommendationService
+from recommender import HybridRecommender, ProductFits, ProductReport, TrainingSet, fit_product
 from settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -106,7 +110,7 @@ class RayEngine:
         self.settings = service.settings
 
     def score(self, chunks: Sequence[Chunk], top_k: int) -> Iterator[tuple[Chunk, pa.Table]]:
-        started_here = self._connect()
+        started_here = connect(self.settings)
         in_flight: dict[ray.ObjectRef, Chunk] = {}
         try:
             kit = ray.put(ScoringKit.of(self.service))
@@ -130,12 +134,47 @@ class RayEngine:
             if started_here:
                 ray.shutdown()
 
-    def _connect(self) -> bool:
-        """Joins ``RAY_ADDRESS``, or starts a local Ray when it is unset; True when this call started
-        or joined Ray (and so must let go of it), False when this process was already connected."""
-        if ray.is_initialized():
-            return False
-        ray.init(address=self.settings.ray_address, logging_level=logging.WARNING)
-        logger.info("ray connected", extra={"address": self.settings.ray_address or "local",
-                                            "cpus": ray.cluster_resources().get("CPU", 0)})
-        return True
+
+def connect(settings: Settings) -> bool:
+    """Joins ``RAY_ADDRESS``, or starts a local Ray when it is unset; True when this call started
+    or joined Ray (and so must let go of it), False when this process was already connected."""
+    if ray.is_initialized():
+        return False
+    ray.init(address=settings.ray_address, logging_level=logging.WARNING)
+    logger.info("ray connected", extra={"address": settings.ray_address or "local",
+                                        "cpus": ray.cluster_resources().get("CPU", 0)})
+    return True
+
+
+# ---------------------------------------------------------------------------------------- training
+
+@ray.remote(num_cpus=1)
+def fit_product_task(training: TrainingSet, model: HybridRecommender, product: int
+                     ) -> tuple[ProductReport, ProductFits | None]:
+    """One product's candidate fits on a worker (one CPU: its trees' threads are the task's)."""
+    return fit_product(training, model, product)
+
+
+def fit_products_on_ray(settings: Settings) -> Callable[[TrainingSet, HybridRecommender],
+                                                        list[tuple[ProductReport, ProductFits | None]]]:
+    """``HybridRecommender.fit``'s per-product fits as parallel Ray tasks.
+
+    The training examples go to the object store once (workers on the driver's node read their
+    arrays in place) and the unfitted model (its design and settings) with them; each task fits one
+    product's candidates and returns them. A task whose worker dies is run again, up to
+    ``RAY_TASK_RETRIES`` times: the fits are seeded, so the retry returns what the first would have.
+    Products are submitted largest first, so that the longest fit does not start last.
+    """
+    def fit_products(training: TrainingSet, model: HybridRecommender) -> list[tuple[ProductReport, ProductFits | None]]:
+        started_here = connect(settings)
+        try:
+            examples, unfitted = ray.put(training), ray.put(model)
+            task = fit_product_task.options(max_retries=settings.ray_task_retries)
+            largest_first = np.argsort(-training.labels.sum(axis=0), kind="stable")
+            pending = {int(product): task.remote(examples, unfitted, int(product)) for product in largest_first}
+            return [ray.get(pending[product]) for product in range(len(model.product_ids_))]
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    return fit_products

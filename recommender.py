@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, fields
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -345,16 +345,19 @@ class HybridRecommender(BaseEstimator):
         self.max_negatives_per_product = max_negatives_per_product
 
     def fit(self, training: TrainingSet, features: CustomerFeatures, product_ids: Sequence[str],
-            label_scheme: str = "next_takeup") -> "HybridRecommender":
-        """Fits, per product, the strongest strategy its data supports, then calibrates and compiles."""
+            label_scheme: str = "next_takeup", fit_products: ProductFitter | None = None) -> "HybridRecommender":
+        """Fits, per product, the strongest strategy its data supports, then calibrates and compiles.
+
+        ``fit_products`` runs the products' candidate fits, which do not depend on each other: one
+        after another here by default, or as parallel tasks (``ray_engine.fit_products_on_ray``).
+        """
         started = time.perf_counter()
         self.features_, self.product_ids_, self.label_scheme_ = features, list(product_ids), label_scheme
         self.version_ = MODEL_VERSION
         self.prior_ = _take_up_rates(training)
         self.knowledge_ = _fit_knowledge_prior(training, self.design, self.prior_)
         self.reports_, candidates = [], {}
-        for product, product_id in enumerate(self.product_ids_):
-            report, fits = _fit_product(training, self, product, product_id)
+        for product, (report, fits) in enumerate((fit_products or fit_each_product_here)(training, self)):
             self.reports_.append(report)
             if fits is not None:
                 candidates[product] = fits
@@ -463,8 +466,18 @@ class ProductFits:
     judged: bool  # the raw scores are of held-out customers with enough take-ups to compare fits
 
 
-def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, product_id: str
-                 ) -> tuple[ProductReport, ProductFits | None]:
+ProductFitter = Callable[[TrainingSet, "HybridRecommender"], list[tuple[ProductReport, "ProductFits | None"]]]
+"""Runs every product's candidate fits (:func:`fit_product`) for a model, in catalogue order."""
+
+
+def fit_each_product_here(training: TrainingSet, model: HybridRecommender
+                          ) -> list[tuple[ProductReport, ProductFits | None]]:
+    """Every product's candidate fits, one after another in this process."""
+    return [fit_product(training, model, product) for product in range(len(model.product_ids_))]
+
+
+def fit_product(training: TrainingSet, model: HybridRecommender, product: int
+                ) -> tuple[ProductReport, ProductFits | None]:
     """The product's candidate trees: each tree depth, plain and (where take-ups are rare) imbalance-aware.
 
     Plain boosting competes with an imbalance-aware fit (SMOTE where there are enough take-ups to
@@ -478,7 +491,8 @@ def _fit_product(training: TrainingSet, model: HybridRecommender, product: int, 
     held_out = candidates & training.holdout
     train = _with_negatives_bounded(candidates & ~training.holdout, labels, model.max_negatives_per_product)
     positives = int(labels[train].sum())
-    report = ProductReport(product_id, "knowledge_prior", positives, int(train.sum()), int(labels[held_out].sum()))
+    report = ProductReport(model.product_ids_[product], "knowledge_prior", positives, int(train.sum()),
+                           int(labels[held_out].sum()))
     if positives < model.min_positives_for_model or positives == train.sum():
         return report, None
     design, train_labels = _examples(training, model.design, product, np.flatnonzero(train))
@@ -798,14 +812,15 @@ def _signal_rows(signals: CustomerSignals, rows: np.ndarray) -> CustomerSignals:
 
 
 def train(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEncoder, detector: LifeEventDetector,
-          disabled: frozenset[str] = frozenset(), outcomes: Sequence[FinalOutcome] = ()
-          ) -> tuple[HybridRecommender, TrainingSet]:
+          disabled: frozenset[str] = frozenset(), outcomes: Sequence[FinalOutcome] = (),
+          fit_products: ProductFitter | None = None) -> tuple[HybridRecommender, TrainingSet]:
     """Fits the feature pipeline and the recommender on everything known before ``end``, and on the
-    offers customers accepted or declined (``outcomes``, from the decision log)."""
+    offers customers accepted or declined (``outcomes``, from the decision log); ``fit_products``
+    as :meth:`HybridRecommender.fit` takes it."""
     training, features, scheme = make_training_set(data, end, settings, encoder, detector, outcomes=outcomes)
     design = ProductDesign(features.feature_specs_, data.products["name"].tolist(), detector.events,
                            event_relevance(encoder, detector, data.products),
                            policy_in_force(settings, data.products), disabled)
     model = HybridRecommender(design, settings.min_positives_for_model, settings.min_positives_for_smote,
                               settings.max_negatives_per_product)
-    return model.fit(training, features, data.products["product_id"].tolist(), scheme), training
+    return model.fit(training, features, data.products["product_id"].tolist(), scheme, fit_products), training
