@@ -36,12 +36,14 @@ def all_scores(service: RecommendationService, rows: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ScoredCustomers:
-    """Known customers ready for the rules: their ids, rule contexts and model scores by product.
-    Built once, so the mitigation's calibration can re-rank them many times at the cost of the rules alone."""
+    """Known customers ready for the rules: their ids, rule contexts and model scores (customers x
+    ``product_ids``). Built once, so the mitigation's calibration can re-rank them many times at the
+    cost of the rules alone; the scores stay one array, not a mapping per customer, to bound the memory."""
 
     customer_ids: list[str]
     contexts: list[CustomerContext]
-    scores: list[dict[str, float]]
+    product_ids: list[str]
+    scores: np.ndarray
 
     @classmethod
     def of(cls, service: RecommendationService, rows: np.ndarray | None = None) -> "ScoredCustomers":
@@ -49,12 +51,13 @@ class ScoredCustomers:
         scores = all_scores(service, rows)
         states = [service.customers.known(int(row)) for row in rows]
         return cls([state.customer_id for state in states], [service.context(state) for state in states],
-                   [dict(zip(service.product_ids, row.tolist())) for row in scores])
+                   service.product_ids, scores)
 
     def ranked(self, rules: RuleBook, top_k: int, positions: Iterable[int] | None = None) -> list[list[str]]:
         """Each customer's list (at ``positions``, default all) as ``rules`` rank it."""
         chosen = range(len(self.customer_ids)) if positions is None else positions
-        return [[item.product_id for item in rules.apply(self.contexts[p], self.scores[p], top_k).ranked]
+        return [[item.product_id for item in
+                 rules.apply(self.contexts[p], dict(zip(self.product_ids, self.scores[p].tolist())), top_k).ranked]
                 for p in chosen]
 
     def recommendations(self, rules: RuleBook, top_k: int) -> pd.DataFrame:

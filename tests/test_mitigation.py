@@ -200,6 +200,8 @@ def test_the_audit_calibrates_the_pair_and_answers_show_the_boost(trained_servic
     from recommendation_service import RecommendationService
 
     settings = trained_service.settings
+    assert "mitigation" not in trained_service.artifacts.audit  # the shipped rules list no pair: nothing calibrated
+    assert trained_service.rules.rebalances == () and trained_service.artifacts.mitigation == ()
     book = RuleBook.load(write_rules(tmp_path, [], fairness_mitigation=[
         {"product": PAIR.product_id, "attribute": "gender"}]), trained_service.products, VIEW_FIELDS,
         protected_attributes={a.name: a.column for a in settings.protected_attributes})
