@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
 import numpy as np
@@ -22,7 +22,7 @@ import pandas as pd
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from business_rules import RuleBook
+from business_rules import MitigationPair, RuleBook
 from data_loader import BankData, DataLoadError, customer_view, data_now, load_bank_data
 from data_use import DataUsePolicy, DataUsePolicyError, policy_file_digest, policy_in_force
 from decision_store import DecisionStore, FinalOutcome, migrate
@@ -31,6 +31,9 @@ from recommender import (MODEL_VERSION, CustomerBase, HybridRecommender, Product
                          build_customer_base, train)
 from settings import Settings
 from text_models import LIFE_EVENTS, LifeEventDetector, get_text_encoder, model_fingerprint
+
+if TYPE_CHECKING:
+    from bias_detector import ExposureMitigation
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,12 @@ class Artifacts:
     trained_at: str
     audit: dict[str, Any] = field(default_factory=dict)
     trained_on_feedback: dict[str, int] = field(default_factory=dict)  # accepted and declined offers learned from
+    mitigation: tuple[ExposureMitigation, ...] = ()
+    """The boosts the audit calibrated for the rules file's ``fairness_mitigation`` pairs, put in force
+    at start-up (a class default, so artifacts saved before mitigation existed load with none)."""
+
+    def mitigated_pairs(self) -> frozenset[MitigationPair]:
+        return frozenset(m.pair for m in self.mitigation)
 
 
 def ensure_data(settings: Settings) -> None:
@@ -98,7 +107,8 @@ def load_rules(settings: Settings, data: BankData) -> RuleBook:
     known_fields = list(customer_view(data).columns)
     try:
         return RuleBook.load(settings.rules_file, data.products, known_fields, known_life_events=LIFE_EVENTS,
-                             skip_absent_targets=settings.rules_file_is_default)
+                             skip_absent_targets=settings.rules_file_is_default,
+                             protected_attributes={a.name: a.column for a in settings.protected_attributes})
     except ValueError as error:
         raise ServiceError(f"invalid rules file {settings.rules_file}: {error}") from error
 

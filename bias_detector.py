@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import fisher_exact, norm
 
-from business_rules import CustomerContext, RuleBook, RuleOutcome
+from business_rules import REBALANCE_RULE, CustomerContext, GroupRebalance, MitigationPair, RuleBook, RuleOutcome
 from data_loader import is_missing, segment_eligibility
 from recommender import risk_level, risk_scores
 from settings import ProtectedAttribute
@@ -1117,3 +1117,144 @@ def _source_of_bias(recommendations: GroupRates, holdings: GroupRates, exposure:
     by_model = recommendations.flagged or (exposure is not None and exposure.flagged)
     sources: dict[tuple[bool, bool], BiasSource] = {(True, False): "model", (False, True): "data", (True, True): "both"}
     return sources.get((by_model, holdings.flagged))
+
+
+# --------------------------------------------------------------------------------------------
+# Mitigation: a product's exposure across an attribute's groups brought into the fairness band
+# --------------------------------------------------------------------------------------------
+
+MAX_REBALANCE_FACTOR = 20.0
+"""The largest boost the search tries: beyond it the product is not under-ranked but out of reach
+(ineligible, or held), and a larger factor would only distort the lists it does reach."""
+REBALANCE_PRECISION = 0.005
+"""The search stops when the smallest factor known to reach the band is within 0.5% of the largest
+known not to: finer steps move a handful of lists, far less than the interval of the disparity."""
+
+Group = Literal["privileged", "unprivileged"]
+RebalanceStatus = Literal["within_band", "rebalanced", "out_of_reach", "undefined"]
+
+
+@dataclass(frozen=True)
+class ExposurePopulation:
+    """The customers a product's exposure is compared over for one attribute, as in the audit: those
+    of the product's segment whose value is known; ``privileged`` marks the privileged among ``rows``."""
+
+    rows: np.ndarray
+    privileged: np.ndarray
+
+    def members(self, group: Group) -> np.ndarray:
+        return self.privileged if group == "privileged" else ~self.privileged
+
+
+@dataclass(frozen=True)
+class RebalanceSearch:
+    """The least boost that brings one product's exposure disparity inside the fairness band.
+
+    ``boosted`` is the group the product under-reaches (None when nothing is boosted), ``factor`` the
+    boost (None: none needed, or none within MAX_REBALANCE_FACTOR reaches the band), the disparities
+    the audit's point estimates without and with it.
+    """
+
+    status: RebalanceStatus
+    disparity_before: float | None
+    disparity_after: float | None
+    boosted: Group | None = None
+    factor: float | None = None
+
+
+def exposure_population(protected: pd.DataFrame, attribute: ProtectedAttribute, segment: object) -> ExposurePopulation:
+    """The audit's population of a product of ``segment`` for ``attribute`` (``protected`` as for
+    :func:`group_audit`), so that the mitigation aims at the figure the audit reports."""
+    members = _segment_members(protected["customer_type"], _normalised_segment(segment))
+    population = _population(_known_values(protected, attribute), attribute, members)
+    return ExposurePopulation(population.rows, population.privileged)
+
+
+def exposure_disparity(ranks: np.ndarray, privileged: np.ndarray) -> float | None:
+    """The audit's exposure disparity of one product: the unprivileged customers' mean position
+    discount over the privileged's (``ranks`` 0 where the product is not in a list); None when a
+    group is empty or the ratio is not finite."""
+    if privileged.all() or not privileged.any():
+        return None
+    exposure = position_discount(ranks)
+    return _finite_or_none(_ratio(float(exposure[~privileged].mean()), float(exposure[privileged].mean())))
+
+
+def least_rebalancing_factor(disparity_with: Callable[[Group, float], float | None], band: tuple[float, float],
+                             max_factor: float = MAX_REBALANCE_FACTOR,
+                             precision: float = REBALANCE_PRECISION) -> RebalanceSearch:
+    """The boost closest to 1 (the least change of score) that puts the disparity inside ``band``.
+
+    ``disparity_with(group, factor)`` is the exposure disparity once the product's score is multiplied
+    by ``factor`` for ``group``'s customers and every list re-ranked. The under-reached group is boosted:
+    the unprivileged one when the disparity is below the band, the privileged one when above. A larger
+    boost never lowers the boosted group's exposure, so the search bisects (in log scale) between the
+    largest factor known to fall short and the smallest known to reach the band.
+    """
+    low, high = band
+    before = disparity_with("unprivileged", 1.0)
+    if before is None:
+        return RebalanceSearch("undefined", None, None)
+    if low <= before <= high:
+        return RebalanceSearch("within_band", before, before)
+    boosted: Group = "unprivileged" if before < low else "privileged"
+
+    def reaches(factor: float) -> bool:
+        disparity = disparity_with(boosted, factor)
+        return disparity is not None and (disparity >= low if boosted == "unprivileged" else disparity <= high)
+
+    if not reaches(max_factor):
+        return RebalanceSearch("out_of_reach", before, before, boosted)
+    short, enough = 1.0, max_factor
+    while enough / short > 1 + precision:
+        middle = math.sqrt(short * enough)
+        short, enough = (short, middle) if reaches(middle) else (middle, enough)
+    after = disparity_with(boosted, enough)
+    if after is None or not low <= after <= high:  # one step jumped across the whole band
+        return RebalanceSearch("out_of_reach", before, before, boosted)
+    return RebalanceSearch("rebalanced", before, after, boosted, enough)
+
+
+@dataclass(frozen=True)
+class ExposureMitigation:
+    """What the calibration found for one pair of the rules file's ``fairness_mitigation``, and the
+    boost the rules then apply (None when none is needed or none reaches the band)."""
+
+    pair: MitigationPair
+    search: RebalanceSearch
+    rebalance: GroupRebalance | None
+
+    def report(self, without: FairnessAudit, with_it: FairnessAudit) -> dict[str, Any]:
+        """The pair's calibration and its audit entry's exposure and recommendation rates without and
+        with the boost: the measured effect, next to the factor that produced it."""
+        search = self.search
+        return {"product_id": self.pair.product_id, "attribute": self.pair.attribute, "status": search.status,
+                "boosted_group": search.boosted, "factor": None if search.factor is None else round(search.factor, 4),
+                "disparity_before": search.disparity_before, "disparity_after": search.disparity_after,
+                "without": _pair_figures(without, self.pair), "with": _pair_figures(with_it, self.pair)}
+
+
+def rebalances_in_force(mitigation: Sequence[ExposureMitigation]) -> tuple[GroupRebalance, ...]:
+    """The boosts the calibration found, for :meth:`RuleBook.rebalanced`."""
+    return tuple(m.rebalance for m in mitigation if m.rebalance is not None)
+
+
+def _pair_figures(audit: FairnessAudit, pair: MitigationPair) -> dict[str, Any] | None:
+    entry = next((e for e in audit.entries if (e.product_id, e.attribute) == (pair.product_id, pair.attribute)), None)
+    if entry is None:
+        return None
+    exposure = entry.exposure
+    return {"status": entry.status,
+            "exposure_disparity": exposure.disparity if exposure else None,
+            "exposure_interval": asdict(exposure.disparity_interval) if exposure else None,
+            "exposure_status": exposure.status if exposure else None,
+            "disparate_impact": entry.recommendations.disparate_impact,
+            "disparate_impact_status": entry.recommendations.status}
+
+
+def mitigation_report(mitigations: Sequence[ExposureMitigation], without: FairnessAudit,
+                      with_it: FairnessAudit) -> dict[str, Any]:
+    """The audit's ``mitigation`` block: each pair's factor and figures, and the summary of the audit
+    the lists would have had without it, so the trade-off reads in the audit itself."""
+    return {"rule": REBALANCE_RULE, "pairs": [m.report(without, with_it) for m in mitigations],
+            "summary_without": {key: value for key, value in without.summary().items() if key != "intersections"}}

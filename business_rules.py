@@ -37,6 +37,7 @@ only evaluates the customer conditions and moves scores.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 import math
@@ -111,6 +112,52 @@ class RuleEffect:
     reason: str
     fields: frozenset[str] = frozenset()
     life_events: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class MitigationPair:
+    """A product whose exposure across the groups of a protected attribute the rules file asks to keep
+    within the fairness band (``fairness_mitigation``); ``column`` is the attribute's customer view column."""
+
+    product_id: str
+    attribute: str
+    column: str
+
+
+@dataclass(frozen=True)
+class GroupRebalance:
+    """The calibrated boost of one mitigation pair: customers of the ``boosted`` group (privileged or
+    not, by ``privileged_values``) get the product's score multiplied by ``factor`` (> 1).
+
+    Boosting the group the product under-reaches, rather than demoting the other, takes nothing away
+    from anyone's list except by the product moving up; a customer whose value is unknown is in
+    neither group and gets nothing.
+    """
+
+    pair: MitigationPair
+    privileged_values: frozenset[str]
+    boosted: Literal["privileged", "unprivileged"]
+    factor: float
+
+    def __post_init__(self) -> None:
+        if not self.factor > 1:
+            raise ValueError(f"a rebalancing factor must be greater than 1, got {self.factor}")
+
+    def applies_to(self, profile: Mapping[str, Any]) -> bool:
+        value = profile.get(self.pair.column)
+        if is_missing(value):
+            return False
+        return (str(value).strip() in self.privileged_values) == (self.boosted == "privileged")
+
+    def effect(self) -> RuleEffect:
+        return RuleEffect(REBALANCE_RULE, "boost", self.factor,
+                          f"raised for this customer's {self.pair.attribute} group, which the fairness audit found "
+                          f"shown this product less often or lower in their lists than the other group: the "
+                          f"boost brings the two groups' exposure within the fairness band",
+                          frozenset({f"customer.{self.pair.column}"}))
+
+
+REBALANCE_RULE = "fairness.exposure_rebalance"
 
 
 @dataclass(frozen=True)
@@ -532,6 +579,13 @@ class ContactPolicy(BaseModel):
         return tuple(sorted(contact.declined_recently)), saturated, tuple(sorted(contact.accepted))
 
 
+class _MitigationSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    product: str
+    attribute: str
+
+
 class _RulesDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -539,6 +593,9 @@ class _RulesDocument(BaseModel):
     diversity: _Diversity
     stated_needs: _StatedNeeds = Field(default_factory=_StatedNeeds)
     contact_policy: ContactPolicy = Field(default_factory=ContactPolicy)
+    fairness_mitigation: list[_MitigationSpec] = Field(
+        default_factory=list, description="(product, protected attribute) pairs whose exposure across the "
+                                          "attribute's groups is rebalanced into the fairness band.")
     rules: list[Any] = Field(default_factory=list)
 
 
@@ -701,6 +758,28 @@ def _category_limits(path: Path, diversity: _Diversity, catalogue: _Catalogue,
         skipped.append(SkippedRule("diversity.per_category", tuple(absent)))
     return {category: diversity.per_category.get(category, diversity.max_per_category)
             for category in catalogue.categories}
+
+
+def _mitigation_pairs(path: Path, specs: Sequence[_MitigationSpec], catalogue: _Catalogue,
+                      attribute_columns: Mapping[str, str]) -> tuple[MitigationPair, ...]:
+    """The ``fairness_mitigation`` entries, each naming a catalogue product and a configured protected
+    attribute once; a mistake refuses the file, naming the entry, as a misspelt pair would silently
+    leave a flagged product unmitigated."""
+    pairs: list[MitigationPair] = []
+    for number, spec in enumerate(specs):
+        location = f"{path}: fairness_mitigation[{number}] ({spec.product}, {spec.attribute})"
+        if spec.product not in catalogue.product_ids:
+            raise RulesFileError(f"{location}: unknown product {spec.product!r}"
+                                 f"{_did_you_mean(spec.product, catalogue.product_ids)}")
+        if spec.attribute not in attribute_columns:
+            raise RulesFileError(f"{location}: {spec.attribute!r} is not a configured protected attribute"
+                                 f"{_did_you_mean(spec.attribute, attribute_columns)}; configured: "
+                                 f"{', '.join(attribute_columns) or 'none'}")
+        pair = MitigationPair(spec.product, spec.attribute, attribute_columns[spec.attribute])
+        if pair in pairs:
+            raise RulesFileError(f"{location}: listed twice")
+        pairs.append(pair)
+    return tuple(pairs)
 
 
 def _rule_label(number: int, raw: Any) -> str:
@@ -927,7 +1006,8 @@ class RuleBook:
 
     def __init__(self, catalogue: _Catalogue, max_product_risk: Mapping[str, int], category_limits: Mapping[str, int],
                  rules: Sequence[_CompiledRule], stated_needs_first: bool = True,
-                 skipped_rules: Sequence[SkippedRule] = (), contact_policy: ContactPolicy = ContactPolicy()) -> None:
+                 skipped_rules: Sequence[SkippedRule] = (), contact_policy: ContactPolicy = ContactPolicy(),
+                 fairness_mitigation: Sequence[MitigationPair] = ()) -> None:
         self.product_ids = catalogue.product_ids
         self.stated_needs_first = stated_needs_first
         self.category_limits = dict(category_limits)
@@ -945,13 +1025,21 @@ class RuleBook:
             for category, limit in self.category_limits.items()}
         self._exclusion_rules = tuple(rule for rule in rules if rule.effect.effect == "exclude")
         self._scoring_rules = tuple(rule for rule in rules if rule.effect.effect != "exclude")
-        self.customer_fields = frozenset().union(*(rule.effect.fields for rule in rules)) | ELIGIBILITY_FIELDS
-        """Every customer field some rule or eligibility check reads (``customer.age``, ``risk.level``, ...)."""
+        self.fairness_mitigation = tuple(fairness_mitigation)
+        """The pairs the rules file asks to rebalance; their factors come from the audit (:meth:`rebalanced`)."""
+        self.rebalances: tuple[GroupRebalance, ...] = ()
+        self._rebalance_effects: tuple[tuple[int, GroupRebalance, RuleEffect], ...] = ()
+        mitigated_fields = frozenset(f"customer.{pair.column}" for pair in self.fairness_mitigation)
+        self.customer_fields = (frozenset().union(*(rule.effect.fields for rule in rules)) | ELIGIBILITY_FIELDS
+                                | mitigated_fields)
+        """Every customer field some rule or eligibility check reads (``customer.age``, ``risk.level``, ...);
+        with mitigation, the attributes it rebalances on, so the counterfactual check measures it."""
 
     @classmethod
     def load(cls, path: Path, products: pd.DataFrame, known_customer_fields: Iterable[str],
              protected_fields: Iterable[str] = DEFAULT_PROTECTED_FIELDS,
-             known_life_events: Iterable[str] | None = None, skip_absent_targets: bool = False) -> RuleBook:
+             known_life_events: Iterable[str] | None = None, skip_absent_targets: bool = False,
+             protected_attributes: Mapping[str, str] | None = None) -> RuleBook:
         """Read and validate a rules file against the catalogue and the customer view's columns.
 
         ``protected_fields`` are view columns no rule may condition on unless it says
@@ -963,6 +1051,9 @@ class RuleBook:
         caps) that name products or categories this catalogue lacks are left out, listed in
         :attr:`skipped_rules` and in one warning. A bank's own rules file stays strict: there, an
         unknown name is a mistake to fix.
+
+        ``protected_attributes`` maps the configured protected attributes' names to their view
+        columns: the names a ``fairness_mitigation`` entry may use (by default the protected fields').
         """
         catalogue = _Catalogue.from_frame(products)
         document = _read_rules_document(path)
@@ -970,12 +1061,26 @@ class RuleBook:
         skipped: list[SkippedRule] | None = [] if skip_absent_targets else None
         category_limits = _category_limits(path, document.diversity, catalogue, skipped)
         rules = _compile_rules(path, document.rules, catalogue, customer_scope, tuple(protected_fields), skipped)
+        attribute_columns = ({field: field for field in protected_fields} if protected_attributes is None
+                             else dict(protected_attributes))
+        mitigation = _mitigation_pairs(path, document.fairness_mitigation, catalogue, attribute_columns)
         if skipped:
             logger.warning("default rules skipped: they name products or categories absent from the catalogue",
                            extra={"rules_file": str(path),
                                   "skipped_rules": {rule.rule: list(rule.absent) for rule in skipped}})
         return cls(catalogue, document.suitability.max_product_risk, category_limits, rules,
-                   document.stated_needs.offer_first, skipped or (), document.contact_policy)
+                   document.stated_needs.offer_first, skipped or (), document.contact_policy, mitigation)
+
+    def rebalanced(self, rebalances: Iterable[GroupRebalance]) -> RuleBook:
+        """These rules with the audit's calibrated boosts in place of any earlier ones (none: unmitigated).
+
+        Boosts for pairs the rules file no longer lists are dropped: the file decides what is mitigated,
+        the audit only how much.
+        """
+        book = copy.copy(self)
+        book.rebalances = tuple(r for r in rebalances if r.pair in self.fairness_mitigation)
+        book._rebalance_effects = tuple((self._position[r.pair.product_id], r, r.effect()) for r in book.rebalances)
+        return book
 
     def max_risk_level(self, risk_level: str) -> int:
         """The highest product risk level a customer of this risk level may be offered."""
@@ -1053,6 +1158,10 @@ class RuleBook:
                 if position in adjusted and fires(rule, self.product_ids[position]):
                     adjusted[position] *= rule.effect.factor
                     effects.setdefault(position, []).append(rule.effect)
+        for position, rebalance, effect in self._rebalance_effects:
+            if position in adjusted and rebalance.applies_to(context.profile):
+                adjusted[position] *= effect.factor
+                effects.setdefault(position, []).append(effect)
         return effects
 
     def _mark_stated_needs(self, context: CustomerContext, adjusted: dict[int, float],

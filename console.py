@@ -187,7 +187,16 @@ def _readable(value: Any) -> str:
     return f"{value:,.2f}" if abs(value) >= 1 else f"{value:.3f}"
 
 
+def _interval(interval: dict[str, Any] | None) -> str:
+    """A 95% interval as the audit gives it, '[0.14, 1.42]'; an open upper bound reads 'inf'."""
+    if not interval or interval.get("low") is None:
+        return "no interval"
+    high = "inf" if interval.get("high") is None else f"{interval['high']:.2f}"
+    return f"[{interval['low']:.2f}, {high}]"
+
+
 templates.env.filters["number"] = _number
+templates.env.filters["interval"] = _interval
 templates.env.filters["readable"] = _readable
 templates.env.filters["percent"] = _percent
 
@@ -250,9 +259,10 @@ def audit_grid(audit: dict[str, Any]) -> dict[str, dict[str, AuditCell]]:
 
 
 def cell_status(entry: dict[str, Any], audit: dict[str, Any]) -> str:
-    """The entry's status, with "insufficient data" split in two: groups and take-ups large enough to judge
-    but a gap that could be chance is *inconclusive* (look again with more data); groups or take-ups too few
-    to judge at all stay *insufficient data*."""
+    """The entry's status, with "insufficient data" split in two: groups and recommendations large enough
+    to judge the recommendations (the audit's minimums may have stopped only another block) but a gap whose
+    interval reaches into the band is *inconclusive*; groups or recommendations too few to judge at all
+    stay *insufficient data*."""
     if entry["status"] != "insufficient_data":
         return entry["status"]
     criteria = audit["criteria"]

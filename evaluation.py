@@ -23,8 +23,9 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from artifacts import AUDIT_TOP_K, Artifacts, holdout_recommendations, load_data, load_rules
-from batch import (batch_recommendations, eligible_by_score, knowledge_only_recommendations,
-                   popularity_recommendations, run_audit)
+from batch import (ScoredCustomers, batch_recommendations, calibrate_mitigation, eligible_by_score,
+                   knowledge_only_recommendations, popularity_recommendations, run_audit)
+from bias_detector import rebalances_in_force
 from data_loader import BankData, data_now
 from recommendation_service import RecommendationService
 from recommender import TrainingSet, build_customer_base, label_scheme_of, train
@@ -33,6 +34,7 @@ from text_models import LifeEventDetector, get_text_encoder
 
 logger = logging.getLogger(__name__)
 
+MITIGATED = "model_with_mitigation"
 ABLATIONS = {"without_text": frozenset({"text"}), "without_life_events": frozenset({"events"})}
 LEAVE_ONE_OUT_SEED = 0
 LEAVE_ONE_OUT_FOLDS = 5
@@ -101,6 +103,8 @@ def evaluate(settings: Settings, cutoff: pd.Timestamp, ks: Sequence[int] = (1, 3
             if name == "model":
                 for baseline, recommend in BASELINES.items():
                     ranked[baseline].update(_ranked(recommend(service, training, k_max, rows)))
+                if rules.fairness_mitigation:
+                    ranked.setdefault(MITIGATED, {}).update(_ranked(_mitigated_recommendations(service, k_max, rows)))
                 audience = None if split.audience is None else _rows_of(service, dict.fromkeys(split.audience))
                 recommended.append(batch_recommendations(service, k_max, audience))
                 services.append(service)
@@ -112,6 +116,9 @@ def evaluate(settings: Settings, cutoff: pd.Timestamp, ks: Sequence[int] = (1, 3
     for baseline in BASELINES:
         result[baseline] = ranking_metrics(ranked[baseline], truth, ks)
     result["fairness"] = _fairness(services[0], pd.concat(recommended), truth)
+    if MITIGATED in ranked:
+        result["mitigation"] = _mitigation_trade_off(result["model"], ranking_metrics(ranked[MITIGATED], truth, ks),
+                                                     result["fairness"]["mitigation"], ks)
     model = services[0].model
     result["model_card"] = {"products_modelled": int(model.forest_.has_model.sum()),
                             "strategies": pd.Series(model.strategies).value_counts().to_dict(),
@@ -124,11 +131,30 @@ def evaluate(settings: Settings, cutoff: pd.Timestamp, ks: Sequence[int] = (1, 3
     return result
 
 
+def _mitigated_recommendations(service: RecommendationService, top_k: int, rows: np.ndarray) -> pd.DataFrame:
+    """The evaluated customers' lists once the rules file's fairness mitigation is calibrated on every
+    known customer (as the audit does when serving) and put in force in ``service``'s rules."""
+    mitigation = calibrate_mitigation(service, ScoredCustomers.of(service))
+    service.rules = service.rules.rebalanced(rebalances_in_force(mitigation))
+    return batch_recommendations(service, top_k, rows)
+
+
+def _mitigation_trade_off(without: dict[str, float], with_it: dict[str, float], audited: dict[str, Any],
+                          ks: Sequence[int]) -> dict[str, Any]:
+    """The price of the fairness mitigation in one place: each pair's exposure disparity without and
+    with it (the audit of the first training's customers), every metric with it, and the NDCG it
+    costs (positive: the mitigation loses that much NDCG)."""
+    return {"pairs": audited["pairs"], "model_with_mitigation": with_it,
+            "ndcg_cost": {f"ndcg@{k}": round(without[f"ndcg@{k}"] - with_it[f"ndcg@{k}"], 4) for k in ks}}
+
+
 def _summary(result: dict[str, Any], ndcg: str) -> dict[str, Any]:
     """The model's NDCG against each baseline: the ratio to popularity, the difference to the others."""
     model = result["model"][ndcg]
     popularity = result["popularity_baseline"][ndcg]
-    return {f"{ndcg}_lift_over_popularity": round(model / popularity, 3) if popularity else None,
+    mitigation_cost = ({f"{ndcg}_cost_of_fairness_mitigation": result["mitigation"]["ndcg_cost"][ndcg]}
+                       if "mitigation" in result else {})
+    return {**mitigation_cost, f"{ndcg}_lift_over_popularity": round(model / popularity, 3) if popularity else None,
             f"{ndcg}_minus_knowledge_only": round(model - result["knowledge_only_baseline"][ndcg], 4),
             f"{ndcg}_minus_tabular_gbm": round(model - result["tabular_gbm_baseline"][ndcg], 4)}
 

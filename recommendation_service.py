@@ -21,7 +21,7 @@ import numpy as np
 from artifacts import (ARTIFACT_FILE, Artifacts, ServiceError, check_data_use_policy, ensure_data, load_data,
                        load_or_train, load_rules, save_artifacts)
 from bias_detector import (IndividualBiasCheck, counterfactual_results, counterfactual_variants, group_of,
-                           individual_bias_check, observed_groups)
+                           individual_bias_check, observed_groups, rebalances_in_force)
 from business_rules import (CONTACT_POLICY_RULES, AdjustedProduct, ContactHistory, CustomerContext, RuleBook,
                             RuleEffect)
 from customer_state import CustomerState, CustomerStates, SeenCustomer, UnknownCustomer, UnknownReference
@@ -99,7 +99,7 @@ class RecommendationService:
     def __init__(self, settings: Settings, data: BankData, rules: RuleBook, artifacts: Artifacts):
         self.settings = settings
         self.data = data
-        self.rules = rules
+        self.rules = rules.rebalanced(rebalances_in_force(artifacts.mitigation))
         self.artifacts = artifacts
         self.model = artifacts.model
         self.base = artifacts.base
@@ -125,7 +125,7 @@ class RecommendationService:
         check_data_use_policy(settings, data)
         artifacts, trained = load_or_train(data, settings)
         service = cls(settings, data, rules, artifacts)
-        if not artifacts.audit:
+        if not artifacts.audit or artifacts.mitigated_pairs() != frozenset(rules.fairness_mitigation):
             from batch import run_audit  # the audit scores every customer: the batch path, not a request's
 
             run_audit(service)
