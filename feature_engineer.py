@@ -526,10 +526,6 @@ class ProductDesign:
         self.tabular_family = np.array([FAMILY_OF_SOURCE[spec.source] for spec in tabular_specs], dtype=object)
         self.disabled = frozenset(disabled)
 
-    def view_of(self, product: int) -> SignalView:
-        """What the data-use policy lets this product read of a customer."""
-        return self.policy.view_of(product)
-
     def event_weights(self, contributions: np.ndarray, events: np.ndarray, product: int) -> dict[str, float]:
         """Each life event's share of a product's score: its own column, plus the product's event-need
         column credited to the event that set it. ``events`` (E,) as the product saw them."""
