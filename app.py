@@ -611,9 +611,12 @@ def _add_routes(app: FastAPI, metrics: Metrics) -> None:
         return service.artifacts.audit
 
     @protected.post("/fairness/run", tags=["fairness"], dependencies=[Depends(require_admin)])
-    async def rerun_fairness(service: Service) -> dict[str, Any]:
-        """Re-runs the group audit now and returns it."""
-        return await run_in_threadpool(run_audit, service)
+    async def rerun_fairness(request: Request, service: Service) -> dict[str, Any]:
+        """Re-runs the group audit now and returns it. The audit calibrates the fairness mitigation's
+        boosts again and puts them in force, so the answers cached under the old ones are dropped."""
+        report = await run_in_threadpool(run_audit, service)
+        request.app.state.service_state.answers.clear()
+        return report
 
     @protected.get("/model", tags=["analysts"])
     async def model_card(request: Request, service: Service) -> dict[str, Any]:

@@ -30,26 +30,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.bench_serving import free_port, run_wrk, start_server, stop  # noqa: E402
+from bench.bench_serving import (free_port, generated_customers, run_wrk, start_server, stop,  # noqa: E402
+                                 trained_bank)
 from bench.results_file import RESULTS, record  # noqa: E402
 
 MODES = ("off", "best_effort", "required")
-
-
-def trained_bank(root: Path, customers: int, env: dict[str, str]) -> None:
-    """A generated bank in ``root/data`` with its models in ``root/models``."""
-    for command in (["generate-data", "--out", str(root / "data"), "--customers", str(customers)],
-                    ["train", "--data", str(root / "data")]):
-        subprocess.run([sys.executable, "cli.py", *command], cwd=ROOT, env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-
-
-def generated_customers(data_dir: Path) -> list[str]:
-    """The bank's customer ids in file order (each asked once; a 404 would show in wrk's non-2xx count)."""
-    import pandas as pd
-
-    customers = pd.read_csv(data_dir / "customers.csv", usecols=["customer_id"], dtype=str)
-    return customers["customer_id"].drop_duplicates().tolist()
 
 
 def timed_runs(servers: dict[str, tuple[subprocess.Popen, int]], slices: list[list[str]], args: argparse.Namespace,

@@ -1,14 +1,23 @@
 -- wrk script: POST /recommend over many different known customers, JSON summary at the end.
+-- Each wrk thread walks its own share of the ids (thread i of n takes ids i, i+n, i+2n, ...), so a run
+-- shorter than the list asks for every customer at most once: no answer can come from a cache.
 local ids = {}
 for line in io.lines(os.getenv("CUSTOMER_IDS_FILE")) do ids[#ids + 1] = line end
-local counter = 0
+local threads = tonumber(os.getenv("WRK_THREADS") or "1")
+local started = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 if os.getenv("API_KEY") then wrk.headers["X-API-Key"] = os.getenv("API_KEY") end
 
+setup = function(thread)
+  thread:set("offset", started)
+  started = started + 1
+end
+
+local counter = 0
 request = function()
+  local id = ids[((counter * threads + (offset or 0)) % #ids) + 1]
   counter = counter + 1
-  local id = ids[(counter % #ids) + 1]
   return wrk.format(nil, "/recommend", nil, '{"customer_id": "' .. id .. '", "top_k": 5, "include_explanation": true}')
 end
 

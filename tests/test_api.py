@@ -127,8 +127,12 @@ def test_customer_view_products_model_fairness_metrics(client, known_customer):
     assert card["skipped_rules"] == []  # the shipped rules fit the shipped catalogue
     audit = client.get("/fairness").json()
     assert audit["entries"] and "summary" in audit
+    client.post("/recommend", json={"customer_id": known_customer})
+    assert cache_figures(client)[("cache_entries", "answers")] >= 1
     rerun = client.post("/fairness/run").json()
     assert rerun["generated_at"] >= audit["generated_at"]
+    # the re-run calibrates the mitigation's boosts again, and answers carry them: none is served from before
+    assert cache_figures(client)[("cache_entries", "answers")] == 0
     client.post("/recommend", json={"customer_id": known_customer})
     metrics = client.get("/metrics").text
     assert 'http_requests_total{endpoint="/recommend",method="POST",status="200"}' in metrics
