@@ -93,27 +93,26 @@ def serve_workers(settings: Settings) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    failure = prepare_models()
-    if failure:
-        logger.error("start-up failed", extra={"reason": failure})
-        return 1
-    directory = Path(tempfile.mkdtemp(prefix="nbp-workers-"))
-    os.environ[SHARED_DIR_VARIABLE] = str(directory)  # the workers inherit it
-    share_the_cores(settings.workers)
-    config = uvicorn.Config("workers:create_worker_app", factory=True, workers=settings.workers, host=settings.host,
-                            port=settings.port, log_config=None, access_log=False,
-                            log_level=settings.log_level.lower(),
-                            timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-                            timeout_worker_healthcheck=WORKER_START_SECONDS)
     try:
-        # bound, never listening: it holds the port (a taken port fails here, not in every worker) and
-        # receives no connection; each worker listens on a socket of its own (WorkerSockets)
+        # bound, never listening: it holds the port from the start (a taken port stops the start before any
+        # model is loaded) and receives no connection; each worker listens on a socket of its own (WorkerSockets)
         port_holder = port_socket(settings.host, settings.port)
     except OSError as error:
         logger.error("start-up failed", extra={"reason": f"cannot bind {settings.host}:{settings.port}: {error}"})
-        shutil.rmtree(directory, ignore_errors=True)
         return 1
+    directory = Path(tempfile.mkdtemp(prefix="nbp-workers-"))
     try:
+        failure = prepare_models()
+        if failure:
+            logger.error("start-up failed", extra={"reason": failure})
+            return 1
+        os.environ[SHARED_DIR_VARIABLE] = str(directory)  # the workers inherit it
+        share_the_cores(settings.workers)
+        config = uvicorn.Config("workers:create_worker_app", factory=True, workers=settings.workers,
+                                host=settings.host, port=settings.port, log_config=None, access_log=False,
+                                log_level=settings.log_level.lower(),
+                                timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+                                timeout_worker_healthcheck=WORKER_START_SECONDS)
         Multiprocess(config, sockets=WorkerSockets(settings.host, settings.port)).run()
     finally:
         port_holder.close()

@@ -1,8 +1,12 @@
 """WORKERS=2: two processes on one port, one readiness, one set of metrics, a rolling reload, a clean stop."""
 from __future__ import annotations
 
+import os
 import re
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -80,3 +84,18 @@ def wait_for(condition, seconds: float = 300) -> bool:
             return False
         time.sleep(0.2)
     return True
+
+
+def test_workers_refuse_a_port_another_program_holds(api_settings, tmp_path):
+    """The supervisor takes the port before loading anything: a taken port stops the start at once, with the reason."""
+    with socket.socket() as other_program:
+        other_program.bind(("127.0.0.1", 0))
+        other_program.listen()
+        port = other_program.getsockname()[1]
+        env = {**os.environ, "DATA_DIR": str(api_settings.data_dir), "MODELS_DIR": str(api_settings.models_dir),
+               "STATE_DIR": str(tmp_path / "state"), "PORT": str(port), "WORKERS": "2", "API_KEYS": ""}
+        refused = subprocess.run([sys.executable, "cli.py", "serve"], cwd=Path(__file__).resolve().parents[1], env=env,
+                                 capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert f"cannot bind 127.0.0.1:{port}" in refused.stderr and "Address already in use" in refused.stderr
+    assert not (tmp_path / "state").exists()  # nothing was prepared: no decision log created
