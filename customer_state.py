@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from data_loader import INTEREST_FIELDS, profile_text, stated_interests
+from data_loader import INTEREST_FIELDS, profile_text, sentiment_scores, social_aggregates, stated_interests
 from data_use import SignalView
 from feature_engineer import CustomerInputs, customer_signals, events_seen
 from recommender import CustomerBase, HybridRecommender, risk_inputs, stress_evidence
@@ -103,6 +103,9 @@ class CustomerState:
     cold_start: bool
     stated_needs: dict[str, StatedNeed]  # product id -> the customer's own words that asked for it
     posts_read: bool = True  # False: the customer has not consented to their posts being read
+    no_history: frozenset[str] = frozenset()
+    """Profile columns the model reads as zero only because the bank holds no history of the customer (a
+    cold start's number of transactions): not facts about them, so no explanation states them."""
 
     def inputs(self, tabular: np.ndarray) -> CustomerInputs:
         """The model's inputs for this customer with each row of ``tabular`` (the customer's own and
@@ -120,7 +123,8 @@ class CustomerState:
         """This customer as a product under ``view`` sees them."""
         source = view.text_source
         best = self.best_text_match[source] if source is not None else np.zeros_like(self.best_text_match[0])
-        return SeenCustomer(self.profile, events_seen(self.events, view, event_names), best,
+        profile = {**self.profile, **dict.fromkeys(self.no_history)} if self.no_history else self.profile
+        return SeenCustomer(profile, events_seen(self.events, view, event_names), best,
                             self.best_text_source[source if source is not None else 0],
                             [e for e in self.detected_events if _visible(e, view)], self.posts,
                             self.stated_needs if view.reads("profile") else {})
@@ -190,7 +194,11 @@ class CustomerStates:
         now = self.base.as_of
         post_frame = pd.DataFrame({"post_id": [f"request-{i + 1}" for i in range(len(posts))],
                                    "customer_id": customer_id, "content": list(posts),
-                                   "timestamp": [now - pd.Timedelta(days=1)] * len(posts)})
+                                   "timestamp": pd.to_datetime([now - pd.Timedelta(days=1)] * len(posts))})
+        post_frame["sentiment"] = sentiment_scores(post_frame["content"])
+        told = social_aggregates(post_frame, view.index, now)  # their posts' count and mood, as the loader's
+        for column in told.columns.intersection(view.columns):
+            view[column] = told[column].to_numpy()
         holdings = pd.DataFrame({"customer_id": customer_id, "product_id": list(held_products), "start_date": pd.NaT})
         with self._text_lock:
             interests = self._stated_interests(view, detector)
@@ -206,7 +214,8 @@ class CustomerStates:
             detected_events=events_by_customer(signals.event_posts).get(customer_id, []),
             posts=PostTexts.of(post_frame), risk=risk_inputs(view),
             stress=stress_evidence(signals, detector.events, self.model.design.policy.common_view),
-            cold_start=True, stated_needs=stated_needs_by_customer(interests).get(customer_id, {}), posts_read=posts_read)
+            cold_start=True, stated_needs=stated_needs_by_customer(interests).get(customer_id, {}), posts_read=posts_read,
+            no_history=frozenset(c for c in view.columns if c.endswith("_count")) - frozenset(told.columns))
 
     def _stated_interests(self, view: pd.DataFrame, detector: LifeEventDetector) -> pd.DataFrame:
         """The products a request's preferences and needs name, read as the loader reads them."""
@@ -215,7 +224,8 @@ class CustomerStates:
                                 detector.encoder)
 
     def _cold_view(self, customer_id: str, profile: Mapping[str, Any]) -> pd.DataFrame:
-        """A one-row customer view from a request's profile: no history, so counts are zero."""
+        """A one-row customer view from a request's profile: no history, so counts are zero (the posts'
+        are then counted from the request)."""
         columns = self.base.view.columns
         record: dict[str, Any] = {column: np.nan for column in columns}
         record.update({k: v for k, v in profile.items() if v is not None})

@@ -314,3 +314,23 @@ def test_the_fitted_features_say_what_each_column_is_and_what_is_typical():
     encoded = features.transform(view)
     column = features.feature_names_.index("occupation = Teacher")
     assert encoded[:6, column].tolist() == [1.0] * 6 and encoded[6:, column].tolist() == [0.0] * 6
+
+
+def test_a_cold_start_is_explained_from_what_the_request_told(trained_service):
+    """A new customer's posts are counted and their mood read as a known customer's are, and the bank's
+    lack of their history is never stated as a fact about them ("your number of transactions (0)")."""
+    from tests.test_data_use import customers_with_posts
+
+    for customer_id, profile, posts in customers_with_posts(trained_service, 25):
+        state = trained_service.customers.cold(customer_id, profile, [], posts)
+        assert state.profile["post_count"] == len(posts) and not math.isnan(state.profile["sentiment_mean"])
+        for told in (posts, []):
+            answer = trained_service.recommend_for_profile(customer_id, profile, [], told, 5)
+            for item in answer.recommendations:
+                claims = NUMBER_CLAUSE.findall(item.explanation.summary)
+                assert not [c for c in claims if c[0] == "number of transactions"], item.explanation.summary
+                for name, value, _, _ in claims:
+                    if name == "number of posts":
+                        assert float(value.replace(",", "")) == len(told), item.explanation.summary
+    silent = trained_service.customers.cold("new-silent", {"age": 30}, [], [])
+    assert silent.profile["post_count"] == 0 and silent.no_history == {"tx_count"}
