@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -130,6 +130,12 @@ class CustomerState:
                             self.stated_needs if view.reads("profile") else {})
 
 
+def _untold_counts(columns: Iterable[str], told: pd.DataFrame) -> list[str]:
+    """The history counts a cold-start request cannot tell (all but its posts'): zero for the model, as
+    for a known customer without that history, and never stated by an explanation."""
+    return [column for column in columns if column.endswith("_count") and column not in told.columns]
+
+
 def _visible(event: DetectedEvent, view: SignalView) -> bool:
     """Whether a product under ``view`` may see this detected event: its source read, its kind not barred."""
     family = "life_events_from_posts" if event.source == "post" else "life_events_from_spending"
@@ -190,15 +196,14 @@ class CustomerStates:
         posts_read = self.settings.social_data_default_consent if consent is None else bool(consent)
         posts = list(posts) if posts_read else []
         detector = self.text_models()
-        view = self._cold_view(customer_id, profile)
         now = self.base.as_of
         post_frame = pd.DataFrame({"post_id": [f"request-{i + 1}" for i in range(len(posts))],
                                    "customer_id": customer_id, "content": list(posts),
                                    "timestamp": pd.to_datetime([now - pd.Timedelta(days=1)] * len(posts))})
         post_frame["sentiment"] = sentiment_scores(post_frame["content"])
-        told = social_aggregates(post_frame, view.index, now)  # their posts' count and mood, as the loader's
-        for column in told.columns.intersection(view.columns):
-            view[column] = told[column].to_numpy()
+        # their posts' count and mood, as the loader's
+        told = social_aggregates(post_frame, pd.Index([customer_id], name="customer_id"), now)
+        view = self._cold_view(customer_id, profile, told)
         holdings = pd.DataFrame({"customer_id": customer_id, "product_id": list(held_products), "start_date": pd.NaT})
         with self._text_lock:
             interests = self._stated_interests(view, detector)
@@ -215,7 +220,7 @@ class CustomerStates:
             posts=PostTexts.of(post_frame), risk=risk_inputs(view),
             stress=stress_evidence(signals, detector.events, self.model.design.policy.common_view),
             cold_start=True, stated_needs=stated_needs_by_customer(interests).get(customer_id, {}), posts_read=posts_read,
-            no_history=frozenset(c for c in view.columns if c.endswith("_count")) - frozenset(told.columns))
+            no_history=frozenset(_untold_counts(view.columns, told)))
 
     def _stated_interests(self, view: pd.DataFrame, detector: LifeEventDetector) -> pd.DataFrame:
         """The products a request's preferences and needs name, read as the loader reads them."""
@@ -223,17 +228,15 @@ class CustomerStates:
         return stated_interests(view.reset_index()[["customer_id", "customer_type", *fields]], self.products,
                                 detector.encoder)
 
-    def _cold_view(self, customer_id: str, profile: Mapping[str, Any]) -> pd.DataFrame:
-        """A one-row customer view from a request's profile: no history, so counts are zero (the posts'
-        are then counted from the request)."""
+    def _cold_view(self, customer_id: str, profile: Mapping[str, Any], told: pd.DataFrame) -> pd.DataFrame:
+        """A one-row customer view from a request's profile and what its posts tell (``told``, one row)."""
         columns = self.base.view.columns
         record: dict[str, Any] = {column: np.nan for column in columns}
         record.update({k: v for k, v in profile.items() if v is not None})
         record["age_band"] = age_band(record.get("age"), self.settings.age_bands)
         record["profile_text"] = profile_text(pd.DataFrame([record])).iloc[0]
-        for column in columns:
-            if column.endswith("_count"):
-                record[column] = 0
+        record.update({column: told[column].iloc[0] for column in told.columns.intersection(columns)})
+        record.update(dict.fromkeys(_untold_counts(columns, told), 0))
         view = pd.DataFrame([record], index=pd.Index([customer_id], name="customer_id"))
         for column in view.columns:
             if column in columns and pd.api.types.is_numeric_dtype(self.base.view[column]):

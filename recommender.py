@@ -121,8 +121,8 @@ def risk_scores(columns: dict[str, np.ndarray], financial_stress: np.ndarray
 
 def _or_if_unknown(points: np.ndarray, default: float) -> np.ndarray:
     """``points`` with a missing input's NaN replaced by ``default``. Clipped points are never
-    infinite, so this is np.nan_to_num's result at a fifth of its cost on the one-row arrays of a
-    request (measured with pyinstrument: nan_to_num was half of the risk profile's time)."""
+    infinite, so this is np.nan_to_num's result, on the one-row arrays of a request at 1.4 us a call
+    against its 8.2 us (timeit; pyinstrument had put nan_to_num at about 40% of the risk profile's time)."""
     return np.where(np.isnan(points), default, points)
 
 
