@@ -135,6 +135,7 @@ def reload_service(state: ServiceState, settings: Settings, factory: Callable[[S
         state.reload_status = ReloadStatus("failed", started_at, _now(), reason)
         logger.error("reload failed; the previous model keeps serving", extra={"reason": reason})
         return
+    state.interactions.prepare_contacts(service.rules.contact_policy)  # before the swap: its windows may be wider
     with state._feedback_lock:
         state.service, state.feedback = service, feedback
     state.answers.clear()
@@ -162,6 +163,7 @@ def load_service(state: ServiceState, settings: Settings, factory: Callable[[Set
         service = factory(settings)
         # the first answer already meets what customers said before this start
         state.feedback = feedback_evidence(state.interactions, service, settings.feedback_prior_strength)
+        state.interactions.prepare_contacts(service.rules.contact_policy)
         state.service = service
     except Exception as error:  # any failure: report the reason, serve nothing
         state.failure = f"{type(error).__name__}: {error}"
@@ -269,7 +271,8 @@ class Metrics:
         are counters: each sample adds what was counted since the last (a reload starts the caches
         anew, and their counts with them)."""
         log = state.interactions.status() if state.interactions is not None else {}
-        caches = {"answers": state.answers.stats(), **(state.service.text_cache_stats() if state.service else {})}
+        caches = {"answers": state.answers.stats(), **(state.service.text_cache_stats() if state.service else {}),
+                  **(state.interactions.contact_stats() if state.interactions is not None else {})}
         with self._sampling:
             for name, gauge in self.decision_log.items():
                 gauge.set(float(log.get(name, 0)))
@@ -514,13 +517,13 @@ def _add_routes(app: FastAPI, metrics: Metrics) -> None:
         if not known and body.profile is None:
             raise HTTPException(404, f"unknown customer {body.customer_id!r}; send a 'profile' to score a new customer")
         policy = service.rules.contact_policy
-        contact = (log.history(body.customer_id, policy) if log.reads_are_local
+        contact = (log.history(body.customer_id, policy)
+                   if log.reads_are_local or not log.needs_read(body.customer_id, policy)
                    else await run_in_threadpool(log.history, body.customer_id, policy))
         feedback = request.app.state.service_state.feedback
         cache = request.app.state.service_state.answers
-        policy_key = policy.answer_key(contact) if contact else None
         # id(service): an answer the old model finishes after a reload's swap is never served by the new one
-        key = (id(service), body.customer_id, body.top_k, body.include_explanation, policy_key,
+        key = (id(service), body.customer_id, body.top_k, body.include_explanation, policy.answer_key(contact),
                feedback.version if feedback else None)
         cached = cache.get(key) if known else None
         if cached is not None:

@@ -571,11 +571,16 @@ class ContactPolicy(BaseModel):
                                                          "without any response within window_days.")
     window_days: int = Field(default=30, ge=1)
 
-    def answer_key(self, contact: ContactHistory) -> tuple:
+    def answer_key(self, contact: ContactHistory | None) -> tuple | None:
         """What of a contact history can change an answer under this policy: part of the answer cache's key.
-        Offers still under ``max_offers`` change nothing, so a customer asked again meets the cache."""
+        Offers still under ``max_offers`` change nothing, so a customer asked again meets the cache; None
+        when nothing can (no history at all among them), so the answer cached at the first ask is found."""
+        if contact is None:
+            return None
         saturated = tuple(sorted((product, offers) for product, offers in contact.unanswered_offers.items()
                                  if offers >= self.max_offers))
+        if not (saturated or contact.declined_recently or contact.accepted):
+            return None
         return tuple(sorted(contact.declined_recently)), saturated, tuple(sorted(contact.accepted))
 
 

@@ -231,7 +231,8 @@ class DecisionRow(Base):
     """One answer: who, when, with which model and data, and whether it was checked, degraded or cached."""
 
     __tablename__ = "decisions"
-    __table_args__ = (Index("ix_decisions_customer_time", "customer_id", "created_at"),)
+    __table_args__ = (Index("ix_decisions_customer_time", "customer_id", "created_at"),
+                      Index("ix_decisions_logged_at", "logged_at"))
 
     request_id: Mapped[str] = mapped_column(String(ID_LENGTH), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -245,6 +246,9 @@ class DecisionRow(Base):
     degraded: Mapped[bool] = mapped_column(Boolean())
     fallback_reasons: Mapped[list[str]] = mapped_column(JSON())
     suppressed: Mapped[list[dict[str, str]]] = mapped_column(JSON(), server_default="[]")
+    # When the writer stored it (None: logged before 0003): other workers poll for decisions logged since
+    # they last looked, and a batch retried for minutes is still news to them (``created_at`` is not).
+    logged_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class OfferRow(Base):
@@ -275,6 +279,7 @@ class FeedbackRow(Base):
         CheckConstraint(KNOWN_OUTCOME_SQL, name="outcome"),
         Index("ix_feedback_offer", "request_id", "product_id"),
         Index("ix_feedback_customer_outcome_time", "customer_id", "outcome", "created_at"),
+        Index("ix_feedback_created_at", "created_at"),
         Index("uq_feedback_one_final_outcome", "request_id", "product_id", unique=True,
               sqlite_where=text(FINAL_OUTCOME_SQL), postgresql_where=text(FINAL_OUTCOME_SQL)),
     )
@@ -400,7 +405,8 @@ class DecisionStore:
                                                  .where(DECISIONS.c.request_id.in_(chunk))))
             new = [decision for request_id, decision in unique.items() if request_id not in stored]
             if new:
-                connection.execute(insert(DECISIONS), [_decision_row(decision) for decision in new])
+                logged_at = datetime.now(timezone.utc)
+                connection.execute(insert(DECISIONS), [_decision_row(decision, logged_at) for decision in new])
                 offers = [_offer_row(decision.request_id, offer) for decision in new for offer in decision.offers]
                 if offers:
                     connection.execute(insert(OFFERS), offers)
@@ -452,6 +458,24 @@ class DecisionStore:
         return ContactReads(declined=frozenset(product for outcome, product in rows if outcome == "declined"),
                             unanswered=dict(Counter(product for outcome, product in rows if outcome is None)),
                             accepted=frozenset(product for outcome, product in rows if outcome == "accepted"))
+
+    def contacted_customers(self, decided_since: datetime, declined_since: datetime) -> set[str]:
+        """Every customer the contact policy may have something to say about: offered anything since
+        ``decided_since``, declined anything since ``declined_since``, or accepted anything ever."""
+        decided = select(DECISIONS.c.customer_id).where(DECISIONS.c.created_at >= decided_since)
+        answered = select(FEEDBACK.c.customer_id).where(
+            (FEEDBACK.c.outcome == "accepted")
+            | ((FEEDBACK.c.outcome == "declined") & (FEEDBACK.c.created_at >= declined_since)))
+        with self._engine.connect() as connection:
+            return set(connection.scalars(decided.union(answered)))
+
+    def customers_logged_since(self, since: datetime) -> set[str]:
+        """The customers of the decisions stored and the feedback given since ``since``: what other
+        processes wrote, for this one's contact index."""
+        decided = select(DECISIONS.c.customer_id).where(DECISIONS.c.logged_at >= since)
+        answered = select(FEEDBACK.c.customer_id).where(FEEDBACK.c.created_at >= since)
+        with self._engine.connect() as connection:
+            return set(connection.scalars(decided.union(answered)))
 
     def outcome_counts(self, since: datetime | None = None,
                        customers: Collection[str] | None = None) -> dict[str, OutcomeCounts]:
@@ -650,8 +674,8 @@ def _refuse_second_final_outcome(connection: Connection, request_id: str, produc
                               f"{product_id!r} (at {existing.created_at.isoformat()})", _feedback_result(existing))
 
 
-def _decision_row(decision: DecisionRecord) -> dict[str, Any]:
-    return {"request_id": decision.request_id, "created_at": decision.created_at,
+def _decision_row(decision: DecisionRecord, logged_at: datetime) -> dict[str, Any]:
+    return {"request_id": decision.request_id, "created_at": decision.created_at, "logged_at": logged_at,
             "customer_id": decision.customer_id, "cold_start": decision.cold_start, "cached": decision.cached,
             "model_version": decision.model_version, "data_fingerprint": decision.data_fingerprint,
             "bias_check_passed": decision.bias_check_passed, "fallback_used": decision.fallback_used,

@@ -9,13 +9,15 @@ is the database (SQLite by default, PostgreSQL by URL); the log writes to it off
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Collection
 
 from sqlalchemy.engine import make_url
 
 from business_rules import ContactHistory, ContactPolicy
+from caches import CacheStats
 from decision_store import (AppliedRule, DecisionLog, DecisionRecord, DecisionStore, FeedbackResult, FinalOutcome,
                             LOG_COUNTERS, OfferRecord, OutcomeCounts, SuppressedRecord, UnknownDecision, migrate)
 from feedback_learning import FeedbackEvidence
@@ -26,6 +28,9 @@ logger = logging.getLogger(__name__)
 
 FEEDBACK_FLUSH_SECONDS = 2.0  # feedback on an answer still in the log's queue waits this long for it
 REQUIRED_COMMIT_SECONDS = 2.0  # DECISION_LOG=required: an answer waits this long for its record's commit
+# A poll looks back this far past its previous one: a batch stored (and its logged_at taken) just before the
+# previous poll may commit after it, and another machine's clock may run this far behind.
+POLL_OVERLAP = timedelta(seconds=10)
 
 
 class DecisionLogUnavailable(RuntimeError):
@@ -36,6 +41,111 @@ class DecisionLogUnavailable(RuntimeError):
 def open_interactions(settings: Settings) -> Interactions | LogOff:
     """The decision log the settings ask for: the database's, or none at all (``DECISION_LOG=off``)."""
     return LogOff() if settings.decision_log == "off" else Interactions(settings)
+
+
+class ContactIndex:
+    """Which customers the decision log may hold a contact history for, kept in memory so that the
+    contact policy reads the database only for them: most answers go to customers the bank has not
+    offered anything lately, and for them the read found nothing.
+
+    It is a superset, never a subset, of the customers with a history over the policy's windows:
+    loaded from the log at start-up, told of this process's decisions and feedback before they are
+    queued, and told of other processes' by a background poll every ``poll_seconds``. A customer whose
+    history ages out of the windows stays in it (a read that finds nothing, as before). Whenever the
+    index cannot be sure (not loaded yet, the last poll failed, more than ``capacity`` customers, or a
+    policy with wider windows than it was loaded for), every customer counts as having a history."""
+
+    def __init__(self, store: DecisionStore, capacity: int, poll_seconds: float):
+        self._store = store
+        self._capacity = capacity
+        self._poll_seconds = poll_seconds
+        self._customers: set[str] = set()
+        self._windows: tuple[int, int] | None = None  # the policy's windows (days) it was loaded for
+        self._polled_since: datetime | None = None
+        self._poll_failed = False
+        self._saturated = capacity == 0
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
+        self._reads_spared = self._reads = 0  # approximate under threads: a lost increment only blurs /metrics
+
+    def load(self, policy: ContactPolicy) -> None:
+        """Reads the customers with a history over ``policy``'s windows and starts polling (again, after a
+        reload of the rules: the windows may have grown). A failed read leaves the index unsure."""
+        windows = (policy.window_days, policy.suppress_after_decline_days)
+        if windows == self._windows or self._saturated:
+            return
+        started = datetime.now(timezone.utc)
+        try:
+            customers = self._store.contacted_customers(started - timedelta(days=policy.window_days),
+                                                        started - timedelta(days=policy.suppress_after_decline_days))
+        except Exception as error:
+            logger.warning("contact index not loaded; the contact policy reads the log for every answer",
+                           extra={"error": type(error).__name__})
+            return
+        self._add(customers)
+        self._polled_since = started - POLL_OVERLAP
+        self._windows = windows
+        if self._poller is None:
+            self._poller = threading.Thread(target=self._poll_until_stopped, name="contact-index-poll", daemon=True)
+            self._poller.start()
+
+    def may_have_history(self, customer_id: str, policy: ContactPolicy) -> bool:
+        """False only when the log surely holds nothing the policy would rule on for this customer."""
+        sure = (not self._saturated and not self._poll_failed and self._windows is not None
+                and policy.window_days <= self._windows[0] and policy.suppress_after_decline_days <= self._windows[1])
+        return not sure or customer_id in self._customers
+
+    def count_lookup(self, read_needed: bool) -> None:
+        """One answer's look-up, for /metrics: a hit spared the answer a database read."""
+        if read_needed:
+            self._reads += 1
+        else:
+            self._reads_spared += 1
+
+    def stats(self) -> CacheStats:
+        return CacheStats(len(self._customers), self._capacity, self._reads_spared, self._reads)
+
+    def note(self, customer_id: str) -> None:
+        """This process is about to log a decision or feedback for the customer."""
+        self._add((customer_id,))
+
+    def status(self) -> dict[str, Any]:
+        """For /metrics and /health: how many customers it holds and whether it can be trusted."""
+        return {"customers": len(self._customers), "capacity": self._capacity, "saturated": self._saturated,
+                "poll_failed": self._poll_failed, "loaded": self._windows is not None}
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _add(self, customers: Collection[str]) -> None:
+        if self._saturated:
+            return
+        self._customers.update(customers)  # one C call: atomic for the request path's membership test
+        if len(self._customers) > self._capacity:
+            self._saturated = True
+            self._customers = set()
+            logger.warning("contact index full; the contact policy reads the log for every answer",
+                           extra={"capacity": self._capacity})
+
+    def _poll_until_stopped(self) -> None:
+        while not self._stop.wait(self._poll_seconds) and not self._saturated:
+            self._poll()
+
+    def _poll(self) -> None:
+        """Adds the customers of rows logged since the last poll, looking ``POLL_OVERLAP`` further back; a
+        failed poll leaves the watermark where it was, so the next one that succeeds covers the gap."""
+        started = datetime.now(timezone.utc)
+        try:
+            customers = self._store.customers_logged_since(self._polled_since)
+        except Exception as error:
+            if not self._poll_failed:
+                logger.warning("contact index poll failed; the contact policy reads the log for every answer",
+                               extra={"error": type(error).__name__})
+            self._poll_failed = True
+            return
+        self._add(customers)
+        self._polled_since = started - POLL_OVERLAP
+        self._poll_failed = False
 
 
 class Interactions:
@@ -50,10 +160,24 @@ class Interactions:
         self.reads_are_local = make_url(url).get_backend_name() == "sqlite"
         self.store = DecisionStore(url)
         self.log = DecisionLog(self.store, settings.decision_log, settings.decision_queue_size)
+        self.contacts = ContactIndex(self.store, settings.contact_index_size, settings.contact_poll_seconds)
+
+    def prepare_contacts(self, policy: ContactPolicy) -> None:
+        """Loads the contact index for the rules' policy (at start-up and after a reload of the rules)."""
+        self.contacts.load(policy)
+
+    def needs_read(self, customer_id: str, policy: ContactPolicy) -> bool:
+        """Whether ``history`` has to read the database for this customer (the API then reads off the event
+        loop when the database is remote)."""
+        return self.contacts.may_have_history(customer_id, policy)
 
     def history(self, customer_id: str, policy: ContactPolicy, now: datetime | None = None) -> ContactHistory | None:
-        """The customer's offers and answers over the policy's windows; None when the database cannot
-        say (best effort: the answer goes out without the policy, and /health says why)."""
+        """The customer's offers and answers over the policy's windows; None when the log holds none, or when
+        the database cannot say (best effort: the answer goes out without the policy, and /health says why)."""
+        read_needed = self.contacts.may_have_history(customer_id, policy)
+        self.contacts.count_lookup(read_needed)
+        if not read_needed:
+            return None
         now = now or datetime.now(timezone.utc)
         try:
             reads = self.store.contact_reads(customer_id, now - timedelta(days=policy.suppress_after_decline_days),
@@ -70,6 +194,7 @@ class Interactions:
         """Queue the answer for the log. In ``required`` mode the answer is acknowledged only once its
         record is committed (answers waiting together share one commit): a crash after the answer
         went out loses nothing; a record that cannot be taken or written in time refuses the answer."""
+        self.contacts.note(answer.customer_id)
         taken = self.log.submit(decision_record(request_id, answer, cached, fingerprint))
         if self.mode != "required":
             return
@@ -81,6 +206,7 @@ class Interactions:
     def feedback(self, request_id: str, customer_id: str, product_id: str, outcome: str) -> FeedbackResult:
         """Store the customer's answer to an offer. An answer still queued for the log is waited for
         (briefly), so feedback right after an answer is not refused as unknown."""
+        self.contacts.note(customer_id)
         try:
             return self.store.add_feedback(request_id, customer_id, product_id, outcome)
         except UnknownDecision:
@@ -104,10 +230,14 @@ class Interactions:
             return None
 
     def status(self) -> dict[str, Any]:
-        return self.log.status()
+        return {**self.log.status(), "contact_index": self.contacts.status()}
+
+    def contact_stats(self) -> dict[str, CacheStats]:
+        return {"contact_index": self.contacts.stats()}
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush what is queued (graceful shutdown), then release the database."""
+        self.contacts.close()
         self.log.close(timeout)
         self.store.close()
 
@@ -119,6 +249,12 @@ class LogOff:
 
     mode = "off"
     reads_are_local = True
+
+    def prepare_contacts(self, policy: ContactPolicy) -> None:
+        return None
+
+    def needs_read(self, customer_id: str, policy: ContactPolicy) -> bool:
+        return False
 
     def history(self, customer_id: str, policy: ContactPolicy, now: datetime | None = None) -> None:
         return None
@@ -139,6 +275,9 @@ class LogOff:
         return {"mode": self.mode, "healthy": True, "queue_depth": 0, "queue_capacity": 0, "retrying": 0,
                 **dict.fromkeys(LOG_COUNTERS, 0),
                 "last_error": None, "last_error_at": None}
+
+    def contact_stats(self) -> dict[str, CacheStats]:
+        return {}
 
     def close(self, timeout: float = 5.0) -> None:
         return None

@@ -151,6 +151,15 @@ class Settings(BaseSettings):
     decision_queue_size: int = Field(default=10_000, ge=1, le=1_000_000,
                                      description="Decisions waiting to be written; bounds the memory a slow "
                                                  "database can take.")
+    contact_index_size: int = Field(
+        default=1_000_000, ge=0, le=100_000_000,
+        description="Customers each worker remembers as having a contact history in the decision log (about 100 "
+                    "bytes each); the contact policy reads the log only for them. Past this many, or at 0, it reads "
+                    "the log for every answer.")
+    contact_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60,
+        description="How often each worker looks for the decisions and feedback other workers logged: how long "
+                    "another worker's offer can go unseen by this one's contact policy.")
     feedback_prior_strength: float = Field(
         default=50.0, gt=0, le=1_000_000,
         description="Between retrains, a product's score moves toward its segment's acceptance rate as if the "

@@ -8,7 +8,8 @@ loop, 0.4 ms after a 3 ms pause), so that figure is what a quiet service's answe
 keeps one connection busy (concurrency 1: latency, not throughput), which is what a service under
 traffic meets.
 
-A generated bank (``--customers``, default 15,000) is trained once; each wrk run gets customers no
+A generated bank (``--customers``, default 15,000) is trained once and kept under bench/output (shared
+with bench_serving.py); each server logs into a database of its own, new for the run; each wrk run gets customers no
 other run asks for, so no answer comes from a cache and no contact-policy limit is reached (every
 customer is new to the log: the read still runs, and finds nothing). Runs alternate between the
 servers, the order rotating per round, so that drift in the machine's speed meets all three alike.
@@ -30,8 +31,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.bench_serving import (free_port, generated_customers, run_wrk, start_server, stop,  # noqa: E402
-                                 trained_bank)
+from bench.bench_serving import (free_port, generated_customers, kept_bank, run_wrk, start_server,  # noqa: E402
+                                 stop)
 from bench.results_file import RESULTS, record  # noqa: E402
 
 MODES = ("off", "best_effort", "required")
@@ -88,10 +89,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "API_KEYS": "", "MODELS_DIR": str(root / "models"),
-               "DATA_DIR": str(root / "data"), "ANSWER_CACHE_SIZE": "0"}
-        trained_bank(root, args.customers, env)
-        ids = generated_customers(root / "data")
+        bank, env = kept_bank(args.customers, {**os.environ, "HF_HUB_OFFLINE": "1", "API_KEYS": "",
+                                               "ANSWER_CACHE_SIZE": "0"})
+        ids = generated_customers(bank / "data")
         slices = [ids[n * args.per_run:(n + 1) * args.per_run] for n in range(runs)]
         servers = {}
         try:

@@ -120,6 +120,17 @@ def trained_bank(root: Path, customers: int, env: dict[str, str]) -> None:
         subprocess.run([PYTHON, "cli.py", *command], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
+def kept_bank(customers: int, env: dict[str, str]) -> tuple[Path, dict[str, str]]:
+    """A generated and trained bank of ``customers`` under bench/output, made on the first run and reused by
+    the next (training 15,000 customers takes minutes), with the environment that serves it."""
+    root = BENCH / "output" / f"serving-bank-{customers}"
+    bank_env = {**env, "MODELS_DIR": str(root / "models"), "DATA_DIR": str(root / "data")}
+    if not (root / "models").is_dir():
+        shutil.rmtree(root, ignore_errors=True)
+        trained_bank(root, customers, bank_env)
+    return root, bank_env
+
+
 def generated_customers(data_dir: Path) -> list[str]:
     """The bank's customer ids in file order (each asked once; a 404 would show in wrk's non-2xx count)."""
     import pandas as pd
@@ -131,11 +142,7 @@ def generated_customers(data_dir: Path) -> list[str]:
 def distinct_customer_runs(args: argparse.Namespace, env: dict[str, str], scratch: Path) -> dict:
     """wrk against a generated bank with the answer cache off and on, every request a customer no other
     request of the whole run asks for (as a bank's front-ends mostly do): what a cache miss costs."""
-    root = BENCH / "output" / f"serving-bank-{args.customers}"  # kept: the next run reuses the trained bank
-    bank_env = {**env, "MODELS_DIR": str(root / "models"), "DATA_DIR": str(root / "data")}
-    if not (root / "models").is_dir():
-        shutil.rmtree(root, ignore_errors=True)
-        trained_bank(root, args.customers, bank_env)
+    root, bank_env = kept_bank(args.customers, env)
     ids = generated_customers(root / "data")
     runs = 2 * len(args.concurrency)
     if runs * args.per_run + 200 > len(ids):
@@ -147,7 +154,8 @@ def distinct_customer_runs(args: argparse.Namespace, env: dict[str, str], scratc
     for cache, size in (("off", "0"), ("on", "10000")):
         port = free_port()
         process, _ = start_server([PYTHON, "cli.py", "serve"], port,
-                                  {**bank_env, "ANSWER_CACHE_SIZE": size, "STATE_DIR": str(root / f"state-{cache}")})
+                                  {**bank_env, "ANSWER_CACHE_SIZE": size,
+                                   "STATE_DIR": str(scratch / f"state-{cache}")})  # a log new to every customer
         try:
             run_wrk(port, 8, 3, warm)  # code paths and connections, on customers no timed run asks for
             results[f"cache_{cache}"] = {f"c{c}": distinct_run(port, c, args.distinct_duration, next(slices), scratch)

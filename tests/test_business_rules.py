@@ -284,6 +284,17 @@ def test_the_contact_policy_suppresses_declines_and_ignored_offers(default_book:
     assert not {"travel_rewards_card", "life_insurance", "personal_loan"} & default_book.eligible(customer)
 
 
+def test_only_what_the_contact_policy_would_act_on_keys_a_cached_answer(default_book: RuleBook):
+    """Offers under max_offers change no answer: the answer cached at a customer's first ask serves the next."""
+    policy = default_book.contact_policy
+    assert policy.answer_key(None) is None
+    assert policy.answer_key(ContactHistory(unanswered_offers={"life_insurance": policy.max_offers - 1})) is None
+    ignored = ContactHistory(unanswered_offers={"life_insurance": policy.max_offers, "health_insurance": 1})
+    assert policy.answer_key(ignored) == ((), (("life_insurance", policy.max_offers),), ())
+    declined = ContactHistory(declined_recently=frozenset({"travel_rewards_card"}))
+    assert policy.answer_key(declined) == (("travel_rewards_card",), (), ())
+
+
 def test_a_contact_policy_is_validated_like_the_rules(tmp_path: Path, catalogue: pd.DataFrame):
     path = write_rules(tmp_path, [], contact_policy={"suppress_after_decline_days": 7, "max_offers": 1})
     book = RuleBook.load(path, catalogue, VIEW_FIELDS)

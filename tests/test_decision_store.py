@@ -24,8 +24,10 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.exc import OperationalError
 
 import decision_store
+from business_rules import ContactPolicy
 from decision_store import (MIGRATIONS_DIR, AppliedRule, Base, ContactReads, DecisionLog, DecisionRecord, DecisionStore,
                             OfferRecord, OutcomeConflict, OutcomeCounts, UnknownDecision, migrate)
+from interactions import ContactIndex
 from settings import Settings
 from tests.utils.databases import Backend
 
@@ -133,7 +135,8 @@ def test_nothing_stored_holds_post_text_or_profile_values(backend: Backend, stor
     assert columns == {
         "decisions": {"request_id", "created_at", "customer_id", "cold_start", "cached", "model_version",
                       "data_fingerprint", "bias_check_passed", "fallback_used", "degraded", "fallback_reasons",
-                      "suppressed"},  # product ids and policy names
+                      "suppressed",  # product ids and policy names
+                      "logged_at"},
         "offers": {"request_id", "product_id", "rank", "score", "adjusted_score", "scored_by", "rules"},
         "feedback": {"feedback_id", "request_id", "product_id", "customer_id", "outcome", "created_at"},
     }
@@ -249,6 +252,75 @@ def test_outcome_counts_per_product_for_everyone_or_one_group(store: DecisionSto
         "loan": OutcomeCounts(offered=3, shown=1, accepted=1, declined=1)}
     assert store.outcome_counts(customers=["C-2"]) == {
         "card": OutcomeCounts(offered=1), "loan": OutcomeCounts(offered=1, declined=1)}
+
+
+def test_the_customers_a_contact_index_starts_from(store: DecisionStore) -> None:
+    """Offered within the window, declined within the suppression, or accepted at any time: no one else."""
+    now = datetime.now(timezone.utc)
+    store.record([decision(1, "C-offered", at=now - timedelta(days=2)), decision(2, "C-long-ago", at=now - timedelta(days=60)),
+                  decision(3, "C-declined", at=now - timedelta(days=60)),
+                  decision(4, "C-accepted", at=now - timedelta(days=400))])
+    store.add_feedback("req-3", "C-declined", "loan", "declined", at=now - timedelta(days=3))
+    store.add_feedback("req-4", "C-accepted", "loan", "accepted", at=now - timedelta(days=399))
+    store.add_feedback("req-2", "C-long-ago", "loan", "declined", at=now - timedelta(days=59))
+
+    month_ago = now - timedelta(days=30)
+    assert store.contacted_customers(month_ago, month_ago) == {"C-offered", "C-declined", "C-accepted"}
+    assert store.contacted_customers(now - timedelta(days=90), month_ago) == {
+        "C-offered", "C-long-ago", "C-declined", "C-accepted"}
+
+
+def test_what_was_logged_since_a_time_is_what_was_stored_since_not_decided(store: DecisionStore) -> None:
+    """A batch retried after an outage carries an answer's time from long before it reached the log."""
+    before = datetime.now(timezone.utc)
+    store.record([decision(1, "C-retried", at=before - timedelta(days=5))])
+    store.record([decision(2, "C-answered", at=before - timedelta(days=40))])
+    store.add_feedback("req-2", "C-answered", "loan", "shown", at=datetime.now(timezone.utc))
+    assert store.customers_logged_since(before) == {"C-retried", "C-answered"}
+    assert store.customers_logged_since(datetime.now(timezone.utc) + timedelta(seconds=1)) == set()
+
+
+def test_a_worker_learns_of_another_workers_customers_by_polling(backend: Backend, store: DecisionStore) -> None:
+    policy = ContactPolicy()
+    other_worker = DecisionStore(backend.url)
+    index = ContactIndex(store, capacity=100, poll_seconds=0.05)
+    assert index.may_have_history("C-9", policy), "not loaded yet: it cannot be sure of anyone"
+    index.load(policy)
+    try:
+        assert not index.may_have_history("C-9", policy)
+        other_worker.record([decision(1, "C-9", at=datetime.now(timezone.utc))])
+        wait_until(lambda: index.may_have_history("C-9", policy), "the poll found the other worker's decision")
+        index.note("C-10")  # this worker's own decision, before it is queued
+        assert index.may_have_history("C-10", policy)
+        assert not index.may_have_history("C-11", policy)
+        assert index.may_have_history("C-11", ContactPolicy(window_days=60)), "wider windows than it was loaded for"
+    finally:
+        index.close()
+        other_worker.close()
+
+
+def test_a_contact_index_that_cannot_be_sure_sends_every_customer_to_the_log(backend: Backend,
+                                                                              store: DecisionStore) -> None:
+    policy = ContactPolicy()
+    full = ContactIndex(store, capacity=2, poll_seconds=60)
+    full.load(policy)
+    full.note("C-1")
+    full.note("C-2")
+    assert not full.may_have_history("C-3", policy)
+    full.note("C-3")
+    assert full.may_have_history("C-4", policy) and full.status()["saturated"]
+    full.close()
+
+    polling = ContactIndex(store, capacity=100, poll_seconds=0.05)
+    polling.load(policy)
+    backend.break_()
+    try:
+        wait_until(lambda: polling.may_have_history("C-5", policy), "a failed poll made the index unsure")
+        assert polling.status()["poll_failed"]
+    finally:
+        backend.restore()
+    wait_until(lambda: not polling.may_have_history("C-5", policy), "the next poll made it sure again")
+    polling.close()
 
 
 # -------------------------------------------------------------------------------------------- log

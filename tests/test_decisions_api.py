@@ -5,6 +5,7 @@ would: the tests taking ``backend`` run once on a SQLite file and once on a real
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -34,16 +35,25 @@ def recommend(client: TestClient, customer_id: str, top_k: int = 5) -> dict:
     return response.json()
 
 
+def contact_index_lookups(client: TestClient) -> dict[str, float]:
+    """The contact index's hits (answers spared a read of the log) and misses, from /metrics."""
+    text = client.get("/metrics").text
+    return {kind: float(re.search(rf'^cache_{kind}_total{{cache="contact_index"}} (\S+)$', text, re.M).group(1))
+            for kind in ("hits", "misses")}
+
+
 def test_a_declined_offer_is_not_made_again_and_the_history_survives_a_restart(state_settings, trained_service,
                                                                                  known_customer):
     client = started(state_settings, trained_service)
     first = recommend(client, known_customer)
+    assert contact_index_lookups(client) == {"hits": 1.0, "misses": 0.0}, "a new customer's answer reads no history"
     declined = first["recommendations"][0]["product_id"]
     response = client.post("/feedback", json={"request_id": first["request_id"], "customer_id": known_customer,
                                               "product_id": declined, "outcome": "declined"})
     assert response.status_code == 200 and response.json()["outcome"] == "declined"
 
     second = recommend(client, known_customer)
+    assert contact_index_lookups(client) == {"hits": 1.0, "misses": 1.0}, "the second answer reads the history"
     assert declined not in [item["product_id"] for item in second["recommendations"]]
     assert {"product_id": declined, "policy": "contact_policy.suppress_after_decline",
             "reason": "the customer declined it within the last 30 days"} in second["suppressed"]
