@@ -20,7 +20,7 @@ from feature_engineer import CustomerInputs, customer_signals, events_seen
 from recommender import CustomerBase, HybridRecommender, risk_inputs, stress_evidence
 from settings import Settings, age_band
 from caches import CacheStats
-from text_models import DetectedEvent, LifeEventDetector, events_by_customer, get_text_encoder
+from text_models import REQUEST_POST_PREFIX, DetectedEvent, LifeEventDetector, events_by_customer, get_text_encoder
 
 RECENT_EVENT_DAYS = 365
 
@@ -197,7 +197,7 @@ class CustomerStates:
         posts = list(posts) if posts_read else []
         detector = self.text_models()
         now = self.base.as_of
-        post_frame = pd.DataFrame({"post_id": [f"request-{i + 1}" for i in range(len(posts))],
+        post_frame = pd.DataFrame({"post_id": [f"{REQUEST_POST_PREFIX}{i + 1}" for i in range(len(posts))],
                                    "customer_id": customer_id, "content": list(posts),
                                    "timestamp": pd.to_datetime([now - pd.Timedelta(days=1)] * len(posts))})
         post_frame["sentiment"] = sentiment_scores(post_frame["content"])

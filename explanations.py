@@ -24,7 +24,7 @@ from business_rules import AdjustedProduct, CustomerContext, RuleEffect
 from feature_engineer import FeatureSpec, profile_phrase
 from feedback_learning import FeedbackShift
 from recommender import HybridRecommender, RiskProfile
-from text_models import DetectedEvent
+from text_models import REQUEST_POST_PREFIX, DetectedEvent
 
 MAX_MODEL_FACTORS = 3
 MAX_REASONS = 3
@@ -169,7 +169,8 @@ def _best_text(customer: ExplainedCustomer, index: int) -> tuple[str | None, str
     if source < 0:
         return profile_phrase(customer.profile.get("profile_text"), -1 - source), "profile", None, None
     posts = customer.posts
-    return str(posts.content[source]), "posts", str(posts.post_id[source]), str(posts.timestamp[source])
+    post_id = str(posts.post_id[source])
+    return str(posts.content[source]), "posts", post_id, _posted_on(post_id, posts.timestamp[source])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -252,7 +253,8 @@ def event_factors(event_weights: Mapping[str, float], customer_events: Sequence[
 def _event_factor(detected: DetectedEvent, weight: float) -> Factor:
     source = "posts" if detected.source == "post" else "transactions"
     return Factor("life_event", detected.event, round(weight, 3), round(float(detected.score), 3),
-                  _quote(detected.evidence), source, reference=str(detected.post_id), date=_day(detected.timestamp))
+                  _quote(detected.evidence), source, reference=str(detected.post_id),
+                  date=_posted_on(str(detected.post_id), detected.timestamp))
 
 
 STATED_FIELDS = {"preferences": "your preferences", "financial_needs": "your financial needs"}
@@ -327,7 +329,8 @@ def reason_phrase(factor: Factor) -> str | None:
                 f"\"{factor.evidence}\"")
     if factor.kind == "life_event":
         said = "you posted about" if factor.source == "posts" else "your spending shows"
-        return f"{said} {factor.name.replace('_', ' ')} (\"{factor.evidence}\", {factor.date})"
+        when = factor.date or "sent with this request"
+        return f"{said} {factor.name.replace('_', ' ')} (\"{factor.evidence}\", {when})"
     if factor.kind == "text_match":
         return f"your own words (\"{factor.evidence}\") are close to what it offers"
     if factor.kind == "feedback":
@@ -374,6 +377,12 @@ def _join(parts: Sequence[str]) -> str:
 def _quote(text: object) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= QUOTE_LIMIT else text[: QUOTE_LIMIT - 1].rstrip() + "…"
+
+
+def _posted_on(post_id: str, timestamp: object) -> str | None:
+    """The day a post was written; None for a post sent with a cold-start request, which carries no date
+    (the model dates it at its data's as-of day, which is not when the customer wrote it)."""
+    return None if post_id.startswith(REQUEST_POST_PREFIX) else _day(timestamp)
 
 
 def _day(timestamp: object) -> str:

@@ -86,6 +86,14 @@ class RiskProfile:
 
 RISK_BASE_POINTS = 50.0
 RISK_LEVELS = ((40.0, "Low"), (65.0, "Medium"), (float("inf"), "High"))
+# What an input the bank does not know counts for: never the most favourable value. A customer new to the
+# bank has no spending on record, and suitability cannot assume they spend little and owe nothing (that made
+# every young, well-paid cold start High, open to crypto funds): unknown spending, its swings and debt
+# repayments each take away half the most they can, so such a customer lands in Medium (products up to risk
+# 3: loans, mortgages, index funds) unless their income alone is exceptional. Income and horizon count as a
+# quarter of what they can add (a customer gives them when joining, so they are rarely unknown).
+UNKNOWN_POINTS = {"income": 5.0, "investment_horizon": 5.0, "spend_to_income": -10.0, "spending_volatility": -5.0,
+                  "debt_repayments": -7.5}
 
 
 def risk_scores(columns: dict[str, np.ndarray], financial_stress: np.ndarray
@@ -104,12 +112,15 @@ def risk_scores(columns: dict[str, np.ndarray], financial_stress: np.ndarray
     debt_share = np.asarray(columns["debt_payment_share"], dtype=float)
 
     income_scale = np.where(is_org, np.log10(np.fmax(income, 1)) - 6, np.log10(np.fmax(income, 1)) - 4.3)
+    unknown = UNKNOWN_POINTS
     points = {
-        "income": _or_if_unknown(np.clip(income_scale / 1.5, 0, 1) * 20, 5.0),
-        "investment_horizon": np.where(is_org, 5.0, _or_if_unknown(np.clip((67 - age) / 40, 0, 1) * 20, 5.0)),
-        "spend_to_income": -_or_if_unknown(np.clip(annual_spend / np.fmax(income, 1), 0, 1.5) / 1.5 * 20, 0.0),
-        "spending_volatility": -_or_if_unknown(np.clip(volatility, 0, 2) / 2 * 10, 0.0),
-        "debt_repayments": -_or_if_unknown(np.clip(debt_share * 2, 0, 1) * 15, 0.0),
+        "income": _or_if_unknown(np.clip(income_scale / 1.5, 0, 1) * 20, unknown["income"]),
+        "investment_horizon": np.where(is_org, 5.0, _or_if_unknown(np.clip((67 - age) / 40, 0, 1) * 20,
+                                                                   unknown["investment_horizon"])),
+        "spend_to_income": _or_if_unknown(-np.clip(annual_spend / np.fmax(income, 1), 0, 1.5) / 1.5 * 20,
+                                          unknown["spend_to_income"]),
+        "spending_volatility": _or_if_unknown(-np.clip(volatility, 0, 2) / 2 * 10, unknown["spending_volatility"]),
+        "debt_repayments": _or_if_unknown(-np.clip(debt_share * 2, 0, 1) * 15, unknown["debt_repayments"]),
         "financial_stress_signals": -np.clip(np.asarray(financial_stress, dtype=float) / 0.7, 0, 1) * 20,
     }
     score = np.clip(RISK_BASE_POINTS + sum(points.values()), 0, 100)
@@ -153,11 +164,15 @@ def risk_inputs(view: pd.DataFrame) -> dict[str, np.ndarray]:
 def risk_profile_at(inputs: dict[str, np.ndarray], stress: np.ndarray, row: int) -> RiskProfile:
     """The risk profile of one customer, with every component it was computed from."""
     score, points, values = risk_scores({k: v[row:row + 1] for k, v in inputs.items()}, stress[row:row + 1])
+    organization = bool(inputs["is_organization"][row])  # no retirement horizon: not an unknown
     components = []
     for name, component_points in points.items():
         raw = values[name][0]
+        unknown = np.isnan(raw) and name in UNKNOWN_POINTS and not (name == "investment_horizon" and organization)
+        meaning = RISK_MEANINGS[name] + (f"; not known to the bank: counted as {UNKNOWN_POINTS[name]:+g} points"
+                                         if unknown else "")
         components.append(RiskComponent(name, None if np.isnan(raw) else round(float(raw), 4),
-                                        round(float(component_points[0]), 2), RISK_MEANINGS[name]))
+                                        round(float(component_points[0]), 2), meaning))
     return RiskProfile(risk_level(float(score[0])), round(float(score[0]), 1), tuple(components))
 
 

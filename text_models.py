@@ -140,6 +140,11 @@ class PostAnalysis:
     aspect: str | None = None  # see text_aspect
 
 
+# The post ids given to the posts a cold-start request sends: the request does not say when they were written,
+# so an explanation says they came with the request instead of giving them a date.
+REQUEST_POST_PREFIX = "request-"
+
+
 class DetectedEvent(NamedTuple):
     """A life event seen in one post (or one new kind of spending), with the words that showed it."""
 

@@ -334,3 +334,31 @@ def test_a_cold_start_is_explained_from_what_the_request_told(trained_service):
                         assert float(value.replace(",", "")) == len(told), item.explanation.summary
     silent = trained_service.customers.cold("new-silent", {"age": 30}, [], [])
     assert silent.profile["post_count"] == 0 and silent.no_history == {"tx_count"}
+
+
+def test_a_new_customer_is_not_given_a_risk_capacity_their_unknown_finances_cannot_show(trained_service):
+    """A young, well-paid customer new to the bank: their spending, its swings and their debts are unknown,
+    so each takes away half the most it can (not nothing, as if none were spent and nothing owed, which made
+    them High), and the risk profile says which inputs were not known and what they counted for."""
+    answer = trained_service.recommend_for_profile("new-earner", {"age": 29, "income": 85_000.0}, [], [], 5)
+    components = {c.name: c for c in answer.risk_profile.components}
+    for name, half in (("spend_to_income", -10.0), ("spending_volatility", -5.0), ("debt_repayments", -7.5)):
+        assert components[name].value is None and components[name].points == half
+        assert components[name].meaning.endswith(f"not known to the bank: counted as {half:+g} points")
+    assert components["income"].value == 85_000.0 and "not known" not in components["income"].meaning
+    assert answer.risk_profile.level == "Medium"
+    limit = trained_service.rules.max_risk_level(answer.risk_profile.level)
+    assert all(item.risk_level <= limit for item in answer.recommendations)
+
+
+def test_a_post_sent_with_a_request_is_quoted_without_a_date_it_does_not_have(trained_service):
+    """The request does not say when its posts were written: the explanation says they came with it. (The
+    rules boost a pension for a customer who wrote about retirement, and credit the post for it.)"""
+    post = "Thinking about saving for my retirement"
+    answer = trained_service.recommend_for_profile("new-saver", {"age": 45, "income": 85_000.0}, [], [post], 5)
+    quoting = [f for item in answer.recommendations for f in item.explanation.factors if f.evidence == post]
+    assert quoting, "the post should explain at least one recommendation"
+    assert all(f.date is None and f.reference.startswith("request-") for f in quoting)
+    summaries = [item.explanation.summary for item in answer.recommendations]
+    assert any(f'("{post}", sent with this request)' in summary for summary in summaries)
+    assert not any(str(trained_service.base.as_of.year) in summary for summary in summaries)
