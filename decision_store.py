@@ -321,6 +321,20 @@ class ContactReads:
     accepted: frozenset[str]
 
 
+@dataclass(frozen=True)
+class LoggedSince:
+    """What the log stored since a time: decisions as (customer id, request id), and the customers that
+    feedback was given for."""
+
+    decisions: tuple[tuple[str, str], ...]
+    feedback_customers: frozenset[str]
+
+    def changed_customers(self, own_requests: Collection[str]) -> set[str]:
+        """The customers whose history changed by a write other than one of ``own_requests``."""
+        return {customer for customer, request in self.decisions if request not in own_requests} | \
+            set(self.feedback_customers)
+
+
 # ---------------------------------------------------------------------------------------- migrations
 
 
@@ -469,13 +483,14 @@ class DecisionStore:
         with self._engine.connect() as connection:
             return set(connection.scalars(decided.union(answered)))
 
-    def customers_logged_since(self, since: datetime) -> set[str]:
-        """The customers of the decisions stored and the feedback given since ``since``: what other
-        processes wrote, for this one's contact index."""
-        decided = select(DECISIONS.c.customer_id).where(DECISIONS.c.logged_at >= since)
-        answered = select(FEEDBACK.c.customer_id).where(FEEDBACK.c.created_at >= since)
+    def logged_since(self, since: datetime) -> LoggedSince:
+        """The decisions stored and the customers given feedback since ``since``: what the contact index of
+        each process polls for (its own decisions among them)."""
+        decided = select(DECISIONS.c.customer_id, DECISIONS.c.request_id).where(DECISIONS.c.logged_at >= since)
+        answered = select(FEEDBACK.c.customer_id).distinct().where(FEEDBACK.c.created_at >= since)
         with self._engine.connect() as connection:
-            return set(connection.scalars(decided.union(answered)))
+            decisions = tuple((customer, request) for customer, request in connection.execute(decided))
+            return LoggedSince(decisions, frozenset(connection.scalars(answered)))
 
     def outcome_counts(self, since: datetime | None = None,
                        customers: Collection[str] | None = None) -> dict[str, OutcomeCounts]:

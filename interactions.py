@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import asdict
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Collection
+from typing import Any, Collection, Sequence
 
 from sqlalchemy.engine import make_url
 
 from business_rules import ContactHistory, ContactPolicy
-from caches import CacheStats
+from caches import CacheStats, LruCache
 from decision_store import (AppliedRule, DecisionLog, DecisionRecord, DecisionStore, FeedbackResult, FinalOutcome,
                             LOG_COUNTERS, OfferRecord, OutcomeCounts, SuppressedRecord, UnknownDecision, migrate)
 from feedback_learning import FeedbackEvidence
@@ -31,6 +33,21 @@ REQUIRED_COMMIT_SECONDS = 2.0  # DECISION_LOG=required: an answer waits this lon
 # A poll looks back this far past its previous one: a batch stored (and its logged_at taken) just before the
 # previous poll may commit after it, and another machine's clock may run this far behind.
 POLL_OVERLAP = timedelta(seconds=10)
+# A kept history is read again after this long: the policy's windows slide (a decline ages out after 30 days).
+HISTORY_KEPT_SECONDS = 60.0
+# This process's request ids are remembered this long, so that the poll does not take its own decisions for
+# news (a batch stored later, after a database outage, is news: the kept history is read again).
+OWN_REQUESTS_KEPT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class KeptHistory:
+    """A customer's contact history as last read, with this process's offers since; ``history`` None: read
+    it again. ``generation`` counts the changes, so a read that raced one is not kept."""
+
+    history: ContactHistory | None
+    generation: int
+    read_at: float  # time.monotonic()
 
 
 class DecisionLogUnavailable(RuntimeError):
@@ -53,9 +70,15 @@ class ContactIndex:
     queued, and told of other processes' by a background poll every ``poll_seconds``. A customer whose
     history ages out of the windows stays in it (a read that finds nothing, as before). Whenever the
     index cannot be sure (not loaded yet, the last poll failed, more than ``capacity`` customers, or a
-    policy with wider windows than it was loaded for), every customer counts as having a history."""
+    policy with wider windows than it was loaded for), every customer counts as having a history.
 
-    def __init__(self, store: DecisionStore, capacity: int, poll_seconds: float):
+    It also keeps the histories last read (up to ``histories`` customers, for ``HISTORY_KEPT_SECONDS``),
+    so a customer asked again is not read again: this process's own decisions are added to a kept history
+    as they are made (an offer without an answer yet), and a kept history is dropped when feedback is
+    stored for the customer or the poll finds another process's decision or feedback for them. A history
+    is kept only if nothing changed it while it was being read (a generation per customer)."""
+
+    def __init__(self, store: DecisionStore, capacity: int, poll_seconds: float, histories: int):
         self._store = store
         self._capacity = capacity
         self._poll_seconds = poll_seconds
@@ -67,6 +90,9 @@ class ContactIndex:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._reads_spared = self._reads = 0  # approximate under threads: a lost increment only blurs /metrics
+        self._kept: LruCache[str, KeptHistory] = LruCache(histories)
+        self._changing = threading.Lock()  # a generation's check and the store it guards, as one step
+        self._own: dict[str, float] = {}  # this process's request ids, by when they were made: the poll skips them
 
     def load(self, policy: ContactPolicy) -> None:
         """Reads the customers with a history over ``policy``'s windows and starts polling (again, after a
@@ -83,6 +109,7 @@ class ContactIndex:
                            extra={"error": type(error).__name__})
             return
         self._add(customers)
+        self._kept.clear()  # read over the old windows
         self._polled_since = started - POLL_OVERLAP
         self._windows = windows
         if self._poller is None:
@@ -91,9 +118,51 @@ class ContactIndex:
 
     def may_have_history(self, customer_id: str, policy: ContactPolicy) -> bool:
         """False only when the log surely holds nothing the policy would rule on for this customer."""
-        sure = (not self._saturated and not self._poll_failed and self._windows is not None
-                and policy.window_days <= self._windows[0] and policy.suppress_after_decline_days <= self._windows[1])
-        return not sure or customer_id in self._customers
+        return not self._sure(policy) or customer_id in self._customers
+
+    def kept(self, customer_id: str, policy: ContactPolicy) -> tuple[ContactHistory | None, int]:
+        """The customer's history as last read and kept up to date (None: read it), and the generation to
+        hand back to ``keep`` with what the read finds."""
+        entry = self._kept.get(customer_id)
+        if entry is None:
+            return None, 0
+        fresh = entry.history is not None and time.monotonic() - entry.read_at < HISTORY_KEPT_SECONDS
+        usable = (fresh and self._sure(policy)
+                  and (policy.window_days, policy.suppress_after_decline_days) == self._windows)
+        return (entry.history if usable else None), entry.generation
+
+    def keep(self, customer_id: str, history: ContactHistory, generation: int) -> None:
+        """Keeps a history just read, unless something changed the customer's since the read began."""
+        with self._changing:
+            entry = self._kept.get(customer_id)
+            if (entry.generation if entry else 0) == generation:
+                self._kept.put(customer_id, KeptHistory(history, generation, time.monotonic()))
+
+    def decided(self, customer_id: str, request_id: str, products: Sequence[str]) -> None:
+        """This process is about to log an answer offering ``products``: the customer joins the index, and a
+        kept history counts the new offers as unanswered, as the log will once the writer stores them (a
+        customer the log surely held nothing for starts one: these offers are all it will hold)."""
+        first_contact = self._loaded_and_sure() and customer_id not in self._customers
+        self._add((customer_id,))
+        self._own[request_id] = time.monotonic()
+        with self._changing:
+            entry = self._kept.get(customer_id)
+            generation = (entry.generation if entry else 0) + 1
+            history = ContactHistory() if first_contact and entry is None else entry.history if entry else None
+            if history is not None:
+                unanswered = Counter(history.unanswered_offers)
+                unanswered.update(products)
+                history = ContactHistory(history.declined_recently, dict(unanswered), history.accepted)
+            read_at = entry.read_at if entry else time.monotonic()
+            self._kept.put(customer_id, KeptHistory(history, generation, read_at))
+
+    def changed(self, customer_id: str) -> None:
+        """The log holds something new for the customer (feedback stored, another process's decision): the
+        next answer reads their history again."""
+        self._add((customer_id,))
+        with self._changing:
+            entry = self._kept.get(customer_id)
+            self._kept.put(customer_id, KeptHistory(None, (entry.generation if entry else 0) + 1, 0.0))
 
     def count_lookup(self, read_needed: bool) -> None:
         """One answer's look-up, for /metrics: a hit spared the answer a database read."""
@@ -102,12 +171,10 @@ class ContactIndex:
         else:
             self._reads_spared += 1
 
-    def stats(self) -> CacheStats:
-        return CacheStats(len(self._customers), self._capacity, self._reads_spared, self._reads)
-
-    def note(self, customer_id: str) -> None:
-        """This process is about to log a decision or feedback for the customer."""
-        self._add((customer_id,))
+    def stats(self) -> dict[str, CacheStats]:
+        """The index (a hit: an answer spared a read) and the kept histories (a hit: a customer asked again)."""
+        return {"contact_index": CacheStats(len(self._customers), self._capacity, self._reads_spared, self._reads),
+                "contact_histories": self._kept.stats()}
 
     def status(self) -> dict[str, Any]:
         """For /metrics and /health: how many customers it holds and whether it can be trusted."""
@@ -116,6 +183,13 @@ class ContactIndex:
 
     def close(self) -> None:
         self._stop.set()
+
+    def _sure(self, policy: ContactPolicy) -> bool:
+        return (self._loaded_and_sure() and policy.window_days <= self._windows[0]
+                and policy.suppress_after_decline_days <= self._windows[1])
+
+    def _loaded_and_sure(self) -> bool:
+        return not self._saturated and not self._poll_failed and self._windows is not None
 
     def _add(self, customers: Collection[str]) -> None:
         if self._saturated:
@@ -136,16 +210,22 @@ class ContactIndex:
         failed poll leaves the watermark where it was, so the next one that succeeds covers the gap."""
         started = datetime.now(timezone.utc)
         try:
-            customers = self._store.customers_logged_since(self._polled_since)
+            logged = self._store.logged_since(self._polled_since)
         except Exception as error:
             if not self._poll_failed:
                 logger.warning("contact index poll failed; the contact policy reads the log for every answer",
                                extra={"error": type(error).__name__})
             self._poll_failed = True
             return
-        self._add(customers)
+        for customer_id in logged.changed_customers(set(self._own)):  # set(): one C call, atomic
+            self.changed(customer_id)
         self._polled_since = started - POLL_OVERLAP
         self._poll_failed = False
+        self._forget_own_before(time.monotonic() - OWN_REQUESTS_KEPT_SECONDS)
+
+    def _forget_own_before(self, moment: float) -> None:
+        for request_id in [r for r, made in list(self._own.items()) if made < moment]:  # list(): one C call
+            self._own.pop(request_id, None)
 
 
 class Interactions:
@@ -160,7 +240,8 @@ class Interactions:
         self.reads_are_local = make_url(url).get_backend_name() == "sqlite"
         self.store = DecisionStore(url)
         self.log = DecisionLog(self.store, settings.decision_log, settings.decision_queue_size)
-        self.contacts = ContactIndex(self.store, settings.contact_index_size, settings.contact_poll_seconds)
+        self.contacts = ContactIndex(self.store, settings.contact_index_size, settings.contact_poll_seconds,
+                                     settings.contact_history_cache_size)
 
     def prepare_contacts(self, policy: ContactPolicy) -> None:
         """Loads the contact index for the rules' policy (at start-up and after a reload of the rules)."""
@@ -171,14 +252,17 @@ class Interactions:
         loop when the database is remote)."""
         return self.contacts.may_have_history(customer_id, policy)
 
-    def history(self, customer_id: str, policy: ContactPolicy, now: datetime | None = None) -> ContactHistory | None:
+    def history(self, customer_id: str, policy: ContactPolicy) -> ContactHistory | None:
         """The customer's offers and answers over the policy's windows; None when the log holds none, or when
         the database cannot say (best effort: the answer goes out without the policy, and /health says why)."""
         read_needed = self.contacts.may_have_history(customer_id, policy)
         self.contacts.count_lookup(read_needed)
         if not read_needed:
             return None
-        now = now or datetime.now(timezone.utc)
+        kept, generation = self.contacts.kept(customer_id, policy)
+        if kept is not None:
+            return kept
+        now = datetime.now(timezone.utc)
         try:
             reads = self.store.contact_reads(customer_id, now - timedelta(days=policy.suppress_after_decline_days),
                                              now - timedelta(days=policy.window_days))
@@ -188,13 +272,15 @@ class Interactions:
             logger.warning("contact history unavailable; answering without the contact policy",
                            extra={"error": type(error).__name__})
             return None
-        return ContactHistory(reads.declined, reads.unanswered, reads.accepted)
+        history = ContactHistory(reads.declined, reads.unanswered, reads.accepted)
+        self.contacts.keep(customer_id, history, generation)
+        return history
 
     def record(self, request_id: str, answer: Recommendation, cached: bool, fingerprint: str) -> None:
         """Queue the answer for the log. In ``required`` mode the answer is acknowledged only once its
         record is committed (answers waiting together share one commit): a crash after the answer
         went out loses nothing; a record that cannot be taken or written in time refuses the answer."""
-        self.contacts.note(answer.customer_id)
+        self.contacts.decided(answer.customer_id, request_id, [item.product_id for item in answer.recommendations])
         taken = self.log.submit(decision_record(request_id, answer, cached, fingerprint))
         if self.mode != "required":
             return
@@ -206,13 +292,17 @@ class Interactions:
     def feedback(self, request_id: str, customer_id: str, product_id: str, outcome: str) -> FeedbackResult:
         """Store the customer's answer to an offer. An answer still queued for the log is waited for
         (briefly), so feedback right after an answer is not refused as unknown."""
-        self.contacts.note(customer_id)
         try:
-            return self.store.add_feedback(request_id, customer_id, product_id, outcome)
+            return self._stored_feedback(request_id, customer_id, product_id, outcome)
         except UnknownDecision:
             if not self.log.flush(FEEDBACK_FLUSH_SECONDS):
                 raise
-            return self.store.add_feedback(request_id, customer_id, product_id, outcome)
+            return self._stored_feedback(request_id, customer_id, product_id, outcome)
+
+    def _stored_feedback(self, request_id: str, customer_id: str, product_id: str, outcome: str) -> FeedbackResult:
+        stored = self.store.add_feedback(request_id, customer_id, product_id, outcome)
+        self.contacts.changed(customer_id)  # after the commit: the next read sees it
+        return stored
 
     def decisions(self, customer_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
         """The customer's decisions, newest first, each offer with the outcomes it received."""
@@ -233,7 +323,7 @@ class Interactions:
         return {**self.log.status(), "contact_index": self.contacts.status()}
 
     def contact_stats(self) -> dict[str, CacheStats]:
-        return {"contact_index": self.contacts.stats()}
+        return self.contacts.stats()
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush what is queued (graceful shutdown), then release the database."""
@@ -256,7 +346,7 @@ class LogOff:
     def needs_read(self, customer_id: str, policy: ContactPolicy) -> bool:
         return False
 
-    def history(self, customer_id: str, policy: ContactPolicy, now: datetime | None = None) -> None:
+    def history(self, customer_id: str, policy: ContactPolicy) -> None:
         return None
 
     def record(self, request_id: str, answer: Recommendation, cached: bool, fingerprint: str) -> None:

@@ -156,6 +156,10 @@ class Settings(BaseSettings):
         description="Customers each worker remembers as having a contact history in the decision log (about 100 "
                     "bytes each); the contact policy reads the log only for them. Past this many, or at 0, it reads "
                     "the log for every answer.")
+    contact_history_cache_size: int = Field(
+        default=100_000, ge=0, le=10_000_000,
+        description="Contact histories each worker keeps after reading them (about 1 kB each), so a customer asked "
+                    "again within a minute is not read again; 0 reads every time.")
     contact_poll_seconds: float = Field(
         default=1.0, gt=0, le=60,
         description="How often each worker looks for the decisions and feedback other workers logged: how long "

@@ -13,6 +13,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Iterator, Sequence
 
 import pytest
@@ -27,7 +28,7 @@ import decision_store
 from business_rules import ContactPolicy
 from decision_store import (MIGRATIONS_DIR, AppliedRule, Base, ContactReads, DecisionLog, DecisionRecord, DecisionStore,
                             OfferRecord, OutcomeConflict, OutcomeCounts, UnknownDecision, migrate)
-from interactions import ContactIndex
+from interactions import ContactIndex, Interactions
 from settings import Settings
 from tests.utils.databases import Backend
 
@@ -276,21 +277,24 @@ def test_what_was_logged_since_a_time_is_what_was_stored_since_not_decided(store
     store.record([decision(1, "C-retried", at=before - timedelta(days=5))])
     store.record([decision(2, "C-answered", at=before - timedelta(days=40))])
     store.add_feedback("req-2", "C-answered", "loan", "shown", at=datetime.now(timezone.utc))
-    assert store.customers_logged_since(before) == {"C-retried", "C-answered"}
-    assert store.customers_logged_since(datetime.now(timezone.utc) + timedelta(seconds=1)) == set()
+    logged = store.logged_since(before)
+    assert set(logged.decisions) == {("C-retried", "req-1"), ("C-answered", "req-2")}
+    assert logged.feedback_customers == {"C-answered"}
+    assert logged.changed_customers({"req-1", "req-2"}) == {"C-answered"}, "feedback is news, own decisions are not"
+    assert store.logged_since(datetime.now(timezone.utc) + timedelta(seconds=1)).changed_customers(()) == set()
 
 
 def test_a_worker_learns_of_another_workers_customers_by_polling(backend: Backend, store: DecisionStore) -> None:
     policy = ContactPolicy()
     other_worker = DecisionStore(backend.url)
-    index = ContactIndex(store, capacity=100, poll_seconds=0.05)
+    index = ContactIndex(store, capacity=100, poll_seconds=0.05, histories=100)
     assert index.may_have_history("C-9", policy), "not loaded yet: it cannot be sure of anyone"
     index.load(policy)
     try:
         assert not index.may_have_history("C-9", policy)
         other_worker.record([decision(1, "C-9", at=datetime.now(timezone.utc))])
         wait_until(lambda: index.may_have_history("C-9", policy), "the poll found the other worker's decision")
-        index.note("C-10")  # this worker's own decision, before it is queued
+        index.decided("C-10", "req-10", ["loan"])  # this worker's own decision, before it is queued
         assert index.may_have_history("C-10", policy)
         assert not index.may_have_history("C-11", policy)
         assert index.may_have_history("C-11", ContactPolicy(window_days=60)), "wider windows than it was loaded for"
@@ -302,16 +306,16 @@ def test_a_worker_learns_of_another_workers_customers_by_polling(backend: Backen
 def test_a_contact_index_that_cannot_be_sure_sends_every_customer_to_the_log(backend: Backend,
                                                                               store: DecisionStore) -> None:
     policy = ContactPolicy()
-    full = ContactIndex(store, capacity=2, poll_seconds=60)
+    full = ContactIndex(store, capacity=2, poll_seconds=60, histories=100)
     full.load(policy)
-    full.note("C-1")
-    full.note("C-2")
+    full.decided("C-1", "req-1", ["loan"])
+    full.changed("C-2")
     assert not full.may_have_history("C-3", policy)
-    full.note("C-3")
+    full.changed("C-3")
     assert full.may_have_history("C-4", policy) and full.status()["saturated"]
     full.close()
 
-    polling = ContactIndex(store, capacity=100, poll_seconds=0.05)
+    polling = ContactIndex(store, capacity=100, poll_seconds=0.05, histories=100)
     polling.load(policy)
     backend.break_()
     try:
@@ -321,6 +325,52 @@ def test_a_contact_index_that_cannot_be_sure_sends_every_customer_to_the_log(bac
         backend.restore()
     wait_until(lambda: not polling.may_have_history("C-5", policy), "the next poll made it sure again")
     polling.close()
+
+
+def an_answer(customer_id: str, products: Sequence[str]) -> SimpleNamespace:
+    """What the decision log reads of an answer of the service (``Recommendation``)."""
+    offers = [SimpleNamespace(product_id=product, rank=rank, score=0.5, adjusted_score=0.5, scored_by="gbm", rules=())
+              for rank, product in enumerate(products, start=1)]
+    return SimpleNamespace(customer_id=customer_id, cold_start=False, model_version="2.0.0", recommendations=offers,
+                           bias_check=SimpleNamespace(passed=True), suppressed=(),
+                           fallback=SimpleNamespace(used=False, degraded=False, reasons=()))
+
+
+def test_a_customer_asked_again_is_not_read_again_until_their_history_changes(backend: Backend, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(database_url=backend.url, state_dir=tmp_path / "state", contact_poll_seconds=0.05)
+    log, policy = Interactions(settings), ContactPolicy()
+    log.prepare_contacts(policy)
+    reads = []
+    read = log.store.contact_reads
+    monkeypatch.setattr(log.store, "contact_reads", lambda *args: reads.append(args) or read(*args))
+    other_worker = DecisionStore(backend.url)
+    try:
+        assert log.history("C-1", policy) is None and not reads, "nothing logged: nothing read"
+        log.record("req-1", an_answer("C-1", ["loan", "card"]), False, "f" * 24)
+        assert log.log.flush(WAIT_S)
+        assert log.history("C-1", policy).unanswered_offers == {"loan": 1, "card": 1} and not reads, \
+            "a first contact's history is what this worker offered"
+        log.contacts.changed("C-1")  # as after feedback: read again, then kept
+        assert log.history("C-1", policy).unanswered_offers == {"loan": 1, "card": 1} and len(reads) == 1
+        assert log.history("C-1", policy).unanswered_offers == {"loan": 1, "card": 1} and len(reads) == 1
+
+        log.record("req-2", an_answer("C-1", ["loan"]), False, "f" * 24)  # counted at once, before it is stored
+        assert log.history("C-1", policy).unanswered_offers == {"loan": 2, "card": 1} and len(reads) == 1
+        assert log.log.flush(WAIT_S)
+        time.sleep(0.3)  # several polls: this worker's own decisions are not news to it
+        assert log.history("C-1", policy).unanswered_offers == {"loan": 2, "card": 1} and len(reads) == 1
+
+        other_worker.record([decision(3, "C-1", at=datetime.now(timezone.utc), products=("card",))])
+        wait_until(lambda: log.history("C-1", policy).unanswered_offers == {"loan": 2, "card": 2},
+                   "the poll made this worker read the other worker's offer")
+        assert len(reads) == 2
+
+        log.feedback("req-1", "C-1", "loan", "declined")
+        assert log.history("C-1", policy).declined_recently == {"loan"} and len(reads) == 3
+    finally:
+        other_worker.close()
+        log.close()
 
 
 # -------------------------------------------------------------------------------------------- log
