@@ -109,6 +109,8 @@ HOLDING_CUES = re.compile(
 DETECTED_COLUMNS = ["post_id", "customer_id", "timestamp", "event", "score", "evidence", "source"]
 DETECTION_THRESHOLD = 0.42
 NEUTRAL_MARGIN = 0.05
+# Two events read from the same words: the weaker is not shown when the stronger leads it by this much.
+COMPETING_MARGIN = 0.15
 
 
 def text_aspect(text: str) -> str | None:
@@ -325,6 +327,27 @@ def get_text_encoder(settings: Settings) -> TextEncoder:
         return _ENCODERS[key]
 
 
+def _without_outshone(scores: np.ndarray, spans: Sequence[tuple[tuple[int, int], ...]]) -> np.ndarray:
+    """Drops an event read from the same words as a much stronger one: "First day at my new job today" reads
+    as a new job (0.80) and, through the retirement descriptions' "last day at work", as retirement (0.57);
+    only the new job is what the customer said. Events read from different clauses of a post stand side by
+    side, and so do close readings of the same words (neither clearly wins)."""
+    for row in np.flatnonzero((scores > 0).sum(axis=1) > 1):
+        read = scores[row].copy()
+        shown = np.flatnonzero(read)
+        for weaker in shown:
+            if any(read[stronger] - read[weaker] >= COMPETING_MARGIN and _same_words(spans[row][weaker], spans[row][stronger])
+                   for stronger in shown):
+                scores[row, weaker] = 0.0
+    return scores
+
+
+def _same_words(first: tuple[int, int], second: tuple[int, int]) -> bool:
+    """Whether two character spans share at least half of the shorter one."""
+    shared = min(first[1], second[1]) - max(first[0], second[0])
+    return shared * 2 >= min(first[1] - first[0], second[1] - second[0])
+
+
 class LifeEventDetector:
     """Scores posts for life events and financial intents with the BERT of a :class:`TextEncoder`.
 
@@ -402,8 +425,9 @@ class LifeEventDetector:
         scores = np.stack([a.event_scores for a in analyses]).astype(np.float32)
         neutral = (np.stack([a.embedding for a in analyses]) @ self._neutral_vectors.T).max(axis=1, keepdims=True)
         shown = (scores >= DETECTION_THRESHOLD) & (scores >= neutral + NEUTRAL_MARGIN)
-        return self._read_tense(np.where(shown, scores, 0.0).astype(np.float32),
-                                np.array([a.aspect for a in analyses], dtype=object))
+        scores = self._read_tense(np.where(shown, scores, 0.0).astype(np.float32),
+                                  np.array([a.aspect for a in analyses], dtype=object))
+        return _without_outshone(scores, [a.event_spans for a in analyses])
 
     def _read_tense(self, scores: np.ndarray, aspects: np.ndarray) -> np.ndarray:
         """Keep one half of each tense pair (the cue's, else the closer) with the pair's score, and

@@ -68,3 +68,14 @@ def test_life_events_are_detected_with_the_clause_that_shows_them(text_encoder):
     assert found[("p3", "home_purchase")] == "Considering a mortgage for my first home"
     assert ("p4", "financial_stress") in found
     assert not any(post == "p2" for post, _ in found)
+
+
+def test_one_phrase_shows_the_event_it_says_not_a_weaker_reading_of_the_same_words(text_encoder):
+    """"First day at my new job" is close in meaning to the retirement descriptions' "last day at work": a
+    new job, not a retirement (an explanation would have quoted it as a post about retirement). Events read
+    from different clauses of one post stay side by side."""
+    detector = LifeEventDetector(text_encoder)
+    texts = ["First day at my new job today", "Just started my own business",
+             "We got married last month and just bought our first house"]
+    shown = [{detector.events[i] for i in row.nonzero()[0]} for row in detector.detected_scores(texts)]
+    assert shown == [{"new_job"}, {"business_start"}, {"new_home", "marriage"}]
