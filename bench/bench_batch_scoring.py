@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.bench_serving import peak_rss_mb  # noqa: E402
 from bench.results_file import RESULTS, record  # noqa: E402
 
 TOP_K = 5
@@ -45,18 +46,10 @@ def ray_worker_peaks_mb() -> list[float]:
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(b"ray::"):
-                peaks.append(peak_rss_mb(entry))
-        except (OSError, IndexError):  # gone while being read
+                peaks.append(peak_rss_mb(int(entry.name)))
+        except (OSError, AttributeError):  # gone while being read
             continue
     return peaks
-
-
-def peak_rss_mb(process: Path = Path("/proc/self")) -> float:
-    """A process's own peak RSS (VmHWM). Not getrusage's ru_maxrss: Linux carries that across exec, so a
-    child started by this benchmark would report the parent's training peak (4,711.5 MB for both engines at
-    100,000 customers, 2026-12-03)."""
-    status = (process / "status").read_text()
-    return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
 def measure(work: Path, engine: str, chunk_size: int, ray_cpus: int) -> dict:
@@ -77,7 +70,9 @@ def measure(work: Path, engine: str, chunk_size: int, ray_cpus: int) -> dict:
     figures = {"engine": engine, "customers": summary.customers, "chunks": summary.chunks,
                "scoring_seconds": summary.seconds, "customers_per_second": summary.customers_per_second,
                "end_to_end_seconds": round(time.perf_counter() - started, 2),
-               "driver_peak_rss_mb": round(peak_rss_mb(), 1)}
+               # the process's own VmHWM, not getrusage's ru_maxrss: Linux carries that across exec, and it
+               # reported the parent's training peak (4,711.5 MB for both engines at 100,000 customers, 2026-12-03)
+               "driver_peak_rss_mb": round(peak_rss_mb(os.getpid()), 1)}
     if engine == "ray":
         peaks = ray_worker_peaks_mb()
         figures |= {"ray_cpus": ray_cpus, "ray_workers": len(peaks),
