@@ -206,7 +206,7 @@ class RecommendationService:
     def _probabilities(self, design: np.ndarray) -> tuple[np.ndarray, str | None]:
         """The model's probabilities; popularity, and the failure's name, when the model cannot score."""
         try:
-            return self.model.predict_proba(design), None
+            return self.model.predict_proba(design, variants_of_first=True), None
         except Exception as error:  # the answer degrades to popularity, and says so
             logger.exception("model scoring failed; answering from popularity")
             return np.tile(self.model.prior_, (design.shape[0], 1)), type(error).__name__

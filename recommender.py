@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Callable, Sequence
 
 import numpy as np
@@ -223,6 +224,41 @@ class CompiledForest:
         self.depth = max((model.max_depth for model in models.values()), default=0)
         self.trees_of_product = [np.flatnonzero(self.tree_product == p) for p in range(n_products)]
 
+    def raw_of_variants(self, design: np.ndarray) -> np.ndarray:
+        """Raw log-odds, (rows, products), of one customer (row 0) and variants of them (the other rows:
+        the same customer with a few inputs changed, as the bias check's counterfactuals are).
+
+        A tree's answer depends only on the features it splits on, so a variant walks only the trees
+        that split on a feature where it differs from the customer, and takes the customer's leaf
+        from every other tree: about a fifth of the walks of :meth:`raw` over all rows, and the same
+        sums up to float rounding.
+        """
+        rows, width = design.shape[:2]
+        flat = np.ascontiguousarray(design, dtype=np.float32).reshape(-1)
+        leaves = self._leaves(flat, self.tree_product * self.n_features, self.tree_start)
+        totals = np.tile(np.bincount(self.tree_product, weights=self.value[leaves], minlength=width), (rows, 1))
+        changed = (design[1:] != design[:1]).any(axis=1)  # (variants, features): one or two features each
+        needed = np.zeros((rows - 1, len(self.tree_product)), dtype=bool)
+        for row, features in enumerate(changed):
+            needed[row] = self.splits_on[features].any(axis=0)
+        variant, tree = np.nonzero(needed)
+        if len(tree):
+            column = self.tree_product[tree]
+            walked = self._leaves(flat, ((variant + 1) * width + column) * self.n_features, self.tree_start[tree])
+            totals[1:] += np.bincount(variant * width + column, weights=self.value[walked] - self.value[leaves[tree]],
+                                      minlength=(rows - 1) * width).reshape(rows - 1, width)
+        return totals + self.baseline
+
+    @cached_property
+    def splits_on(self) -> np.ndarray:
+        """(features, trees): True where the tree splits on the feature (computed on first use, so that
+        forests saved before it existed load as they are)."""
+        uses = np.zeros((self.n_features, len(self.tree_product)), dtype=bool)
+        tree_of_node = np.repeat(np.arange(len(self.tree_start)), np.diff(np.append(self.tree_start, len(self.feature))))
+        split = self.children[0::2] != np.arange(len(self.feature))  # a leaf's children are itself
+        uses[self.feature[split], tree_of_node[split]] = True
+        return uses
+
     def raw(self, design: np.ndarray, products: Sequence[int] | None = None) -> np.ndarray:
         """Raw log-odds, (customers, products), of a design built for ``products`` (default: all);
         a product without trees gets 0."""
@@ -416,19 +452,25 @@ class HybridRecommender(BaseEstimator):
         check_is_fitted(self)
         return np.array([r.strategy for r in self.reports_])
 
-    def predict_proba(self, design: np.ndarray, products: Sequence[int] | None = None) -> np.ndarray:
+    def predict_proba(self, design: np.ndarray, products: Sequence[int] | None = None,
+                      variants_of_first: bool = False) -> np.ndarray:
         """Take-up probabilities, (customers, products), of a design built for ``products`` (default:
-        all): the knowledge prior moved towards the product's calibrated trees by its tree weight."""
-        return sigmoid(self.log_odds(design, products))
+        all): the knowledge prior moved towards the product's calibrated trees by its tree weight.
+        ``variants_of_first``: the rows after the first are that customer with a few inputs changed
+        (all products), which the trees score faster (:meth:`CompiledForest.raw_of_variants`)."""
+        return sigmoid(self.log_odds(design, products, variants_of_first))
 
-    def log_odds(self, design: np.ndarray, products: Sequence[int] | None = None) -> np.ndarray:
+    def log_odds(self, design: np.ndarray, products: Sequence[int] | None = None,
+                 variants_of_first: bool = False) -> np.ndarray:
         check_is_fitted(self)
         chosen = slice(None) if products is None else np.asarray(products, dtype=np.intp)
         weight = self.blend_.tree_weight[chosen]
         prior = self.prior_log_odds(design, products)
         if not weight.any():
             return prior
-        return blend(prior, self.calibration_.log_odds(self.forest_.raw(design, products), chosen), weight)
+        raw = (self.forest_.raw_of_variants(design) if variants_of_first and products is None
+               else self.forest_.raw(design, products))
+        return blend(prior, self.calibration_.log_odds(raw, chosen), weight)
 
     def prior_log_odds(self, design: np.ndarray, products: Sequence[int] | None = None) -> np.ndarray:
         """The knowledge prior's log-odds, (customers, products): words, events and popularity."""

@@ -8,6 +8,7 @@ from sklearn.exceptions import NotFittedError
 
 from artifacts import ARTIFACT_FILE, save_artifacts
 from batch import all_scores
+from bias_detector import counterfactual_variants
 from feature_engineer import CustomerInputs, ProductDesign
 from recommendation_service import RecommendationService
 from recommender import RISK_BASE_POINTS, HybridRecommender
@@ -27,6 +28,26 @@ def test_compiled_forest_gives_scikit_learns_decision_function(trained_service):
         assert np.allclose(model.forest_.raw(one_product, [product])[:, 0], expected, atol=1e-6)
         assert np.allclose(model.forest_.raw(every_product)[:, product],
                            classifier.decision_function(every_product[:, product]), atol=1e-6)
+
+
+def test_variants_walk_only_the_trees_they_change_and_score_as_every_tree_would(trained_service, known_customer):
+    """The bias check's counterfactuals (the customer with one protected attribute changed) are
+    scored by re-walking only the trees that split on a changed feature; the scores are those of
+    walking every tree, for real variants, for a variant equal to the customer and for one that
+    shares nothing with them."""
+    model, service = trained_service.model, trained_service
+    state = service.customers.known(service.customers.row_of(known_customer))
+    other = service.customers.known((service.customers.row_of(known_customer) + 1) % len(service.base.view))
+    variants = [v.tabular for v in counterfactual_variants(state.profile, state.tabular,
+                                                           service.settings.protected_attributes, service._observed,
+                                                           model.features_.patches_, service.rules,
+                                                           service.settings.band_age)
+                if v.tabular is not None]
+    assert variants, "the default bank's model should read at least one protected attribute's column"
+    design = model.design.design(state.inputs(np.stack([state.tabular, *variants, state.tabular])))
+    design = np.concatenate([design, model.design.design(other.inputs(other.tabular[None]))])
+    assert np.allclose(model.forest_.raw_of_variants(design), model.forest_.raw(design), rtol=0, atol=1e-12)
+    assert np.array_equal(model.predict_proba(design, variants_of_first=True)[-2], model.predict_proba(design)[0])
 
 
 def test_a_request_and_a_batch_score_every_product_alike(trained_service):
@@ -105,6 +126,9 @@ def test_degraded_answer_when_the_model_cannot_score(trained_service, known_cust
         has_model = trained_service.model.forest_.has_model
 
         def raw(self, design, products=None):
+            raise MemoryError("simulated")
+
+        def raw_of_variants(self, design):
             raise MemoryError("simulated")
 
     monkeypatch.setattr(trained_service.model, "forest_", BrokenForest())
