@@ -850,6 +850,10 @@ def _load_hackathon(data_dir: Path, report: DataQualityReport) -> dict[str, pd.D
 # ----------------------------------------------------------------------------------------------
 
 EVIDENCE_THRESHOLD = 0.60
+LOW_RISK_WORDS = re.compile(r"\b(?:low|lower|minimal|minimum|no|zero|little)[- ]risk\b|\brisk[- ]free\b"
+                            r"|\b(?:safe|secure|guaranteed|capital[- ]protected)\b", re.IGNORECASE)
+HIGH_RISK_WORDS = re.compile(r"\b(?:high|higher)[- ]risk\b|\b(?:aggressive|speculative)\b", re.IGNORECASE)
+LOW_RISK_MAX_LEVEL, HIGH_RISK_MIN_LEVEL = 2, 4  # the catalogue's levels: 1 savings ... 5 crypto
 INTEREST_MARGIN = 0.1  # an interest also names the products this close to its best match ("Health & Life Insurance")
 PRODUCT_PAYMENT_PATTERN = re.compile(r"\b(?:repayments?|emi|mortgage payments?|premiums?|contributions?|deposits?"
                                      r"|loans?)\b", re.IGNORECASE)
@@ -944,6 +948,7 @@ def _match_products(evidence: pd.DataFrame, products: pd.DataFrame, encoder: Sen
     per_product = np.full((len(distinct), len(products)), -1.0, dtype=np.float32)
     np.maximum.at(per_product.T, owners, similarity.T)
     per_product[~segment_eligibility(distinct["customer_type"], products["segment"])] = -1.0
+    per_product[stated_risk_conflicts(distinct["text"], products["risk_level"])] = -1.0
     best = per_product.max(axis=1, initial=-1.0)
     near_best = (per_product >= best[:, None] - margin) if margin else (per_product == best[:, None])
     row, column = np.nonzero(near_best & (per_product >= -0.5))
@@ -953,6 +958,21 @@ def _match_products(evidence: pd.DataFrame, products: pd.DataFrame, encoder: Sen
     matches["product_id"] = matches["best_product_id"].where(matches["similarity"] >= EVIDENCE_THRESHOLD)
     matched = matches["product_id"].notna()
     return pd.concat([matches[matched], matches[~matched].drop_duplicates(["text", "customer_type"])])
+
+
+def stated_risk_conflicts(texts: pd.Series, risk_levels: pd.Series) -> np.ndarray:
+    """(texts, products): True where a text states a risk appetite the product contradicts.
+
+    The sentence encoder reads "low-risk savings" as close to a crypto fund's alias "high risk
+    investment" (0.684, closer than any savings account): it weighs the shared word, not which
+    way it points. A customer who asks for low risk is not asking for a product of risk level 3 or
+    more, and one who asks for high risk is not asking for a savings account, so such a match is
+    never made, whatever the similarity.
+    """
+    levels = pd.to_numeric(risk_levels, errors="coerce").to_numpy(dtype=float)[None, :]
+    low = texts.str.contains(LOW_RISK_WORDS).to_numpy()[:, None]
+    high = texts.str.contains(HIGH_RISK_WORDS).to_numpy()[:, None] & ~low
+    return (low & (levels > LOW_RISK_MAX_LEVEL)) | (high & (levels < HIGH_RISK_MIN_LEVEL))
 
 
 def _summarise_evidence(report: DataQualityReport, evidence: Sequence[pd.DataFrame]) -> None:

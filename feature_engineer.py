@@ -29,7 +29,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from data_loader import PRODUCT_PAYMENT_PATTERN
+from data_loader import PRODUCT_PAYMENT_PATTERN, stated_risk_conflicts
 from data_use import TEXT_SOURCES, DataUsePolicy, SignalView
 from settings import ProtectedAttribute, Settings, band_labels
 from text_models import DETECTED_COLUMNS, LifeEventDetector, TextEncoder
@@ -418,12 +418,13 @@ def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, ro
     if len(phrase_row):
         phrase_number = phrase_row_numbers(phrase_row)
         _keep_best(best[:, profile_only], source[:, profile_only], phrase_row,
-                   (distinct_vectors @ product_vectors.T)[phrase_code], -1 - phrase_number)
+                   _quotable(distinct_vectors @ product_vectors.T, pd.Series(distinct), products)[phrase_code],
+                   -1 - phrase_number)
     recent_best = np.zeros((n_customers, len(product_vectors)), dtype=np.float32)
     if len(posts):
         post_vectors = np.stack([a.embedding for a in detector.analyse(posts["content"].fillna("").astype(str).tolist())])
         np.add.at(post_vectors_sum, row_of_post, post_vectors * weights[:, None])
-        similarity = post_vectors @ product_vectors.T
+        similarity = _quotable(post_vectors @ product_vectors.T, posts["content"].fillna("").astype(str), products)
         _keep_best(best[:, posts_only], source[:, posts_only], row_of_post, similarity, np.arange(len(posts)))
         np.maximum.at(recent_best, row_of_post[recent], np.clip(similarity[recent], 0.0, None))
     post_wins = best[:, posts_only] > best[:, profile_only]
@@ -434,6 +435,13 @@ def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, ro
                            (posts_only, post_vectors_sum)):
         text_match[:, index] = _closeness(vectors, product_vectors)
     return text_match, best, source, recent_best
+
+
+def _quotable(similarity: np.ndarray, texts: pd.Series, products: pd.DataFrame) -> np.ndarray:
+    """Each text's similarity to each product, 0 where the text states a risk appetite the product
+    contradicts: "low-risk savings" is never the words that make a crypto fund the customer's
+    (:func:`data_loader.stated_risk_conflicts`), however close the encoder puts them."""
+    return np.where(stated_risk_conflicts(texts, products["risk_level"]), np.float32(0.0), similarity)
 
 
 def _closeness(customer_vectors: np.ndarray, product_vectors: np.ndarray) -> np.ndarray:

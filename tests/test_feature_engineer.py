@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_loader import profile_text
+from data_loader import profile_text, stated_interests
 from data_use import TEXT_SOURCES
 from feature_engineer import customer_signals, event_relevance, profile_phrase, profile_phrases, spending_events
 from text_models import LifeEventDetector
@@ -54,6 +54,29 @@ def test_one_stated_need_is_found_among_unrelated_interests(text_encoder, detect
     assert signals.best_text_match[0, both].argmax() == pension
     source = int(signals.best_text_source[0, both, pension])
     assert source < 0 and profile_phrase(view["profile_text"].iloc[0], -1 - source) == "retirement saving"
+
+
+def test_words_that_ask_for_low_risk_never_ask_for_or_speak_for_a_high_risk_product(text_encoder, detector):
+    """The encoder puts "low-risk savings" closer to the crypto fund's alias "high risk investment"
+    (0.68) than to any savings account: the shared word, not its direction. Neither the stated need
+    nor the words an explanation quotes may tie a customer who asked for low risk to it, and asking
+    for high risk does not ask for a savings account."""
+    customers = pd.DataFrame({"customer_id": ["low", "high"], "customer_type": "individual",
+                              "preferences": [None, None], "financial_needs": ["low-risk savings",
+                                                                               "high risk investment"]})
+    asked = stated_interests(customers, CATALOGUE, text_encoder).groupby("customer_id")["product_id"].apply(set)
+    risk = CATALOGUE.set_index("product_id")["risk_level"]
+    assert asked["low"] and max(risk[p] for p in asked["low"]) <= 2 and "easy_access_savings" in asked["low"]
+    assert asked["high"] == {"crypto_growth_fund"}
+    view = view_of({"low": {"financial_needs": "low-risk savings"}})
+    nothing = pd.DataFrame(columns=["customer_id", "product_id"])
+    posts = pd.DataFrame({"post_id": ["p1"], "customer_id": ["low"], "content": ["Looking for a low risk investment"],
+                          "timestamp": [AS_OF - pd.Timedelta(days=3)]})
+    signals = customer_signals(view, posts, nothing, nothing, CATALOGUE, AS_OF, text_encoder, detector)
+    for source in ("profile", "posts"):
+        best = signals.best_text_match[0, TEXT_SOURCES.index(source)]
+        assert best[column_of("crypto_growth_fund")] == 0.0 and best[column_of("stock_trading_account")] == 0.0
+        assert best.max() > 0.35, f"the {source}'s low-risk words should still speak for a low-risk product"
 
 
 def test_life_events_are_linked_by_meaning_to_the_products_that_serve_them(text_encoder, detector):
