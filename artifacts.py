@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 import joblib
 import numpy as np
@@ -27,10 +27,10 @@ from data_loader import BankData, DataLoadError, customer_view, data_now, load_b
 from data_use import DataUsePolicy, DataUsePolicyError, policy_file_digest, policy_in_force
 from decision_store import DecisionStore, FinalOutcome, migrate
 from feature_engineer import CustomerInputs
-from recommender import (MODEL_VERSION, CustomerBase, HybridRecommender, ProductFitter, TrainingSet,
+from recommender import (MODEL_VERSION, CustomerBase, HybridRecommender, ProductFits, ProductReport, TrainingSet,
                          build_customer_base, train)
 from settings import Settings
-from text_models import LIFE_EVENTS, LifeEventDetector, get_text_encoder, model_fingerprint
+from text_models import LIFE_EVENTS, LifeEventDetector, PostAnalysis, get_text_encoder, model_fingerprint
 
 if TYPE_CHECKING:
     from bias_detector import ExposureMitigation
@@ -121,15 +121,27 @@ def check_data_use_policy(settings: Settings, data: BankData) -> DataUsePolicy:
         raise ServiceError(f"invalid data-use policy (DATA_USE_POLICY={settings.data_use_policy}): {error}") from error
 
 
+class TrainingEngine(Protocol):
+    """Where training's parallel parts run: the per-product fits and the BERT pass over the posts
+    (``ray_engine.RayTraining``). Without one, both run here, one after another."""
+
+    def fit_products(self, training: TrainingSet, model: HybridRecommender
+                     ) -> list[tuple[ProductReport, ProductFits | None]]: ...
+
+    def analyse_texts(self, texts: Sequence[str], here: Callable[[Sequence[str]], list[PostAnalysis]]
+                      ) -> list[PostAnalysis]: ...
+
+
 def train_artifacts(data: BankData, settings: Settings, fingerprint: str,
-                    fit_products: ProductFitter | None = None) -> Artifacts:
-    """Fits everything on the data and computes the serving state of every customer; ``fit_products``
-    runs the per-product fits (default: one after another in this process)."""
+                    engine: TrainingEngine | None = None) -> Artifacts:
+    """Fits everything on the data and computes the serving state of every customer; ``engine``
+    runs the per-product fits and the posts' text analysis (default: here, one after another)."""
     encoder = get_text_encoder(settings)
-    detector = LifeEventDetector(encoder)
+    detector = LifeEventDetector(encoder, engine.analyse_texts if engine else None)
     end = data_now(data)
     outcomes = logged_outcomes(settings)
-    model, training = train(data, end, settings, encoder, detector, outcomes=outcomes, fit_products=fit_products)
+    model, training = train(data, end, settings, encoder, detector, outcomes=outcomes,
+                            fit_products=engine.fit_products if engine else None)
     base = build_customer_base(data, model, end, encoder, detector)
     encoder.flush()
     holdout = holdout_recommendations(model, training, AUDIT_TOP_K)

@@ -151,12 +151,13 @@ def train_models(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.model_copy(update={"data_dir": _existing(args.data)})
     data = load_data(settings)
     rules = load_rules(settings, data)
-    fit_products = None
     if args.engine == "ray":
-        from ray_engine import fit_products_on_ray  # Ray is imported only when chosen
+        from ray_engine import RayTraining  # Ray is imported only when chosen
 
-        fit_products = fit_products_on_ray(settings)
-    artifacts = train_artifacts(data, settings, data_fingerprint(settings), fit_products)
+        with RayTraining(settings) as engine:
+            artifacts = train_artifacts(data, settings, data_fingerprint(settings), engine)
+    else:
+        artifacts = train_artifacts(data, settings, data_fingerprint(settings))
     service = RecommendationService(settings, data, rules, artifacts)
     run_audit(service)
     save_artifacts(artifacts, settings.models_dir / ARTIFACT_FILE)

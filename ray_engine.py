@@ -1,9 +1,9 @@
-"""`cli.py score --engine ray` and `cli.py train --engine ray`: chunks scored, and products fitted,
-as Ray tasks, in parallel, on a local Ray or a cluster.
+"""`cli.py score --engine ray` and `cli.py train --engine ray`: chunks scored, products fitted and
+posts analysed as Ray tasks, in parallel, on a local Ray or a cluster.
 
 Only ``batch_scoring.ENGINES`` and ``cli.py train --engine ray`` import this module, and only when
 the Ray engine is chosen: serving and the local engine never load or start Ray. Training is at
-the end of the module (:func:`fit_products_on_ray`); what follows first is about scoring.
+the end of the module (:class:`RayTraining`); what follows first is about scoring.
 
 Where: ``RAY_ADDRESS`` (settings) names a cluster to join; unset, the run starts a local Ray on this
 machine's CPUs and stops it at the end. A Ray already started in this process (a notebook, the
@@ -37,6 +37,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +50,7 @@ from data_loader import BankData
 from recommendation_service import RecommendationService
 from recommender import HybridRecommender, ProductFits, ProductReport, TrainingSet, fit_product
 from settings import Settings
+from text_models import LifeEventDetector, PostAnalysis, TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +68,17 @@ class ScoringKit:
 
     @classmethod
     def of(cls, service: RecommendationService) -> ScoringKit:
-        settings = service.settings.model_copy(update={"api_keys": [], "database_url": None})
+        settings = without_secrets(service.settings)
         artifacts = dataclasses.replace(service.artifacts, holdout=service.artifacts.holdout.iloc[:0])
         return cls(settings, answering_data(service.data), service.rules, artifacts)
 
     def service(self) -> RecommendationService:
         return RecommendationService(self.settings, self.data, self.rules, self.artifacts)
+
+
+def without_secrets(settings: Settings) -> Settings:
+    """The settings a worker gets: no API keys, no database URL (workers never serve or log)."""
+    return settings.model_copy(update={"api_keys": [], "database_url": None})
 
 
 def answering_data(data: BankData) -> BankData:
@@ -148,6 +155,9 @@ def connect(settings: Settings) -> bool:
 
 # ---------------------------------------------------------------------------------------- training
 
+TEXTS_PER_TASK = 512  # a few seconds of BERT on one CPU: long enough to hide a task's dispatch
+
+
 @ray.remote(num_cpus=1)
 def fit_product_task(training: TrainingSet, model: HybridRecommender, product: int
                      ) -> tuple[ProductReport, ProductFits | None]:
@@ -155,26 +165,65 @@ def fit_product_task(training: TrainingSet, model: HybridRecommender, product: i
     return fit_product(training, model, product)
 
 
-def fit_products_on_ray(settings: Settings) -> Callable[[TrainingSet, HybridRecommender],
-                                                        list[tuple[ProductReport, ProductFits | None]]]:
-    """``HybridRecommender.fit``'s per-product fits as parallel Ray tasks.
+_worker_detector: dict[Path, LifeEventDetector] = {}
+"""This worker process's detector, by text model: the weights are loaded on its first batch."""
 
-    The training examples go to the object store once (workers on the driver's node read their
-    arrays in place) and the unfitted model (its design and settings) with them; each task fits one
-    product's candidates and returns them. A task whose worker dies is run again, up to
-    ``RAY_TASK_RETRIES`` times: the fits are seeded, so the retry returns what the first would have.
-    Products are submitted largest first, so that the longest fit does not start last.
+
+@ray.remote(num_cpus=1)
+def analyse_texts_task(settings: Settings, texts: list[str]) -> list[PostAnalysis]:
+    """One batch of texts through the BERT pass on a worker, with the weights the settings name on
+    the worker's machine (its image ships the same model; see the README)."""
+    model_dir = settings.resolved_text_model_dir
+    if model_dir not in _worker_detector:
+        _worker_detector[model_dir] = LifeEventDetector(TextEncoder(model_dir))
+    return _worker_detector[model_dir].fresh_analyses(texts)
+
+
+class RayTraining:
+    """`cli.py train --engine ray`: the per-product fits and the BERT pass over the posts as Ray tasks
+    (``artifacts.TrainingEngine``); everything else of training stays on the driver.
+
+    Used as a context manager it joins ``RAY_ADDRESS`` or starts a local Ray once for the whole
+    training, and lets go of it at the end; a Ray this process had already started is used as it is.
+
+    *Fits.* The training examples go to the object store once (workers on the driver's node read
+    their arrays in place) and the unfitted model (its design and settings) with them; each task
+    fits one product's candidates and returns them. The fits are seeded, so a task whose worker dies
+    and is run again (up to ``RAY_TASK_RETRIES`` times) returns what the first would have. Products
+    are submitted largest first, so that the longest fit does not start last.
+
+    *Texts.* The posts the detector has not seen go out in batches of ``TEXTS_PER_TASK``; each
+    worker loads the text model once and returns its batch's analyses, which the driver keeps (and
+    saves with its embedding cache) as if it had computed them. Fewer texts than a batch are
+    analysed here: a task would cost more than it saves.
     """
-    def fit_products(training: TrainingSet, model: HybridRecommender) -> list[tuple[ProductReport, ProductFits | None]]:
-        started_here = connect(settings)
-        try:
-            examples, unfitted = ray.put(training), ray.put(model)
-            task = fit_product_task.options(max_retries=settings.ray_task_retries)
-            largest_first = np.argsort(-training.labels.sum(axis=0), kind="stable")
-            pending = {int(product): task.remote(examples, unfitted, int(product)) for product in largest_first}
-            return [ray.get(pending[product]) for product in range(len(model.product_ids_))]
-        finally:
-            if started_here:
-                ray.shutdown()
 
-    return fit_products
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._started_here = False
+
+    def __enter__(self) -> RayTraining:
+        self._started_here = connect(self.settings)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._started_here:
+            ray.shutdown()
+
+    def fit_products(self, training: TrainingSet, model: HybridRecommender
+                     ) -> list[tuple[ProductReport, ProductFits | None]]:
+        examples, unfitted = ray.put(training), ray.put(model)
+        task = fit_product_task.options(max_retries=self.settings.ray_task_retries)
+        largest_first = np.argsort(-training.labels.sum(axis=0), kind="stable")
+        pending = {int(product): task.remote(examples, unfitted, int(product)) for product in largest_first}
+        return [ray.get(pending[product]) for product in range(len(model.product_ids_))]
+
+    def analyse_texts(self, texts: Sequence[str], here: Callable[[Sequence[str]], list[PostAnalysis]]
+                      ) -> list[PostAnalysis]:
+        if len(texts) < TEXTS_PER_TASK:
+            return here(texts)
+        settings = ray.put(without_secrets(self.settings))
+        task = analyse_texts_task.options(max_retries=self.settings.ray_task_retries)
+        batches = [task.remote(settings, list(texts[start:start + TEXTS_PER_TASK]))
+                   for start in range(0, len(texts), TEXTS_PER_TASK)]
+        return [analysis for batch in batches for analysis in ray.get(batch)]

@@ -407,7 +407,7 @@ class HybridRecommender(BaseEstimator):
         """Fits, per product, the strongest strategy its data supports, then calibrates and compiles.
 
         ``fit_products`` runs the products' candidate fits, which do not depend on each other: one
-        after another here by default, or as parallel tasks (``ray_engine.fit_products_on_ray``).
+        after another here by default, or as parallel tasks (``ray_engine.RayTraining``).
         """
         started = time.perf_counter()
         self.features_, self.product_ids_, self.label_scheme_ = features, list(product_ids), label_scheme

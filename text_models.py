@@ -22,7 +22,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import joblib
 import numpy as np
@@ -348,6 +348,12 @@ def _same_words(first: tuple[int, int], second: tuple[int, int]) -> bool:
     return shared * 2 >= min(first[1] - first[0], second[1] - second[0])
 
 
+TextAnalyser = Callable[[Sequence[str], Callable[[Sequence[str]], "list[PostAnalysis]"]], "list[PostAnalysis]"]
+"""Where a detector's unseen texts are analysed: given the texts and the way to analyse them here
+(:meth:`LifeEventDetector.fresh_analyses`), their analyses in order. ``ray_engine.RayTraining``
+spreads a training's posts over Ray workers, each with the same weights."""
+
+
 class LifeEventDetector:
     """Scores posts for life events and financial intents with the BERT of a :class:`TextEncoder`.
 
@@ -361,8 +367,9 @@ class LifeEventDetector:
     product held shows no ``ACQUISITION_EVENTS``.
     """
 
-    def __init__(self, encoder: TextEncoder) -> None:
+    def __init__(self, encoder: TextEncoder, analyser: TextAnalyser | None = None) -> None:
         self.encoder = encoder
+        self.analyser = analyser
         self.events: list[str] = list(LIFE_EVENTS)
         phrases = [phrase for event in self.events for phrase in LIFE_EVENTS[event]]
         self._phrase_event = np.repeat(np.arange(len(self.events)), [len(LIFE_EVENTS[e]) for e in self.events])
@@ -386,12 +393,19 @@ class LifeEventDetector:
         found = {text: self._analyses.get(text_key(text)) for text in set(texts)}
         known = {text: analysis for text, analysis in found.items() if analysis is not None}
         missing = sorted(found.keys() - known.keys(), key=lambda t: (len(t), t))  # less padding
-        for text, (states, offsets, words) in zip(missing, self.encoder.token_states(missing)):
-            known[text] = self._analyse_states(states, offsets, words, text_aspect(text))
-            self._analyses.put(text_key(text), known[text])
+        analyses = self.analyser(missing, self.fresh_analyses) if self.analyser else self.fresh_analyses(missing)
+        for text, analysis in zip(missing, analyses):
+            known[text] = analysis
+            self._analyses.put(text_key(text), analysis)
         if missing:
             self.encoder.remember(missing, np.stack([known[t].embedding for t in missing]))
         return [known[t] for t in texts]
+
+    def fresh_analyses(self, texts: Sequence[str]) -> list[PostAnalysis]:
+        """The BERT pass over ``texts``, here, nothing looked up or kept: what :meth:`analyse` runs on
+        the texts it has not seen (or hands to its ``analyser``, which may run it elsewhere)."""
+        return [self._analyse_states(states, offsets, words, text_aspect(text))
+                for text, (states, offsets, words) in zip(texts, self.encoder.token_states(texts))]
 
     def detect(self, posts: pd.DataFrame) -> pd.DataFrame:
         """Detected events, one row per (post, event): post_id, customer_id, timestamp, event, score, evidence, source."""

@@ -3,8 +3,9 @@
 For each size it generates a synthetic bank once (outside the timing), then trains it end to end
 (load, text encoding with an empty embedding cache, features, model, serving state) in a fresh
 process per engine: here (``cli.py train``), and on a local Ray started with 1 and with 2 CPUs
-(``cli.py train --engine ray``: the per-product fits as Ray tasks). Reported per run: the whole
-training and the model fit alone (the part Ray parallelises), and their ratios to training here.
+(``cli.py train --engine ray``: the per-product fits and the posts' BERT pass as Ray tasks).
+Reported per run: the whole training, the model fit alone, and their ratios to training here;
+the driver's own peak RSS (VmHWM, not getrusage's, which Linux carries across exec from the parent).
 
     python bench/bench_training_ray.py [--sizes 10000 100000] [--rounds 1]
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.bench_serving import peak_rss_mb  # noqa: E402
 from bench.results_file import RESULTS, record  # noqa: E402
 
 ENGINES = ("here", "ray_1_cpu", "ray_2_cpus")
@@ -33,20 +34,20 @@ def measure(data_dir: Path, models_dir: Path, engine: str) -> dict:
     from settings import Settings
 
     settings = Settings(data_dir=data_dir, models_dir=models_dir)
-    fit_products = None
+    training = None
     if engine != "here":
         import ray
 
-        from ray_engine import fit_products_on_ray
+        from ray_engine import RayTraining
 
         ray.init(num_cpus=1 if engine == "ray_1_cpu" else 2, include_dashboard=False)
-        fit_products = fit_products_on_ray(settings)
+        training = RayTraining(settings)
     started = time.perf_counter()
     data = load_data(settings)
-    artifacts = train_artifacts(data, settings, data_fingerprint(settings), fit_products)
+    artifacts = train_artifacts(data, settings, data_fingerprint(settings), training)
     return {"engine": engine, "train_seconds": round(time.perf_counter() - started, 2),
             "model_fit_seconds": artifacts.model.training_seconds_,
-            "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "driver_peak_rss_mb": round(peak_rss_mb(os.getpid()), 1)}
 
 
 def train_in_child(data_dir: Path, engine: str) -> dict:

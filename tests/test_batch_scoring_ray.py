@@ -124,15 +124,39 @@ def test_training_on_ray_fits_the_same_model_as_training_here(local_ray, trained
     from threadpoolctl import threadpool_limits
 
     from feature_engineer import CustomerInputs
-    from ray_engine import fit_products_on_ray
+    from ray_engine import RayTraining
 
     model = trained_service.model
     with threadpool_limits(limits=1, user_api="openmp"):
         here = clone(model).fit(trained_training, model.features_, model.product_ids_, model.label_scheme_)
     on_ray = clone(model).fit(trained_training, model.features_, model.product_ids_, model.label_scheme_,
-                              fit_products_on_ray(trained_service.settings))
+                              RayTraining(trained_service.settings).fit_products)
     assert [vars(r) for r in on_ray.reports_] == [vars(r) for r in here.reports_]
     base = trained_service.base
     inputs = CustomerInputs.of(base.tabular, base.signals, np.arange(200))
     np.testing.assert_allclose(on_ray.score(inputs), here.score(inputs), rtol=0, atol=1e-9)
     assert ray.is_initialized(), "a Ray the caller started is left running"
+
+
+def test_posts_analysed_on_ray_read_as_the_posts_analysed_here(local_ray, trained_service, text_encoder,
+                                                              monkeypatch):
+    """`cli.py train --engine ray`: the posts a detector has not seen go to Ray workers in batches;
+    each worker loads the same weights, and the analyses come back in the posts' order, read as the
+    ones made here (the same events, evidence spans and tense; embeddings equal to float rounding)."""
+    import numpy as np
+
+    import ray_engine
+    from text_models import LifeEventDetector
+
+    monkeypatch.setattr(ray_engine, "TEXTS_PER_TASK", 7)  # 30 posts: five batches over the two CPUs
+    posts = [str(post) for post in trained_service.data.social_posts["content"].drop_duplicates().iloc[:30]]
+    here = LifeEventDetector(text_encoder).fresh_analyses(posts)
+    on_ray = LifeEventDetector(text_encoder, ray_engine.RayTraining(trained_service.settings).analyse_texts)
+    analysed = on_ray.analyse(posts)
+    assert [a.event_spans for a in analysed] == [a.event_spans for a in here]
+    assert [a.aspect for a in analysed] == [a.aspect for a in here]
+    np.testing.assert_allclose(np.stack([a.embedding for a in analysed]), np.stack([a.embedding for a in here]),
+                               rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.stack([a.event_scores for a in analysed]),
+                               np.stack([a.event_scores for a in here]), rtol=0, atol=1e-5)
+    assert on_ray.analyse(posts[:3]) == analysed[:3], "what came back from Ray is kept: asked again, not re-sent"
