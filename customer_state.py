@@ -152,7 +152,8 @@ class CustomerStates:
         self.model = model
         self.products = products
         self.product_ids: list[str] = products["product_id"].tolist()
-        self._row_of = {str(c): i for i, c in enumerate(base.view.index)}
+        self._ids = [str(c) for c in base.view.index]  # a list: indexing an Arrow-backed index costs 70 us
+        self._row_of = {customer_id: row for row, customer_id in enumerate(self._ids)}
         self._view_columns = object_columns(base.view)
         self._events_by_customer = events_by_customer(base.signals.event_posts)
         self._posts = PostTexts.of(base.posts)
@@ -172,7 +173,7 @@ class CustomerStates:
     def known(self, row: int) -> CustomerState:
         base = self.base
         signals = base.signals
-        customer_id = str(base.view.index[row])
+        customer_id = self._ids[row]
         profile = {column: values[row] for column, values in self._view_columns}
         profile["customer_id"] = customer_id
         return CustomerState(

@@ -47,7 +47,7 @@ class Factor:
     source: str | None = None  # profile | transactions | posts | holdings | business rules | ...
     feature_kind: str | None = None  # kind "feature": numeric | category | holding (the FeatureSpec's kind)
     column: str | None = None  # a feature, or a stated need: the unified view's column it reads
-    typical: float | None = None  # numeric feature: the training median the customer's value is compared with
+    typical: float | None = None  # numeric feature: the training median of customers of their type
     reference: str | None = None  # the post or transaction quoted
     date: str | None = None  # its date
 
@@ -215,9 +215,10 @@ def _stated_feature(spec: FeatureSpec, weight: float, design_value: float,
                       spec.column)
     if spec.kind == "numeric":
         value = _number(profile.get(spec.column))
-        if value is None or _close_to_typical(value, spec.typical):
+        typical = spec.typical_for(profile.get("customer_type"))
+        if value is None or _close_to_typical(value, typical):
             return None
-        return Factor("feature", spec.name, weight, value, None, spec.source, spec.kind, spec.column, spec.typical)
+        return Factor("feature", spec.name, weight, value, None, spec.source, spec.kind, spec.column, typical)
     return None
 
 

@@ -69,6 +69,13 @@ class FeatureSpec:
     column: str | None = None
     category: str | None = None
     typical: float | None = None
+    typical_by_type: tuple[tuple[str, float], ...] | None = None  # numeric: the median of each customer type
+
+    def typical_for(self, customer_type: object) -> float | None:
+        """The typical value among customers of the same type: an organization's revenue is set
+        against organizations', not against the income of the households that make up most of a
+        bank. The median of all customers when the type is unknown or had no values."""
+        return dict(self.typical_by_type or ()).get(str(customer_type), self.typical)
 
 
 def column_source(column: str) -> FeatureSource:
@@ -112,7 +119,7 @@ class CustomerFeatures(BaseEstimator, TransformerMixin):
             ]), categorical),
         ], verbose_feature_names_out=True)
         self.transformer_.fit(self._as_input(view))
-        self.feature_specs_ = self._feature_specs()
+        self.feature_specs_ = self._feature_specs(view)
         self.feature_names_ = [spec.name for spec in self.feature_specs_]
         self.patches_ = self._counterfactual_patches(view)
         return self
@@ -164,12 +171,15 @@ class CustomerFeatures(BaseEstimator, TransformerMixin):
             return {str(v): v for v in view[attribute.column].dropna().unique()}
         return {band: Settings.band_age(band) for band in band_labels(list(self.age_bands))}
 
-    def _feature_specs(self) -> tuple[FeatureSpec, ...]:
+    def _feature_specs(self, view: pd.DataFrame) -> tuple[FeatureSpec, ...]:
         """One spec per encoded column, in the transformer's output order: the numbers (with their
-        training median, the imputer's), then each categorical column's frequent values and, where
-        some values were too rare to get a column of their own, the column that groups them."""
+        training median, the imputer's, and each customer type's), then each categorical column's
+        frequent values and, where some values were too rare to get a column of their own, the
+        column that groups them."""
         medians = self.transformer_.named_transformers_["num"].named_steps["impute"].statistics_
-        specs = [FeatureSpec(readable_feature(column), "numeric", column_source(column), column, None, float(median))
+        by_type = _medians_by_type(view, self.numeric_columns_)
+        specs = [FeatureSpec(readable_feature(column), "numeric", column_source(column), column, None, float(median),
+                             by_type.get(column))
                  for column, median in zip(self.numeric_columns_, medians)]
         encoded = [f"num__{column}" for column in self.numeric_columns_]
         encoder = self.transformer_.named_transformers_["cat"].named_steps["onehot"]
@@ -186,6 +196,15 @@ class CustomerFeatures(BaseEstimator, TransformerMixin):
         if encoded != list(self.transformer_.get_feature_names_out()):
             raise RuntimeError("feature specs are out of step with the fitted transformer's columns")
         return tuple(specs)
+
+
+def _medians_by_type(view: pd.DataFrame, columns: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
+    """Each numeric column's median per customer type (types without a value left out)."""
+    if "customer_type" not in view or not columns:
+        return {}
+    medians = view.groupby(view["customer_type"].astype(str))[list(columns)].median()
+    return {column: tuple((kind, float(value)) for kind, value in medians[column].items() if pd.notna(value))
+            for column in columns}
 
 
 FEATURE_WORDS = {

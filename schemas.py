@@ -77,7 +77,7 @@ class FactorPublic(Public):
                                                          "rules | risk profile | training data")
     feature_kind: str | None = Field(default=None, description="For a feature: numeric | category | holding.")
     column: str | None = Field(default=None, description="For a numeric or category feature: its customer column.")
-    typical: float | None = Field(default=None, description="For a numeric feature: the typical (median) value.")
+    typical: float | None = Field(default=None, description="For a numeric feature: the typical (median) value among customers of the same type (individual or organization).")
     comparison: str | None = Field(default=None, description="For a numeric feature: above | below the typical value.")
     reference: str | None = Field(default=None, description="The post or transaction quoted.")
     date: str | None = None

@@ -112,9 +112,10 @@ def _numeric_problem(service: RecommendationService, profile: dict, factor: Fact
     if actual is None or not math.isclose(float(actual), factor.value, rel_tol=1e-9, abs_tol=1e-9):
         return f"says {factor.column} is {factor.value}; it is {actual}"
     fitted = next(s for s in service.model.features_.feature_specs_ if s.column == factor.column)
-    expected = "above" if actual > fitted.typical else "below" if actual < fitted.typical else "equal (not a reason)"
-    if factor.typical != fitted.typical or factor.comparison != expected:
-        return f"says {factor.column} {actual} is {factor.comparison} typical {factor.typical} ({fitted.typical})"
+    typical = fitted.typical_for(profile.get("customer_type"))
+    expected = "above" if actual > typical else "below" if actual < typical else "equal (not a reason)"
+    if factor.typical != typical or factor.comparison != expected:
+        return f"says {factor.column} {actual} is {factor.comparison} typical {factor.typical} ({typical})"
     return None
 
 
@@ -303,7 +304,8 @@ def test_the_fitted_features_say_what_each_column_is_and_what_is_typical():
                         index=pd.Index([f"c{i}" for i in range(12)], name="customer_id"))
     features = CustomerFeatures().fit(view)
     specs = {spec.name: spec for spec in features.feature_specs_}
-    assert specs["income"] == FeatureSpec("income", "numeric", "profile", "income", None, 30_000.0)
+    assert specs["income"] == FeatureSpec("income", "numeric", "profile", "income", None, 30_000.0,
+                                          (("individual", 30_000.0),))
     assert specs["average monthly spending"].source == "transactions"
     assert specs["average monthly spending"].typical == view["tx_monthly_mean"].median()
     assert specs["number of posts"].source == "posts"
@@ -314,6 +316,23 @@ def test_the_fitted_features_say_what_each_column_is_and_what_is_typical():
     encoded = features.transform(view)
     column = features.feature_names_.index("occupation = Teacher")
     assert encoded[:6, column].tolist() == [1.0] * 6 and encoded[6:, column].tolist() == [0.0] * 6
+
+
+def test_an_organizations_number_is_set_against_organizations_not_against_households():
+    """A company's revenue "above the typical 58,300" compared it with the bank's households (most of
+    its customers): true and meaningless to a banker. Each type is compared with its own median."""
+    view = pd.DataFrame({"customer_type": ["individual"] * 9 + ["organization"] * 3,
+                         "income": [40_000.0, 50_000.0, 60_000.0] * 3 + [2e6, 5e6, 9e6],
+                         "occupation": ["Teacher"] * 12},
+                        index=pd.Index([f"c{i}" for i in range(12)], name="customer_id"))
+    income = next(s for s in CustomerFeatures().fit(view).feature_specs_ if s.column == "income")
+    assert (income.typical_for("individual"), income.typical_for("organization")) == (50_000.0, 5e6)
+    assert income.typical_for(None) == income.typical == 55_000.0  # the type unknown: every customer's median
+    weight = np.array([0.5])
+    company = model_factors(weight, [income], np.array([0.0]), {"income": 3e6, "customer_type": "organization"})
+    assert sentence(company).count("your income (3,000,000) is below the typical 5,000,000") == 1
+    household = model_factors(weight, [income], np.array([0.0]), {"income": 3e6, "customer_type": "individual"})
+    assert "your income (3,000,000) is above the typical 50,000" in sentence(household)
 
 
 def test_a_cold_start_is_explained_from_what_the_request_told(trained_service):
