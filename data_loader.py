@@ -965,9 +965,10 @@ def stated_risk_conflicts(texts: pd.Series, risk_levels: pd.Series) -> np.ndarra
 
     The sentence encoder reads "low-risk savings" as close to a crypto fund's alias "high risk
     investment" (0.684, closer than any savings account): it weighs the shared word, not which
-    way it points. A customer who asks for low risk is not asking for a product of risk level 3 or
-    more, and one who asks for high risk is not asking for a savings account, so such a match is
-    never made, whatever the similarity.
+    way it points. A customer who asks for low risk is not asking for a product above
+    ``LOW_RISK_MAX_LEVEL`` (2), and one who asks for high risk is not asking for one below
+    ``HIGH_RISK_MIN_LEVEL`` (4: a savings account, a card, a loan), so such a match is never made,
+    whatever the similarity.
     """
     levels = pd.to_numeric(risk_levels, errors="coerce").to_numpy(dtype=float)[None, :]
     low = texts.str.contains(LOW_RISK_WORDS).to_numpy()[:, None]

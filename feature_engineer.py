@@ -441,9 +441,10 @@ def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, ro
                    -1 - phrase_number)
     recent_best = np.zeros((n_customers, len(product_vectors)), dtype=np.float32)
     if len(posts):
-        post_vectors = np.stack([a.embedding for a in detector.analyse(posts["content"].fillna("").astype(str).tolist())])
+        contents = posts["content"].fillna("").astype(str)
+        post_vectors = np.stack([a.embedding for a in detector.analyse(contents.tolist())])
         np.add.at(post_vectors_sum, row_of_post, post_vectors * weights[:, None])
-        similarity = _quotable(post_vectors @ product_vectors.T, posts["content"].fillna("").astype(str), products)
+        similarity = _quotable(post_vectors @ product_vectors.T, contents, products)
         _keep_best(best[:, posts_only], source[:, posts_only], row_of_post, similarity, np.arange(len(posts)))
         np.maximum.at(recent_best, row_of_post[recent], np.clip(similarity[recent], 0.0, None))
     post_wins = best[:, posts_only] > best[:, profile_only]

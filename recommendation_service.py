@@ -20,7 +20,7 @@ import numpy as np
 
 from artifacts import (ARTIFACT_FILE, Artifacts, ServiceError, check_data_use_policy, ensure_data, load_data,
                        load_or_train, load_rules, save_artifacts)
-from bias_detector import (IndividualBiasCheck, counterfactual_results, counterfactual_variants, group_of,
+from bias_detector import (IndividualBiasCheck, Variant, counterfactual_results, counterfactual_variants, group_of,
                            individual_bias_check, observed_groups, rebalances_in_force)
 from business_rules import (CONTACT_POLICY_RULES, AdjustedProduct, ContactHistory, CustomerContext, RuleBook,
                             RuleEffect)
@@ -163,11 +163,7 @@ class RecommendationService:
     def _recommend(self, state: CustomerState, top_k: int, include_explanation: bool,
                    contact: ContactHistory | None, feedback: FeedbackEvidence | None) -> Recommendation:
         """The seed's flow: features → model → rules → bias check → explanation → answer."""
-        variants = counterfactual_variants(state.profile, state.tabular, self.settings.protected_attributes,
-                                           self._observed, self.model.features_.patches_, self.rules,
-                                           self.settings.band_age)
-        design = self.model.design.design(
-            state.inputs(np.stack([state.tabular] + [v.tabular for v in variants if v.tabular is not None])))
+        variants, design = self.design_with_variants(state)
         probabilities, failure = self._probabilities(design)
         degraded = failure is not None
         probabilities, shifts = (feedback.adjust(probabilities, str(state.profile.get(SEGMENT_COLUMN)))
@@ -193,6 +189,16 @@ class RecommendationService:
         return Recommendation(state.customer_id, state.cold_start, recommended, risk, bias, self.model.version_,
                               Fallback(bool(reasons), degraded, tuple(reasons)), len(outcome.excluded), suppressed,
                               self._data_use(state))
+
+    def design_with_variants(self, state: CustomerState) -> tuple[list[Variant], np.ndarray]:
+        """The customer's counterfactual variants (one protected attribute changed each) and the model
+        input of the customer (row 0) and of every variant the model sees differently, in order: what
+        ``predict_proba(..., variants_of_first=True)`` scores."""
+        variants = counterfactual_variants(state.profile, state.tabular, self.settings.protected_attributes,
+                                           self._observed, self.model.features_.patches_, self.rules,
+                                           self.settings.band_age)
+        rows = np.stack([state.tabular] + [v.tabular for v in variants if v.tabular is not None])
+        return variants, self.model.design.design(state.inputs(rows))
 
     def _seen_by_product(self, state: CustomerState) -> Callable[[int], SeenCustomer]:
         """The customer as each product's data-use view shows them (built once per view)."""

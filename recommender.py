@@ -237,17 +237,22 @@ class CompiledForest:
         flat = np.ascontiguousarray(design, dtype=np.float32).reshape(-1)
         leaves = self._leaves(flat, self.tree_product * self.n_features, self.tree_start)
         totals = np.tile(np.bincount(self.tree_product, weights=self.value[leaves], minlength=width), (rows, 1))
-        changed = (design[1:] != design[:1]).any(axis=1)  # (variants, features): one or two features each
-        needed = np.zeros((rows - 1, len(self.tree_product)), dtype=bool)
-        for row, features in enumerate(changed):
-            needed[row] = self.splits_on[features].any(axis=0)
-        variant, tree = np.nonzero(needed)
+        variant, tree = self.variant_walks(design)
         if len(tree):
             column = self.tree_product[tree]
             walked = self._leaves(flat, ((variant + 1) * width + column) * self.n_features, self.tree_start[tree])
             totals[1:] += np.bincount(variant * width + column, weights=self.value[walked] - self.value[leaves[tree]],
                                       minlength=(rows - 1) * width).reshape(rows - 1, width)
         return totals + self.baseline
+
+    def variant_walks(self, design: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (variant, tree) pairs :meth:`raw_of_variants` walks: each variant (row ``variant + 1``)
+        with every tree that splits on a feature where it differs from the customer (row 0)."""
+        changed = (design[1:] != design[:1]).any(axis=1)  # (variants, features): one or two features each
+        needed = np.zeros((len(changed), len(self.tree_product)), dtype=bool)
+        for row, features in enumerate(changed):
+            needed[row] = self.splits_on[features].any(axis=0)
+        return np.nonzero(needed)
 
     @cached_property
     def splits_on(self) -> np.ndarray:

@@ -8,7 +8,6 @@ from sklearn.exceptions import NotFittedError
 
 from artifacts import ARTIFACT_FILE, save_artifacts
 from batch import all_scores
-from bias_detector import counterfactual_variants
 from feature_engineer import CustomerInputs, ProductDesign
 from recommendation_service import RecommendationService
 from recommender import RISK_BASE_POINTS, HybridRecommender
@@ -38,14 +37,10 @@ def test_variants_walk_only_the_trees_they_change_and_score_as_every_tree_would(
     model, service = trained_service.model, trained_service
     state = service.customers.known(service.customers.row_of(known_customer))
     other = service.customers.known((service.customers.row_of(known_customer) + 1) % len(service.base.view))
-    variants = [v.tabular for v in counterfactual_variants(state.profile, state.tabular,
-                                                           service.settings.protected_attributes, service._observed,
-                                                           model.features_.patches_, service.rules,
-                                                           service.settings.band_age)
-                if v.tabular is not None]
-    assert variants, "the default bank's model should read at least one protected attribute's column"
-    design = model.design.design(state.inputs(np.stack([state.tabular, *variants, state.tabular])))
-    design = np.concatenate([design, model.design.design(other.inputs(other.tabular[None]))])
+    _, with_variants = service.design_with_variants(state)
+    assert len(with_variants) > 1, "the default bank's model should read at least one protected attribute's column"
+    design = np.concatenate([with_variants, model.design.design(state.inputs(state.tabular[None])),
+                             model.design.design(other.inputs(other.tabular[None]))])
     assert np.allclose(model.forest_.raw_of_variants(design), model.forest_.raw(design), rtol=0, atol=1e-12)
     assert np.array_equal(model.predict_proba(design, variants_of_first=True)[-2], model.predict_proba(design)[0])
 
