@@ -32,7 +32,7 @@ from sklearn.utils.validation import check_is_fitted
 from data_loader import PRODUCT_PAYMENT_PATTERN, stated_risk_conflicts
 from data_use import TEXT_SOURCES, DataUsePolicy, SignalView
 from settings import ProtectedAttribute, Settings, band_labels
-from text_models import DETECTED_COLUMNS, LifeEventDetector, TextEncoder
+from text_models import DETECTED_COLUMNS, LifeEventDetector, TextEncoder, events_possible
 
 RECENCY_HALF_LIFE_DAYS = 120.0
 RECENT_POST_DAYS = 180  # the posts that speak for what a customer needs now
@@ -297,6 +297,7 @@ def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataF
         rows, event = view.index.get_indexer(spending["customer_id"]), pd.Index(detector.events).get_indexer(spending["event"])
         np.maximum.at(events[:, 1], (rows, event), spending["score"].to_numpy() * recency_weight(spending["timestamp"], as_of))
         detected = pd.concat([detected, spending], ignore_index=True) if len(detected) else spending
+    events, detected = _events_of_their_kind(view, events, detected, detector.events)
     recent = ((as_of - pd.to_datetime(posts["timestamp"])) <= pd.Timedelta(days=RECENT_POST_DAYS)).to_numpy()
     text_match, best, source, recent_best = _text_match(view, posts, weights, row_of_post, recent, products, encoder,
                                                         detector)
@@ -340,6 +341,21 @@ def without_naming_words(signals: CustomerSignals, view: pd.DataFrame, posts: pd
     signals.text_match[row, :, column] = text_match[position, :, column]
     signals.best_text_match[row, :, column] = best[position, :, column]
     return signals
+
+
+def _events_of_their_kind(view: pd.DataFrame, events: np.ndarray, detected: pd.DataFrame, event_names: Sequence[str]
+                          ) -> tuple[np.ndarray, pd.DataFrame]:
+    """The evidence and detected events without those the customer's type cannot live through
+    (:func:`~text_models.events_possible`): no rule, feature or explanation reads them."""
+    if "customer_type" not in view.columns:
+        return events, detected
+    possible = events_possible(view["customer_type"].to_numpy(), event_names)
+    events = events * possible[:, None, :]
+    if len(detected):
+        rows = view.index.get_indexer(detected["customer_id"])
+        columns = pd.Index(event_names).get_indexer(detected["event"])
+        detected = detected[possible[rows, columns]].reset_index(drop=True)
+    return events, detected
 
 
 def _event_evidence(posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray, n_customers: int,

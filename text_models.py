@@ -83,10 +83,33 @@ LIFE_EVENTS: dict[str, tuple[str, ...]] = {
     "sustainability": ("switching our business to renewable energy", "reducing our carbon footprint",
                        "sustainable sourcing and green production", "installing solar panels at our site"),
 }
+# Whose life each event can be part of. A household does not hire staff or hedge its exports and a company
+# does not marry or retire, but the encoder reads meaning, not who is speaking: a nurse's "start my new role
+# at the hospital" is as close to "we are hiring" as to a new job, and "transport: Purchase" to exports.
+# An event read in the words or spending of a customer it cannot be about is no evidence of anything.
+# Starting a business and investing belong to both (a sole trader is an individual).
+ORGANIZATION_EVENTS = frozenset({"business_growth", "international_trade", "cash_flow_stress", "hiring",
+                                 "equipment_purchase", "sustainability"})
+INDIVIDUAL_EVENTS = frozenset({"home_purchase", "new_home", "new_child", "marriage", "travel", "retirement", "health",
+                               "study_debt", "new_job", "car_purchase", "financial_stress"})
+
+
+def events_possible(customer_types: Sequence[object], events: Sequence[str]) -> np.ndarray:
+    """(n, E) bool: which of ``events`` each customer's type can live through; every event where the
+    type is missing or unknown (the data format allows ``individual`` and ``organization``)."""
+    codes, kinds = pd.factorize(pd.Series(customer_types, dtype=object).fillna("").astype(str).str.strip().str.lower())
+    barred_for = {"individual": ORGANIZATION_EVENTS, "organization": INDIVIDUAL_EVENTS}
+    by_kind = np.array([[event not in barred_for.get(kind, ()) for event in events] for kind in kinds],
+                       dtype=bool).reshape(len(kinds), len(events))
+    return by_kind[codes] if len(kinds) else np.ones((len(codes), len(events)), dtype=bool)
+
+
+# Everyday talk that names no event. Grumbling about prices is here: "why is everything so expensive now"
+# came closer to "tuition fees are so expensive" than to any of the rest, and read as student debt.
 NEUTRAL_TEXTS: tuple[str, ...] = (
     "had a great dinner with friends", "watching the game tonight", "loving the sunny weather",
     "new season of my favourite show", "went for a run this morning", "check out our latest product",
-    "happy friday everyone", "this coffee is amazing",
+    "happy friday everyone", "this coffee is amazing", "prices keep going up everywhere",
 )
 # Events whose tense changes what they call for, as (plan, done): "thinking of buying a home" calls
 # for a mortgage, "we just bought our first home" for home insurance (the mortgage is arranged).

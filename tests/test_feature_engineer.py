@@ -104,3 +104,26 @@ def test_new_kinds_of_spending_show_life_events_dated_by_their_first_payment(det
     assert not ((events["customer_id"] == "c1") & (events["post_id"] == "t2")).any()  # groceries show nothing
     hospital = events[events["customer_id"] == "c2"]
     assert hospital["post_id"].unique().tolist() == ["t3"]  # the first payment of the kind, years ago
+
+
+def test_an_event_is_read_only_for_customers_whose_life_it_can_be_part_of(text_encoder, detector):
+    """A nurse's "start my new role at the hospital" is as close to "we are hiring" as to a new job, and a
+    household's bus fares ("transport: Purchase") to exports: no household hires staff or trades abroad,
+    no company gets a new job. Each keeps only the events of its own kind, in the evidence and in what an
+    explanation could quote; a customer of unknown type keeps every event."""
+    view = pd.DataFrame({"profile_text": [None, None, None], "customer_type": ["individual", "organization", None]},
+                        index=pd.Index(["nurse", "firm", "unknown"], name="customer_id"))
+    said = "Starting my new role at the hospital on Monday"
+    posts = pd.DataFrame({"post_id": ["p1", "p2", "p3"], "customer_id": ["nurse", "firm", "unknown"],
+                          "content": [said, said, said], "timestamp": [AS_OF - pd.Timedelta(days=5)] * 3})
+    transactions = pd.DataFrame({"transaction_id": ["t1"], "customer_id": ["nurse"], "date": [AS_OF - pd.Timedelta(days=9)],
+                                 "category": ["transport"], "type": ["Purchase"]})
+    nothing = pd.DataFrame(columns=["customer_id", "product_id"])
+    signals = customer_signals(view, posts, nothing, nothing, CATALOGUE, AS_OF, text_encoder, detector, transactions)
+    read = signals.event_posts.groupby("customer_id")["event"].apply(set)
+    evidence = dict(zip(view.index, signals.events.max(axis=1)))
+    hiring, new_job, trade = (detector.events.index(e) for e in ("hiring", "new_job", "international_trade"))
+    assert "new_job" in read["nurse"] and not read["nurse"] & {"hiring", "international_trade"}
+    assert evidence["nurse"][hiring] == 0 and evidence["nurse"][trade] == 0 and evidence["nurse"][new_job] > 0
+    assert "new_job" not in read.get("firm", set()) and evidence["firm"][new_job] == 0
+    assert {"new_job", "hiring"} <= read["unknown"], "with the type unknown nothing is ruled out"

@@ -79,3 +79,13 @@ def test_one_phrase_shows_the_event_it_says_not_a_weaker_reading_of_the_same_wor
              "We got married last month and just bought our first house"]
     shown = [{detector.events[i] for i in row.nonzero()[0]} for row in detector.detected_scores(texts)]
     assert shown == [{"new_job"}, {"business_start"}, {"new_home", "marriage"}]
+
+
+def test_grumbling_about_prices_is_no_life_event_but_money_trouble_and_tuition_are(text_encoder):
+    """"Why is everything so expensive now" read as student debt (closest to "tuition fees are so
+    expensive"): an explanation would have told the customer they posted about study debt."""
+    detector = LifeEventDetector(text_encoder)
+    texts = ["Why is everything so expensive now", "Everything costs so much these days",
+             "Tuition fees are killing me", "Money is really tight this month, cannot pay rent"]
+    shown = [{detector.events[i] for i in row.nonzero()[0]} for row in detector.detected_scores(texts)]
+    assert shown == [set(), set(), {"study_debt"}, {"financial_stress"}]
