@@ -1043,8 +1043,12 @@ def _matched_interest_items(items: pd.DataFrame, products: pd.DataFrame,
 
 
 def _interests_from(evidence: pd.DataFrame) -> pd.DataFrame:
-    interests = (evidence.dropna(subset=["product_id"]).rename(columns={"text": "evidence"})
-                 .drop_duplicates(["customer_id", "product_id"])) if len(evidence) else evidence
+    """One row per (customer, product) asked for. Where several of a customer's items name the same
+    product, the closest in meaning is kept as their words for it: the explanation quoted a company's
+    "Athlete Sponsorship" as its request for a business loan when it had also written "Business Loans"."""
+    interests = (evidence.dropna(subset=["product_id"]).sort_values("similarity", ascending=False, kind="stable")
+                 .rename(columns={"text": "evidence"}).drop_duplicates(["customer_id", "product_id"]).sort_index()
+                 ) if len(evidence) else evidence
     return interests.reindex(columns=INTEREST_COLUMNS).reset_index(drop=True)
 
 

@@ -127,3 +127,14 @@ def test_an_event_is_read_only_for_customers_whose_life_it_can_be_part_of(text_e
     assert evidence["nurse"][hiring] == 0 and evidence["nurse"][trade] == 0 and evidence["nurse"][new_job] > 0
     assert "new_job" not in read.get("firm", set()) and evidence["firm"][new_job] == 0
     assert {"new_job", "hiring"} <= read["unknown"], "with the type unknown nothing is ruled out"
+
+
+def test_a_product_asked_for_in_several_words_is_quoted_with_the_closest(text_encoder):
+    """A sports brand wrote "Athlete Sponsorship" before "Business Loans", and the explanation of its
+    business loan quoted the first: its words for the loan are the ones that mean it."""
+    customers = pd.DataFrame({"customer_id": ["brand"], "customer_type": "organization",
+                              "preferences": ["Athlete Sponsorship, R&D"],
+                              "financial_needs": ["Business Loans, Digital Payments"]})
+    asked = stated_interests(customers, CATALOGUE, text_encoder).set_index("product_id")["evidence"]
+    assert asked["business_loan"] == "Business Loans"
+    assert asked["merchant_payments"] == "Digital Payments"
