@@ -14,17 +14,27 @@ other run asks for, so no answer comes from a cache and no contact-policy limit 
 customer is new to the log: the read still runs, and finds nothing). Runs alternate between the
 servers, the order rotating per round, so that drift in the machine's speed meets all three alike.
 
-    python bench/bench_decision_overhead_http.py [--customers 15000] [--rounds 3] [--duration 5]
+Then the paired runs: wrk's rounds are seconds apart, and between rounds this machine's speed moves more
+than the 0.2 ms looked for (``off``'s own p50 moved between 5.4 and 8.3 ms from one round to the next). So a
+client asks the three servers in turn, one request each, over one kept-alive connection per server, each
+request for a customer no other request of the run asks for, the order rotating at each step: the three
+answers of a step meet the same moment of the machine, and the median of the per-step differences against
+``off`` is what logging adds. Each server idles while the other two answer, as the wrk rounds' servers do
+while the others are measured.
+
+    python bench/bench_decision_overhead_http.py [--customers 15000] [--rounds 3] [--duration 5] [--steps 2000]
 """
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +48,12 @@ from bench.results_file import RESULTS, record  # noqa: E402
 MODES = ("off", "best_effort", "required")
 
 
-def timed_runs(servers: dict[str, tuple[subprocess.Popen, int]], slices: list[list[str]], args: argparse.Namespace,
-               scratch: Path) -> dict[str, list[dict]]:
+def timed_runs(servers: dict[str, tuple[subprocess.Popen, int]], slices: list[list[str]], warm_ids: list[str],
+               args: argparse.Namespace, scratch: Path) -> dict[str, list[dict]]:
     """Every round runs wrk once per server, each run on its own customers, the servers' order rotating."""
     results: dict[str, list[dict]] = {mode: [] for mode in MODES}
     warm = scratch / "warm.txt"
-    warm.write_text("\n".join(slices[-1][:200]) + "\n")
+    warm.write_text("\n".join(warm_ids) + "\n")
     for _, port in servers.values():
         run_wrk(port, 1, 2, warm)  # code paths and connections, on customers no timed run asks for
     run = 0
@@ -58,6 +68,52 @@ def timed_runs(servers: dict[str, tuple[subprocess.Popen, int]], slices: list[li
             results[mode].append(result)
             run += 1
     return results
+
+
+def paired_runs(ports: dict[str, int], ids: list[str]) -> dict[str, np.ndarray]:
+    """Latency in ms of each server's answers, step by step: a step asks every server once, each for its
+    own customer, the servers' order rotating from one step to the next."""
+    connections = {mode: http.client.HTTPConnection("127.0.0.1", port) for mode, port in ports.items()}
+    latencies: dict[str, list[float]] = {mode: [] for mode in MODES}
+    customers = iter(ids)
+    try:
+        for step in range(len(ids) // len(MODES)):
+            for turn in range(len(MODES)):
+                mode = MODES[(step + turn) % len(MODES)]
+                latencies[mode].append(timed_answer(connections[mode], next(customers)))
+    finally:
+        for connection in connections.values():
+            connection.close()
+    return {mode: np.asarray(values) for mode, values in latencies.items()}
+
+
+def timed_answer(connection: http.client.HTTPConnection, customer_id: str) -> float:
+    """One /recommend as wrk asks it (top 5 with explanations), in ms from sending to the last byte read."""
+    body = json.dumps({"customer_id": customer_id, "top_k": 5, "include_explanation": True})
+    started = time.perf_counter()
+    connection.request("POST", "/recommend", body=body, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status != 200:
+        raise RuntimeError(f"{customer_id}: HTTP {response.status}")
+    return elapsed
+
+
+def paired_summary(latencies: dict[str, np.ndarray], resamples: int = 2000) -> dict:
+    """Per mode p50 and p99; per logging mode the median of the per-step differences against ``off``, and a
+    bootstrap 95% interval of that median (steps resampled), so the reader sees how sure the figure is."""
+    rng = np.random.default_rng(0)
+    figures: dict = {"steps": int(len(latencies["off"]))}
+    for mode, values in latencies.items():
+        figures[mode] = {"p50_ms": round(float(np.median(values)), 3), "p99_ms": round(float(np.quantile(values, 0.99)), 3)}
+    for mode in MODES[1:]:
+        added = latencies[mode] - latencies["off"]
+        medians = np.median(rng.choice(added, size=(resamples, len(added))), axis=1)
+        figures[f"{mode}_added_ms"] = {"median_of_step_differences": round(float(np.median(added)), 3),
+                                       "interval_95": [round(float(q), 3) for q in np.quantile(medians, [0.025, 0.975])],
+                                       "difference_of_p50s": round(figures[mode]["p50_ms"] - figures["off"]["p50_ms"], 3)}
+    return figures
 
 
 def summary(results: dict[str, list[dict]]) -> dict:
@@ -79,13 +135,15 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=15_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--per-run", type=int, default=1_500, help="customers set aside for each wrk run")
+    parser.add_argument("--per-run", type=int, default=900, help="customers set aside for each wrk run")
+    parser.add_argument("--steps", type=int, default=2_000, help="paired steps (three requests each)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
     runs = args.rounds * len(MODES)
-    if runs * args.per_run > args.customers:
-        sys.exit(f"--customers must be at least rounds x 3 x per-run = {runs * args.per_run}")
+    needed = runs * args.per_run + len(MODES) * args.steps + 200
+    if needed > args.customers:
+        sys.exit(f"--customers must be at least rounds x 3 x per-run + 3 x steps + 200 = {needed}")
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
@@ -100,11 +158,13 @@ def main() -> None:
                 process, _ = start_server([sys.executable, "cli.py", "serve"], port,
                                           {**env, "DECISION_LOG": mode, "STATE_DIR": str(root / "state" / mode)})
                 servers[mode] = (process, port)
-            results = timed_runs(servers, slices, args, root)
+            results = timed_runs(servers, slices, ids[-200:], args, root)
+            paired = paired_runs({mode: port for mode, (_, port) in servers.items()},
+                                 ids[runs * args.per_run:][:len(MODES) * args.steps])
         finally:
             for process, _ in servers.values():
                 stop(process)
-    figures = summary(results)
+    figures = {**summary(results), "paired": paired_summary(paired)}
     record(RESULTS / "decision_overhead.json", f"http_wrk_c1_{args.customers}_customers", figures)
     print(json.dumps(figures, indent=2))
 
