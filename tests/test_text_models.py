@@ -89,3 +89,20 @@ def test_grumbling_about_prices_is_no_life_event_but_money_trouble_and_tuition_a
              "Tuition fees are killing me", "Money is really tight this month, cannot pay rent"]
     shown = [{detector.events[i] for i in row.nonzero()[0]} for row in detector.detected_scores(texts)]
     assert shown == [set(), set(), {"study_debt"}, {"financial_stress"}]
+
+
+def test_spending_and_complaints_read_as_what_they_are(text_encoder):
+    """Misreadings a banker caught in the seed's answers: a company's ordinary supplier payments read as
+    cash flow stress ("need working capital to pay suppliers"), late invoices as a health event ("dealing
+    with medical bills"), a business trip as a wedding ("booking the wedding venue"), and a payday lender,
+    the plainest sign of money trouble, as student debt."""
+    detector = LifeEventDetector(text_encoder)
+    texts = ["International Logistics: Supplier Payments", "Struggling with delayed invoice payments",
+             "Business Trip: Travel Booking", "loans: Payday Lender", "fees: Late Payment Penalty",
+             "wedding: Wedding Venue"]
+    shown = [{detector.events[i] for i in row.nonzero()[0]} for row in detector.detected_scores(texts)]
+    assert "cash_flow_stress" not in shown[0] and "international_trade" in shown[0]
+    assert "health" not in shown[1] and "cash_flow_stress" in shown[1]
+    assert shown[2] == {"travel"}
+    assert shown[3] == {"financial_stress"}
+    assert shown[4] == {"cash_flow_stress"} and shown[5] == {"marriage"}
