@@ -215,10 +215,12 @@ def _stated_feature(spec: FeatureSpec, weight: float, design_value: float,
                       spec.column)
     if spec.kind == "numeric":
         value = _number(profile.get(spec.column))
-        typical = spec.typical_for(profile.get("customer_type"))
+        customer_type = profile.get("customer_type")
+        typical = spec.typical_for(customer_type)
         if value is None or _close_to_typical(value, typical):
             return None
-        return Factor("feature", spec.name, weight, value, None, spec.source, spec.kind, spec.column, typical)
+        return Factor("feature", spec.name_for(customer_type), weight, value, None, spec.source, spec.kind,
+                      spec.column, typical)
     return None
 
 

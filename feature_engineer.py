@@ -77,6 +77,10 @@ class FeatureSpec:
         bank. The median of all customers when the type is unknown or had no values."""
         return dict(self.typical_by_type or ()).get(str(customer_type), self.typical)
 
+    def name_for(self, customer_type: object) -> str:
+        """The feature in the words of a customer of this type (an organization's income is its revenue)."""
+        return FEATURE_WORDS_BY_TYPE.get(str(customer_type), {}).get(self.column or "", self.name)
+
 
 def column_source(column: str) -> FeatureSource:
     """Which data a view column is computed from (its name is the loader's contract)."""
@@ -214,8 +218,11 @@ FEATURE_WORDS = {
     "tx_trend": "recent change in spending", "debt_payment_share": "share of spending on debt repayments",
     "post_count": "number of posts", "sentiment_mean": "average mood of the posts",
     "sentiment_min": "mood of the most negative post", "sentiment_recent_trend": "recent change in the mood of posts",
-    "post_recency_days": "days since the last post",
+    "post_recency_days": "days since the last post", "employees": "number of employees",
 }
+# What a column means for one type of customer when it differs: the data format's ``income`` of an
+# organization is its annual revenue, and a company told its "income" is above typical reads it wrong.
+FEATURE_WORDS_BY_TYPE = {"organization": {"income": "annual revenue"}}
 
 
 def readable_feature(column: str) -> str:

@@ -320,7 +320,8 @@ def test_the_fitted_features_say_what_each_column_is_and_what_is_typical():
 
 def test_an_organizations_number_is_set_against_organizations_not_against_households():
     """A company's revenue "above the typical 58,300" compared it with the bank's households (most of
-    its customers): true and meaningless to a banker. Each type is compared with its own median."""
+    its customers): true and meaningless to a banker. Each type is compared with its own median, and a
+    company's income is called what it is, its annual revenue."""
     view = pd.DataFrame({"customer_type": ["individual"] * 9 + ["organization"] * 3,
                          "income": [40_000.0, 50_000.0, 60_000.0] * 3 + [2e6, 5e6, 9e6],
                          "occupation": ["Teacher"] * 12},
@@ -330,7 +331,7 @@ def test_an_organizations_number_is_set_against_organizations_not_against_househ
     assert income.typical_for(None) == income.typical == 55_000.0  # the type unknown: every customer's median
     weight = np.array([0.5])
     company = model_factors(weight, [income], np.array([0.0]), {"income": 3e6, "customer_type": "organization"})
-    assert sentence(company).count("your income (3,000,000) is below the typical 5,000,000") == 1
+    assert sentence(company).count("your annual revenue (3,000,000) is below the typical 5,000,000") == 1
     household = model_factors(weight, [income], np.array([0.0]), {"income": 3e6, "customer_type": "individual"})
     assert "your income (3,000,000) is above the typical 50,000" in sentence(household)
 
