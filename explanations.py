@@ -75,6 +75,14 @@ class ProductContext:
     max_risk: int
     risk_level: str
     score: float
+    label_scheme: str = "next_takeup"  # what the score estimates: see SCORE_WORDS
+
+
+# What a score estimates, by what the model learned from (recommender.label_scheme_of): the take-ups that
+# followed each snapshot, or, where holdings carry no dates (the hackathon files), what customers hold or
+# asked for. A banker told "99% estimated take-up" of the latter reads a promise no bank sees.
+SCORE_WORDS = {"next_takeup": "{score:.0%} estimated take-up",
+               "holds": "an estimated {score:.0%} of customers like you hold it or ask for it"}
 
 
 class PostArrays(Protocol):
@@ -133,7 +141,7 @@ def explain_recommendations(model: HybridRecommender, seen_by: Callable[[int], E
     for index, item, pushes in zip(indices, ranked, contributions):
         product = products[index]
         context = ProductContext(str(product["name"]), int(product["risk_level"]), max_risk, risk.level,
-                                 item.model_score)
+                                 item.model_score, model.label_scheme_)
         explanations.append(_explain(model, seen_by(index), index, item, context, design[index], pushes,
                                      rules_saw.life_events_for(item.product_id), feedback.get(item.product_id)))
     return explanations
@@ -319,8 +327,8 @@ def _sentences(context: ProductContext, factors: Sequence[Factor]) -> str:
         fallback = next((f for f in factors if f.kind == "popularity"), None)
         reasons.append(f"{fallback.value:.1%} of comparable customers took it up" if fallback else
                        "it suits customers with a profile like yours")
-    first = f"We suggest the {context.product_name} ({context.score:.0%} estimated take-up) because " \
-            + _join(reasons) + "."
+    estimate = SCORE_WORDS.get(context.label_scheme, SCORE_WORDS["next_takeup"]).format(score=context.score)
+    first = f"We suggest the {context.product_name} ({estimate}) because " + _join(reasons) + "."
     return f"{first} Its risk level {context.product_risk} fits your {context.risk_level} risk profile" \
            + _rules_clause(factors) + "."
 

@@ -9,6 +9,7 @@ contributions every explanation rests on against scikit-learn's own predictions.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -193,6 +194,15 @@ CONTEXT = ProductContext("Cashback Card", 2, 3, "Medium", 0.31)
 
 def sentence(factors: list[Factor]) -> str:
     return explain(CONTEXT, factors).summary
+
+
+def test_the_score_is_called_what_the_model_estimated():
+    """Trained on dated take-ups, a score is an estimated take-up; trained on what customers hold or asked for
+    (holdings without dates), it is not, and "99% estimated take-up" promised a banker what no bank sees."""
+    factors = model_factors(CONTRIBUTIONS, SPECS, np.array([0.0, 1.0, 0.3, 1.0, 0.0]), {"tx_monthly_mean": 1234.5})
+    assert "(31% estimated take-up)" in sentence(factors)
+    held = explain(dataclasses.replace(CONTEXT, label_scheme="holds"), factors).summary
+    assert "(an estimated 31% of customers like you hold it or ask for it)" in held and "take-up" not in held
 
 
 def test_a_held_product_is_a_reason_and_one_not_held_is_never_read_as_held():
