@@ -42,11 +42,11 @@ WINDOW_STRIDE = 4
 # need not (and should not) repeat any generator's wording.
 LIFE_EVENTS: dict[str, tuple[str, ...]] = {
     "home_purchase": ("thinking of buying our first house", "considering a mortgage for a new home",
-                      "saving a deposit to buy a flat", "house hunting and viewing properties",
+                      "saving up to buy our first flat", "house hunting and viewing properties",
                       "planning to buy a home next year"),
     "new_home": ("just got the keys to our new place", "moved into our new apartment",
                  "first night in the house, so many boxes", "furnishing and decorating our new home",
-                 "setting up contents insurance after the move"),
+                 "setting up contents insurance after the move", "paid the down payment on our house"),
     "new_child": ("we are expecting a baby", "our baby was born", "becoming parents soon",
                   "pregnant with our second child", "setting up the nursery for the little one"),
     "marriage": ("we just got engaged", "planning our wedding", "we got married",

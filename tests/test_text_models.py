@@ -95,14 +95,16 @@ def test_spending_and_complaints_read_as_what_they_are(text_encoder):
     """Misreadings a banker caught in the seed's answers: a company's ordinary supplier payments read as
     cash flow stress ("need working capital to pay suppliers"), late invoices as a health event ("dealing
     with medical bills"), a business trip as a wedding ("booking the wedding venue"), and a payday lender,
-    the plainest sign of money trouble, as student debt."""
+    the plainest sign of money trouble, as student debt; "a good savings account" as saving a house deposit,
+    while a down payment on a house showed nothing."""
     detector = LifeEventDetector(text_encoder)
     texts = ["International Logistics: Supplier Payments", "Struggling with delayed invoice payments",
              "Business Trip: Travel Booking", "loans: Payday Lender", "fees: Late Payment Penalty",
-             "wedding: Wedding Venue"]
+             "wedding: Wedding Venue", "Looking for a good savings account", "housing: Down Payment Transfer"]
     shown = [{detector.events[i] for i in row.nonzero()[0]} for row in detector.detected_scores(texts)]
     assert "cash_flow_stress" not in shown[0] and "international_trade" in shown[0]
     assert "health" not in shown[1] and "cash_flow_stress" in shown[1]
     assert shown[2] == {"travel"}
     assert shown[3] == {"financial_stress"}
     assert shown[4] == {"cash_flow_stress"} and shown[5] == {"marriage"}
+    assert "home_purchase" not in shown[6] and shown[7] == {"new_home"}
