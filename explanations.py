@@ -81,8 +81,16 @@ class ProductContext:
 # What a score estimates, by what the model learned from (recommender.label_scheme_of): the take-ups that
 # followed each snapshot, or, where holdings carry no dates (the hackathon files), what customers hold or
 # asked for. A banker told "99% estimated take-up" of the latter reads a promise no bank sees.
-SCORE_WORDS = {"next_takeup": "{score:.0%} estimated take-up",
-               "holds": "an estimated {score:.0%} of customers like you hold it or ask for it"}
+SCORE_WORDS = {"next_takeup": "{share} estimated take-up",
+               "holds": "an estimated {share} of customers like you hold it or ask for it"}
+
+
+def share_in_words(score: float) -> str:
+    """A probability as a share a reader takes at its word: "0%" beside "you told us you are looking for it"
+    reads as a contradiction, so a small share keeps a decimal ("0.4%"), and a tiny one is "under 0.1%"."""
+    if score >= 0.01:
+        return f"{score:.0%}"
+    return f"{score:.1%}" if score >= 0.001 else "under 0.1%"
 
 
 class PostArrays(Protocol):
@@ -327,7 +335,8 @@ def _sentences(context: ProductContext, factors: Sequence[Factor]) -> str:
         fallback = next((f for f in factors if f.kind == "popularity"), None)
         reasons.append(f"{fallback.value:.1%} of comparable customers took it up" if fallback else
                        "it suits customers with a profile like yours")
-    estimate = SCORE_WORDS.get(context.label_scheme, SCORE_WORDS["next_takeup"]).format(score=context.score)
+    estimate = SCORE_WORDS.get(context.label_scheme, SCORE_WORDS["next_takeup"]).format(
+        share=share_in_words(context.score))
     first = f"We suggest the {context.product_name} ({estimate}) because " + _join(reasons) + "."
     return f"{first} Its risk level {context.product_risk} fits your {context.risk_level} risk profile" \
            + _rules_clause(factors) + "."

@@ -203,6 +203,8 @@ def test_the_score_is_called_what_the_model_estimated():
     assert "(31% estimated take-up)" in sentence(factors)
     held = explain(dataclasses.replace(CONTEXT, label_scheme="holds"), factors).summary
     assert "(an estimated 31% of customers like you hold it or ask for it)" in held and "take-up" not in held
+    small = [explain(dataclasses.replace(CONTEXT, score=score), factors).summary for score in (0.004, 0.0002)]
+    assert "(0.4% estimated take-up)" in small[0] and "(under 0.1% estimated take-up)" in small[1]
 
 
 def test_a_held_product_is_a_reason_and_one_not_held_is_never_read_as_held():
