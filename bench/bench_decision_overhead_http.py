@@ -106,13 +106,16 @@ def paired_summary(latencies: dict[str, np.ndarray], resamples: int = 2000) -> d
     rng = np.random.default_rng(0)
     figures: dict = {"steps": int(len(latencies["off"]))}
     for mode, values in latencies.items():
-        figures[mode] = {"p50_ms": round(float(np.median(values)), 3), "p99_ms": round(float(np.quantile(values, 0.99)), 3)}
+        figures[mode] = {"p50_ms": round(float(np.median(values)), 3),
+                         "p99_ms": round(float(np.quantile(values, 0.99)), 3)}
     for mode in MODES[1:]:
         added = latencies[mode] - latencies["off"]
         medians = np.median(rng.choice(added, size=(resamples, len(added))), axis=1)
+        interval = np.quantile(medians, [0.025, 0.975])
+        p50_difference = figures[mode]["p50_ms"] - figures["off"]["p50_ms"]
         figures[f"{mode}_added_ms"] = {"median_of_step_differences": round(float(np.median(added)), 3),
-                                       "interval_95": [round(float(q), 3) for q in np.quantile(medians, [0.025, 0.975])],
-                                       "difference_of_p50s": round(figures[mode]["p50_ms"] - figures["off"]["p50_ms"], 3)}
+                                       "interval_95": [round(float(q), 3) for q in interval],
+                                       "difference_of_p50s": round(p50_difference, 3)}
     return figures
 
 

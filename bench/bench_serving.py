@@ -195,10 +195,9 @@ def main() -> None:
     serve = [PYTHON, "cli.py", "serve"]
     results: dict = {"startup": {}}
 
-    # --skip-cold keeps saved models; with none saved the first start trains, and is timed as the cold one it is
-    if not args.skip_cold or not (settings.models_dir / ARTIFACT_FILE).is_file():
-        if not args.skip_cold:
-            shutil.rmtree(settings.models_dir, ignore_errors=True)
+    if not args.skip_cold:
+        shutil.rmtree(settings.models_dir, ignore_errors=True)
+    if not (settings.models_dir / ARTIFACT_FILE).is_file():  # removed above, or none saved yet: this start trains
         port = free_port()
         process, seconds = start_server(serve, port, env)
         results["startup"]["cold_seconds"] = round(seconds, 2)
