@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,14 +75,25 @@ class ProductContext:
     max_risk: int
     risk_level: str
     score: float
-    label_scheme: str = "next_takeup"  # what the score estimates: see SCORE_WORDS
+    label_scheme: str = "next_takeup"  # what the score estimates: see LABEL_WORDS
 
 
-# What a score estimates, by what the model learned from (recommender.label_scheme_of): the take-ups that
-# followed each snapshot, or, where holdings carry no dates (the hackathon files), what customers hold or
-# asked for. A banker told "99% estimated take-up" of the latter reads a promise no bank sees.
-SCORE_WORDS = {"next_takeup": "{share} estimated take-up",
-               "holds": "an estimated {share} of customers like you hold it or ask for it"}
+class LabelWords(NamedTuple):
+    score: str  # the score in the first sentence, with {share}
+    counted: str  # what the popularity behind the prior counts: "share of similar customers who ..."
+
+
+# What a score and the popularity behind it measure, by what the model learned from
+# (recommender.label_scheme_of): the take-ups that followed each snapshot, or, where holdings carry no dates
+# (the hackathon files), what customers hold or asked for. A banker told "99% estimated take-up" of the
+# latter reads a promise no bank sees.
+LABEL_WORDS = {"next_takeup": LabelWords("{share} estimated take-up", "took it up"),
+               "holds": LabelWords("an estimated {share} of customers like you hold it or ask for it",
+                                   "hold it or asked for it")}
+
+
+def label_words(label_scheme: str) -> LabelWords:
+    return LABEL_WORDS.get(label_scheme, LABEL_WORDS["next_takeup"])
 
 
 def share_in_words(score: float) -> str:
@@ -171,7 +182,7 @@ def _explain(model: HybridRecommender, customer: ExplainedCustomer, index: int, 
                            float(contributions[model.design.text_columns].sum()))
     factors += model_factors(contributions, model.design.specs, design_row, customer.profile)
     if model.blend_.tree_weight[index] < 0.5:  # scored mostly by the prior, whose base is popularity
-        factors.append(popularity_factor(float(model.prior_[index])))
+        factors.append(popularity_factor(float(model.prior_[index]), model.label_scheme_))
     if feedback is not None:
         factors.append(feedback_factor(feedback))
     factors += rule_factors(item.effects)
@@ -315,9 +326,9 @@ def suitability_factor(context: ProductContext) -> Factor:
                   "risk profile")
 
 
-def popularity_factor(prior: float) -> Factor:
-    return Factor("popularity", "share of similar customers who took it up", 0.0, round(float(prior), 4), None,
-                  "training data")
+def popularity_factor(prior: float, label_scheme: str) -> Factor:
+    return Factor("popularity", f"share of similar customers who {label_words(label_scheme).counted}", 0.0,
+                  round(float(prior), 4), None, "training data")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,13 +341,13 @@ def explain(context: ProductContext, factors: list[Factor]) -> Explanation:
 
 
 def _sentences(context: ProductContext, factors: Sequence[Factor]) -> str:
+    words = label_words(context.label_scheme)
     reasons = [phrase for phrase in map(reason_phrase, factors) if phrase][:MAX_REASONS]
     if not reasons:
         fallback = next((f for f in factors if f.kind == "popularity"), None)
-        reasons.append(f"{fallback.value:.1%} of comparable customers took it up" if fallback else
+        reasons.append(f"{fallback.value:.1%} of comparable customers {words.counted}" if fallback else
                        "it suits customers with a profile like yours")
-    estimate = SCORE_WORDS.get(context.label_scheme, SCORE_WORDS["next_takeup"]).format(
-        share=share_in_words(context.score))
+    estimate = words.score.format(share=share_in_words(context.score))
     first = f"We suggest the {context.product_name} ({estimate}) because " + _join(reasons) + "."
     return f"{first} Its risk level {context.product_risk} fits your {context.risk_level} risk profile" \
            + _rules_clause(factors) + "."

@@ -21,7 +21,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from business_rules import CustomerContext, RuleEffect
 from explanations import (MIN_FACTOR_WEIGHT, Factor, ProductContext, event_factors, explain, model_factors,
-                          rule_factors)
+                          popularity_factor, rule_factors)
 from feature_engineer import CustomerFeatures, CustomerInputs, FeatureSpec
 from recommendation_service import RecommendationService
 from recommender import CompiledForest
@@ -205,6 +205,11 @@ def test_the_score_is_called_what_the_model_estimated():
     assert "(an estimated 31% of customers like you hold it or ask for it)" in held and "take-up" not in held
     small = [explain(dataclasses.replace(CONTEXT, score=score), factors).summary for score in (0.004, 0.0002)]
     assert "(0.4% estimated take-up)" in small[0] and "(under 0.1% estimated take-up)" in small[1]
+    popular = {scheme: explain(dataclasses.replace(CONTEXT, label_scheme=scheme), [popularity_factor(0.052, scheme)])
+               for scheme in ("next_takeup", "holds")}
+    assert "because 5.2% of comparable customers took it up." in popular["next_takeup"].summary
+    assert "because 5.2% of comparable customers hold it or asked for it." in popular["holds"].summary
+    assert popular["holds"].factors[0].name == "share of similar customers who hold it or asked for it"
 
 
 def test_a_held_product_is_a_reason_and_one_not_held_is_never_read_as_held():
