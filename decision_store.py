@@ -11,7 +11,7 @@ same to the rest of the service:
 - ``DecisionStore(url)`` records decisions and feedback and answers what the API, the contact
   policy and the report ask of them.
 - ``DecisionLog(store, mode, queue_size)`` keeps writes off the request path: a bounded queue
-  drained in batches by one background thread.
+  drained in batches by one background thread, which also builds the records from what requests left.
 
 Nothing here holds post text or profile values: a decision is ids, scores, rule names and flags.
 The log is for audit, not a copy of the customer.
@@ -127,6 +127,18 @@ class DecisionRecord:
         products = [offer.product_id for offer in self.offers]
         if len(set(products)) != len(products):
             raise ValueError(f"decision {self.request_id!r} offers a product twice: {products}")
+
+    def decision_record(self) -> DecisionRecord:
+        """A record built in advance is its own pending form (see ``PendingDecision``)."""
+        return self
+
+
+class PendingDecision(Protocol):
+    """What a request leaves on the log's queue. The writer thread asks it for its record: building and
+    validating one costs about 25 µs of an answer's time on the request path, queuing a reference costs
+    next to nothing. A ``ValueError`` from ``decision_record`` drops the record (counted, logged)."""
+
+    def decision_record(self) -> DecisionRecord: ...
 
 
 @dataclass(frozen=True)
@@ -759,7 +771,7 @@ class DecisionLog:
             raise ValueError(f"mode must be best_effort or required, not {mode!r}")
         self.mode = mode
         self._store = store
-        self._queue: queue.Queue[DecisionRecord] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[PendingDecision] = queue.Queue(maxsize=queue_size)
         self._batch_size = batch_size
         self._batch_wait_s = batch_wait_s
         self._retry_backoff_s = retry_backoff_s
@@ -776,7 +788,7 @@ class DecisionLog:
         self._writer = threading.Thread(target=self._write_until_closed, name="decision-log-writer", daemon=True)
         self._writer.start()
 
-    def submit(self, record: DecisionRecord) -> bool:
+    def submit(self, record: PendingDecision) -> bool:
         """Queues one decision; False when it was not taken (counted as dropped or refused)."""
         if self._closing.is_set() or (self.mode == "required" and not self._healthy):
             self._count_not_taken(queue_full=False)
@@ -830,9 +842,25 @@ class DecisionLog:
 
     def _write_until_closed(self) -> None:
         while batch := self._next_batch():
-            self._write(batch)
+            self._write(self._records_of(batch))
 
-    def _next_batch(self) -> list[DecisionRecord]:
+    def _records_of(self, batch: list[PendingDecision]) -> list[DecisionRecord]:
+        """The batch's records; one that cannot be built is dropped and counted, not the batch with it."""
+        records = []
+        for pending in batch:
+            try:
+                records.append(pending.decision_record())
+            except ValueError as error:
+                with self._progress:
+                    self._counts["dropped"] += 1
+                    self._counts["dropped_after_accept"] += 1
+                    self._progress.notify_all()
+                # the message quotes the offending value, which may be a customer's id: kept out of the log
+                logger.error("decision record invalid; dropped",
+                             extra={"mode": self.mode, "error": type(error).__name__})
+        return records
+
+    def _next_batch(self) -> list[PendingDecision]:
         """Sleeps up to ``batch_wait_s`` (or until woken by ``close`` or a ``required`` submit), then takes
         what is queued, up to ``batch_size``. A ``best_effort`` submit does not wake the writer, so a busy
         service pays for one wake-up per batch window rather than one per answer (measured, this moved the
@@ -846,8 +874,8 @@ class DecisionLog:
             if batch or closing:
                 return batch
 
-    def _drain(self) -> list[DecisionRecord]:
-        batch: list[DecisionRecord] = []
+    def _drain(self) -> list[PendingDecision]:
+        batch: list[PendingDecision] = []
         while len(batch) < self._batch_size:
             try:
                 batch.append(self._queue.get_nowait())
@@ -856,6 +884,8 @@ class DecisionLog:
         return batch
 
     def _write(self, batch: list[DecisionRecord]) -> None:
+        if not batch:
+            return
         backoff, longest = self._retry_backoff_s
         while True:
             try:

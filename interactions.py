@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Collection, Sequence
+from typing import Any, Collection, NamedTuple, Sequence
 
 from sqlalchemy.engine import make_url
 
@@ -281,7 +281,10 @@ class Interactions:
         record is committed (answers waiting together share one commit): a crash after the answer
         went out loses nothing; a record that cannot be taken or written in time refuses the answer."""
         self.contacts.decided(answer.customer_id, request_id, [item.product_id for item in answer.recommendations])
-        taken = self.log.submit(decision_record(request_id, answer, cached, fingerprint))
+        pending = AnsweredRequest(request_id, answer, cached, fingerprint, datetime.now(timezone.utc))
+        # best_effort: the writer thread builds the record; required: built here, so that a record the
+        # database would refuse fails this answer rather than a batch of acknowledged ones
+        taken = self.log.submit(pending.decision_record() if self.mode == "required" else pending)
         if self.mode != "required":
             return
         if not taken:
@@ -421,17 +424,29 @@ def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def decision_record(request_id: str, answer: Recommendation, cached: bool, fingerprint: str) -> DecisionRecord:
-    """What the audit trail keeps of one answer: ids, model, scores, rules by name, bias and fallback."""
-    offers = tuple(OfferRecord(item.product_id, item.rank, item.score, item.adjusted_score, item.scored_by,
-                               tuple(AppliedRule(e.rule, e.effect, e.factor) for e in item.rules))
-                   for item in answer.recommendations)
-    return DecisionRecord(request_id=request_id, customer_id=answer.customer_id,
-                          created_at=datetime.now(timezone.utc), cold_start=answer.cold_start, cached=cached,
-                          model_version=answer.model_version, data_fingerprint=fingerprint,
-                          bias_check_passed=answer.bias_check.passed, fallback_used=answer.fallback.used,
-                          degraded=answer.fallback.degraded, fallback_reasons=answer.fallback.reasons, offers=offers,
-                          suppressed=tuple(SuppressedRecord(s.product_id, s.policy) for s in answer.suppressed))
+class AnsweredRequest(NamedTuple):
+    """An answer as its request leaves it for the log (a ``PendingDecision``): the answer is immutable, so
+    the writer thread can read it later and build the record there, off the request path."""
+
+    request_id: str
+    answer: Recommendation
+    cached: bool
+    fingerprint: str
+    answered_at: datetime
+
+    def decision_record(self) -> DecisionRecord:
+        """What the audit trail keeps of one answer: ids, model, scores, rules by name, bias and fallback."""
+        answer = self.answer
+        offers = tuple(OfferRecord(item.product_id, item.rank, item.score, item.adjusted_score, item.scored_by,
+                                   tuple(AppliedRule(e.rule, e.effect, e.factor) for e in item.rules))
+                       for item in answer.recommendations)
+        return DecisionRecord(request_id=self.request_id, customer_id=answer.customer_id,
+                              created_at=self.answered_at, cold_start=answer.cold_start, cached=self.cached,
+                              model_version=answer.model_version, data_fingerprint=self.fingerprint,
+                              bias_check_passed=answer.bias_check.passed, fallback_used=answer.fallback.used,
+                              degraded=answer.fallback.degraded, fallback_reasons=answer.fallback.reasons,
+                              offers=offers,
+                              suppressed=tuple(SuppressedRecord(s.product_id, s.policy) for s in answer.suppressed))
 
 
 def _decision_view(decision: DecisionRecord, feedback: dict[str, tuple[FeedbackResult, ...]]) -> dict[str, Any]:

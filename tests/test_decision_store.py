@@ -385,6 +385,24 @@ def test_the_log_writes_everything_queued_when_closed(store: DecisionStore) -> N
     assert log.status()["written"] == 20
     assert not log.submit(decision(21))
 
+class Unbuildable:
+    """A pending decision whose record cannot be built (an id longer than the column)."""
+
+    def decision_record(self) -> DecisionRecord:
+        return decision(99, customer="C" * 65)
+
+
+def test_a_record_that_cannot_be_built_is_dropped_alone(store: DecisionStore) -> None:
+    """The writer builds the records of best_effort answers: one that fails is counted as dropped, and
+    the rest of its batch is written."""
+    log = DecisionLog(store, "best_effort", queue_size=100)
+    assert log.submit(decision(1)) and log.submit(Unbuildable()) and log.submit(decision(2))
+    assert log.close(timeout=WAIT_S)
+    assert stored_ids(store) == {"req-1", "req-2"}
+    status = log.status()
+    assert (status["accepted"], status["written"], status["dropped"], status["healthy"]) == (3, 2, 1, True)
+
+
 
 def test_best_effort_counts_what_a_full_queue_drops(store: DecisionStore) -> None:
     held = HeldStore(store)
