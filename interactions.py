@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Collection, NamedTuple, Sequence
@@ -150,9 +149,10 @@ class ContactIndex:
             generation = (entry.generation if entry else 0) + 1
             history = ContactHistory() if first_contact and entry is None else entry.history if entry else None
             if history is not None:
-                unanswered = Counter(history.unanswered_offers)
-                unanswered.update(products)
-                history = ContactHistory(history.declined_recently, dict(unanswered), history.accepted)
+                unanswered = dict(history.unanswered_offers)
+                for product in products:
+                    unanswered[product] = unanswered.get(product, 0) + 1
+                history = ContactHistory(history.declined_recently, unanswered, history.accepted)
             read_at = entry.read_at if entry else time.monotonic()
             self._kept.put(customer_id, KeptHistory(history, generation, read_at))
 

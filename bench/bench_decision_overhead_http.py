@@ -9,20 +9,24 @@ keeps one connection busy (concurrency 1: latency, not throughput), which is wha
 traffic meets.
 
 A generated bank (``--customers``, default 15,000) is trained once and kept under bench/output (shared
-with bench_serving.py); each server logs into a database of its own, new for the run; each wrk run gets customers no
-other run asks for, so no answer comes from a cache and no contact-policy limit is reached (every
-customer is new to the log: the read still runs, and finds nothing). Runs alternate between the
-servers, the order rotating per round, so that drift in the machine's speed meets all three alike.
+with bench_serving.py); each server logs into a database of its own, new for the run, and keeps no answer
+cache. Within a round the three servers are asked for the same customers, which no other round asks for:
+customers differ in what an answer costs (posts, transactions, history), and the same customers on every
+server take that out of the comparison, while each server still meets each customer once (no answer
+from a cache, no contact-policy limit reached: every customer is new to that server's log, the read still
+runs and finds nothing). Runs alternate between the servers, the order rotating per round, so that drift
+in the machine's speed meets all three alike.
 
 Then the paired runs: wrk's rounds are seconds apart, and between rounds this machine's speed moves more
 than the 0.2 ms looked for (``off``'s own p50 moved between 5.4 and 8.3 ms from one round to the next). So a
-client asks the three servers in turn, one request each, over one kept-alive connection per server, each
-request for a customer no other request of the run asks for, the order rotating at each step: the three
-answers of a step meet the same moment of the machine, and the median of the per-step differences against
-``off`` is what logging adds. Each server idles while the other two answer, as the wrk rounds' servers do
-while the others are measured.
+client asks the three servers in turn, one request each, over one kept-alive connection per server, all
+three for the same customer (one no other step asks for), the order rotating at each step: the three
+answers of a step meet the same moment of the machine and the same customer, and the median of the
+per-step differences against ``off`` is what logging adds. Each server idles while the other two answer,
+as the wrk rounds' servers do while the others are measured.
 
-    python bench/bench_decision_overhead_http.py [--customers 15000] [--rounds 3] [--duration 5] [--steps 2000]
+    python bench/bench_decision_overhead_http.py [--customers 15000] [--rounds 3] [--duration 5]
+        [--per-run 2000] [--steps 4000]
 """
 from __future__ import annotations
 
@@ -50,37 +54,34 @@ MODES = ("off", "best_effort", "required")
 
 def timed_runs(servers: dict[str, tuple[subprocess.Popen, int]], slices: list[list[str]], warm_ids: list[str],
                args: argparse.Namespace, scratch: Path) -> dict[str, list[dict]]:
-    """Every round runs wrk once per server, each run on its own customers, the servers' order rotating."""
+    """Every round runs wrk once per server on the round's customers, the servers' order rotating."""
     results: dict[str, list[dict]] = {mode: [] for mode in MODES}
     warm = scratch / "warm.txt"
     warm.write_text("\n".join(warm_ids) + "\n")
     for _, port in servers.values():
         run_wrk(port, 1, 2, warm)  # code paths and connections, on customers no timed run asks for
-    run = 0
     for round_number in range(args.rounds):
+        ids_file = scratch / f"round-{round_number}.txt"
+        ids_file.write_text("\n".join(slices[round_number]) + "\n")
         for turn in range(len(MODES)):
             mode = MODES[(round_number + turn) % len(MODES)]
-            ids_file = scratch / f"run-{run}.txt"
-            ids_file.write_text("\n".join(slices[run]) + "\n")
             result = run_wrk(servers[mode][1], 1, args.duration, ids_file)
-            if result["non_2xx"] or result["errors"] or result["requests"] >= len(slices[run]):
-                raise RuntimeError(f"{mode}: run {run} is not one answer per distinct customer: {result}")
+            if result["non_2xx"] or result["errors"] or result["requests"] >= len(slices[round_number]):
+                raise RuntimeError(f"{mode}: round {round_number} is not one answer per distinct customer: {result}")
             results[mode].append(result)
-            run += 1
     return results
 
 
 def paired_runs(ports: dict[str, int], ids: list[str]) -> dict[str, np.ndarray]:
-    """Latency in ms of each server's answers, step by step: a step asks every server once, each for its
-    own customer, the servers' order rotating from one step to the next."""
+    """Latency in ms of each server's answers, step by step: a step asks every server once for the step's
+    customer, the servers' order rotating from one step to the next."""
     connections = {mode: http.client.HTTPConnection("127.0.0.1", port) for mode, port in ports.items()}
     latencies: dict[str, list[float]] = {mode: [] for mode in MODES}
-    customers = iter(ids)
     try:
-        for step in range(len(ids) // len(MODES)):
+        for step, customer in enumerate(ids):
             for turn in range(len(MODES)):
                 mode = MODES[(step + turn) % len(MODES)]
-                latencies[mode].append(timed_answer(connections[mode], next(customers)))
+                latencies[mode].append(timed_answer(connections[mode], customer))
     finally:
         for connection in connections.values():
             connection.close()
@@ -138,22 +139,21 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=15_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--per-run", type=int, default=900, help="customers set aside for each wrk run")
-    parser.add_argument("--steps", type=int, default=2_000, help="paired steps (three requests each)")
+    parser.add_argument("--per-run", type=int, default=2_000, help="customers set aside for each round of wrk runs")
+    parser.add_argument("--steps", type=int, default=4_000, help="paired steps (three requests, one customer each)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
-    runs = args.rounds * len(MODES)
-    needed = runs * args.per_run + len(MODES) * args.steps + 200
+    needed = args.rounds * args.per_run + args.steps + 200
     if needed > args.customers:
-        sys.exit(f"--customers must be at least rounds x 3 x per-run + 3 x steps + 200 = {needed}")
+        sys.exit(f"--customers must be at least rounds x per-run + steps + 200 = {needed}")
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         bank, env = kept_bank(args.customers, {**os.environ, "HF_HUB_OFFLINE": "1", "API_KEYS": "",
                                                "ANSWER_CACHE_SIZE": "0"})
         ids = generated_customers(bank / "data")
-        slices = [ids[n * args.per_run:(n + 1) * args.per_run] for n in range(runs)]
+        slices = [ids[n * args.per_run:(n + 1) * args.per_run] for n in range(args.rounds)]
         servers = {}
         try:
             for mode in MODES:
@@ -163,7 +163,7 @@ def main() -> None:
                 servers[mode] = (process, port)
             results = timed_runs(servers, slices, ids[-200:], args, root)
             paired = paired_runs({mode: port for mode, (_, port) in servers.items()},
-                                 ids[runs * args.per_run:][:len(MODES) * args.steps])
+                                 ids[args.rounds * args.per_run:][:args.steps])
         finally:
             for process, _ in servers.values():
                 stop(process)
