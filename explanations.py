@@ -98,7 +98,10 @@ def label_words(label_scheme: str) -> LabelWords:
 
 def share_in_words(score: float) -> str:
     """A probability as a share a reader takes at its word: "0%" beside "you told us you are looking for it"
-    reads as a contradiction, so a small share keeps a decimal ("0.4%"), and a tiny one is "under 0.1%"."""
+    reads as a contradiction, so a small share keeps a decimal ("0.4%"), and a tiny one is "under 0.1%";
+    at the other end an estimate is never a certainty, so 0.998 is "over 99%", not "100%"."""
+    if score > 0.99:
+        return "over 99%"
     if score >= 0.01:
         return f"{score:.0%}"
     return f"{score:.1%}" if score >= 0.001 else "under 0.1%"
@@ -283,7 +286,7 @@ def event_factors(event_weights: Mapping[str, float], customer_events: Sequence[
 def _event_factor(detected: DetectedEvent, weight: float) -> Factor:
     source = "posts" if detected.source == "post" else "transactions"
     return Factor("life_event", detected.event, round(weight, 3), round(float(detected.score), 3),
-                  _quote(detected.evidence), source, reference=str(detected.post_id),
+                  _quote(detected.evidence), source, reference=str(detected.post_id) or None,
                   date=_posted_on(str(detected.post_id), detected.timestamp))
 
 
@@ -297,8 +300,10 @@ def stated_need_factor(words: str, field: str) -> Factor:
 
 def text_factor(best_match: float, text: str | None, source: str, reference: str | None, date: str | None,
                 contribution: float) -> list[Factor]:
-    """The customer's own words that came closest to the product description, when close enough."""
-    if best_match < STRONG_TEXT_MATCH or not text:
+    """The customer's own words that came closest to the product description, when close enough and when
+    they raised the score: words the model read as a reason against the product (a negative
+    ``contribution``) are not stated as a reason for it, as a feature or event that lowered it is not."""
+    if best_match < STRONG_TEXT_MATCH or not text or contribution < MIN_FACTOR_WEIGHT:
         return []
     return [Factor("text_match", "your words match the product description", round(contribution, 3),
                    round(float(best_match), 3), _quote(text), source, reference=reference, date=date)]

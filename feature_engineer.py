@@ -415,6 +415,7 @@ def spending_events(transactions: pd.DataFrame, customers: pd.Index, detector: L
     codes, descriptions = pd.factorize(described)
     keep = (rows >= 0) & (codes >= 0) & transactions["date"].notna().to_numpy()
     identifiers = transactions.get("transaction_id", pd.Series(transactions.index.astype(str), index=transactions.index))
+    identifiers = identifiers.astype(object).where(identifiers.notna(), "")  # no id: nothing to refer to, not "nan"
     first = (pd.DataFrame({"row": rows[keep], "code": codes[keep], "timestamp": transactions["date"].to_numpy()[keep],
                            "post_id": identifiers.astype(str).to_numpy()[keep]})
              .sort_values("timestamp", kind="stable").drop_duplicates(["row", "code"]))

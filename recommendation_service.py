@@ -265,8 +265,8 @@ class RecommendationService:
         state = self.customers.known(self.customers.row_of(customer_id))
         return {"customer_id": customer_id, "profile": state.profile,
                 "held_products": [self.product_ids[i] for i in np.flatnonzero(state.held)],
-                "life_events": [{**e._asdict(), "timestamp": e.timestamp.date().isoformat()}
-                                for e in state.detected_events],
+                "life_events": [{**e._asdict(), "post_id": e.post_id or None,  # spending with no id: none
+                                 "timestamp": e.timestamp.date().isoformat()} for e in state.detected_events],
                 "risk_profile": risk_profile_at(state.risk, state.stress, 0)}
 
     def model_card(self, feedback: FeedbackEvidence | None = None) -> dict[str, Any]:

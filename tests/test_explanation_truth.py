@@ -21,7 +21,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from business_rules import CustomerContext, RuleEffect
 from explanations import (MIN_FACTOR_WEIGHT, Factor, ProductContext, event_factors, explain, model_factors,
-                          popularity_factor, rule_factors)
+                          popularity_factor, rule_factors, text_factor)
 from feature_engineer import CustomerFeatures, CustomerInputs, FeatureSpec
 from recommendation_service import RecommendationService
 from recommender import CompiledForest
@@ -98,6 +98,8 @@ def _claim_problem(service: RecommendationService, view: dict, item, factor: Fac
     elif factor.kind == "life_event":
         return _event_problem(service, view, item, factor)
     elif factor.kind == "text_match":
+        if factor.weight < MIN_FACTOR_WEIGHT:
+            return f"gives the words {factor.evidence!r} as a reason; they moved the score by {factor.weight}"
         return _quote_problem(service, view, factor)
     elif factor.kind == "stated_need":
         written = " ".join(str(profile.get(factor.column) or "").split())
@@ -131,6 +133,8 @@ def _event_problem(service: RecommendationService, view: dict, item, factor: Fac
         return _post_problem(service, view["customer_id"], factor)
     transactions = service.data.transactions
     own = transactions[transactions["customer_id"] == view["customer_id"]]
+    if factor.reference is not None and factor.reference not in set(own["transaction_id"].dropna().astype(str)):
+        return f"refers to transaction {factor.reference!r}, not one of the customer's"
     described = (own["category"].fillna("").astype(str) + ": " + own["type"].fillna("").astype(str)).tolist()
     return None if any(_quoted(factor.evidence, text) for text in described) else \
         f"quotes spending {factor.evidence!r} the customer never made"
@@ -205,11 +209,22 @@ def test_the_score_is_called_what_the_model_estimated():
     assert "(an estimated 31% of customers like you hold it or ask for it)" in held and "take-up" not in held
     small = [explain(dataclasses.replace(CONTEXT, score=score), factors).summary for score in (0.004, 0.0002)]
     assert "(0.4% estimated take-up)" in small[0] and "(under 0.1% estimated take-up)" in small[1]
+    near_certain = explain(dataclasses.replace(CONTEXT, score=0.998, label_scheme="holds"), factors).summary
+    assert "(an estimated over 99% of customers like you hold it or ask for it)" in near_certain  # never "100%"
     popular = {scheme: explain(dataclasses.replace(CONTEXT, label_scheme=scheme), [popularity_factor(0.052, scheme)])
                for scheme in ("next_takeup", "holds")}
     assert "because 5.2% of comparable customers took it up." in popular["next_takeup"].summary
     assert "because 5.2% of comparable customers hold it or asked for it." in popular["holds"].summary
     assert popular["holds"].factors[0].name == "share of similar customers who hold it or asked for it"
+
+
+def test_words_that_lowered_the_score_are_not_given_as_a_reason():
+    """The customer's words can sit close to a product's description and still push its score down (the model
+    learned that customers who say so rarely take it): "because your own words are close to what it offers"
+    would then state the opposite of what the model did."""
+    raised = text_factor(0.6, "Health", "profile", None, None, contribution=0.11)
+    assert raised and 'your own words ("Health") are close to what it offers' in sentence(raised)
+    assert text_factor(0.6, "Health", "profile", None, None, contribution=-0.2) == []
 
 
 def test_a_held_product_is_a_reason_and_one_not_held_is_never_read_as_held():

@@ -10,7 +10,8 @@ import pytest
 from data_loader import profile_text, stated_interests
 from data_use import TEXT_SOURCES
 from feature_engineer import customer_signals, event_relevance, profile_phrase, profile_phrases, spending_events
-from text_models import LifeEventDetector
+from explanations import event_factors
+from text_models import LifeEventDetector, events_by_customer
 
 CATALOGUE = pd.read_csv(Path(__file__).resolve().parents[1] / "config" / "products.csv")
 AS_OF = pd.Timestamp("2025-06-01")
@@ -104,6 +105,19 @@ def test_new_kinds_of_spending_show_life_events_dated_by_their_first_payment(det
     assert not ((events["customer_id"] == "c1") & (events["post_id"] == "t2")).any()  # groceries show nothing
     hospital = events[events["customer_id"] == "c2"]
     assert hospital["post_id"].unique().tolist() == ["t3"]  # the first payment of the kind, years ago
+
+
+def test_spending_without_a_transaction_id_refers_to_nothing_rather_than_to_nan(detector):
+    """Files where a row lacks its transaction id (the hackathon transactions do) still show the event; its
+    explanation quotes the spending and its date, and refers to no transaction, not to one called "nan"."""
+    transactions = pd.DataFrame({"transaction_id": [None], "customer_id": ["c1"],
+                                 "date": pd.to_datetime(["2025-05-02"]), "category": ["wedding"],
+                                 "type": ["Wedding Venue"]})
+    events = spending_events(transactions, pd.Index(["c1"]), detector)
+    assert events["post_id"].tolist() == [""] and "marriage" in set(events["event"])
+    detected = events_by_customer(events)["c1"][0]
+    factor = event_factors({detected.event: 1.0}, [detected], [], frozenset())[0]
+    assert factor.reference is None and factor.date == "2025-05-02"
 
 
 def test_an_event_is_read_only_for_customers_whose_life_it_can_be_part_of(text_encoder, detector):
