@@ -88,7 +88,7 @@ class LabelWords(NamedTuple):
 # (the hackathon files), what customers hold or asked for. A banker told "99% estimated take-up" of the
 # latter reads a promise no bank sees.
 LABEL_WORDS = {"next_takeup": LabelWords("{share} estimated take-up", "took it up"),
-               "holds": LabelWords("an estimated {share} of customers like you hold it or ask for it",
+               "holds": LabelWords("by our estimate, {share} of customers like you hold it or ask for it",
                                    "hold it or asked for it")}
 
 

@@ -206,11 +206,11 @@ def test_the_score_is_called_what_the_model_estimated():
     factors = model_factors(CONTRIBUTIONS, SPECS, np.array([0.0, 1.0, 0.3, 1.0, 0.0]), {"tx_monthly_mean": 1234.5})
     assert "(31% estimated take-up)" in sentence(factors)
     held = explain(dataclasses.replace(CONTEXT, label_scheme="holds"), factors).summary
-    assert "(an estimated 31% of customers like you hold it or ask for it)" in held and "take-up" not in held
+    assert "(by our estimate, 31% of customers like you hold it or ask for it)" in held and "take-up" not in held
     small = [explain(dataclasses.replace(CONTEXT, score=score), factors).summary for score in (0.004, 0.0002)]
     assert "(0.4% estimated take-up)" in small[0] and "(under 0.1% estimated take-up)" in small[1]
     near_certain = explain(dataclasses.replace(CONTEXT, score=0.998, label_scheme="holds"), factors).summary
-    assert "(an estimated over 99% of customers like you hold it or ask for it)" in near_certain  # never "100%"
+    assert "(by our estimate, over 99% of customers like you hold it or ask for it)" in near_certain  # not "100%"
     popular = {scheme: explain(dataclasses.replace(CONTEXT, label_scheme=scheme), [popularity_factor(0.052, scheme)])
                for scheme in ("next_takeup", "holds")}
     assert "because 5.2% of comparable customers took it up." in popular["next_takeup"].summary
