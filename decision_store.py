@@ -854,9 +854,7 @@ class DecisionLog:
                 records.append(pending.decision_record())
             except ValueError as error:
                 with self._progress:
-                    self._counts["dropped"] += 1
-                    self._counts["dropped_after_accept"] += 1
-                    self._progress.notify_all()
+                    self._drop_accepted(1)
                 # the message quotes the offending value, which may be a customer's id: kept out of the log
                 logger.error("decision record invalid; dropped",
                              extra={"mode": self.mode, "error": type(error).__name__})
@@ -919,6 +917,12 @@ class DecisionLog:
         if first_of_episode:
             logger.warning("decision log queue full", extra={"mode": self.mode, "capacity": self._queue.maxsize})
 
+    def _drop_accepted(self, count: int) -> None:
+        """Counts ``count`` accepted decisions as dropped, settled for ``flush``. Called with ``_progress`` held."""
+        self._counts["dropped"] += count
+        self._counts["dropped_after_accept"] += count
+        self._progress.notify_all()
+
     def _note_failure(self, batch: list[DecisionRecord], error: Exception) -> None:
         with self._progress:
             was_healthy = self._healthy
@@ -927,9 +931,7 @@ class DecisionLog:
             self._last_error = _error_summary(error)
             self._last_error_at = datetime.now(timezone.utc)
             if self.mode == "best_effort":
-                self._counts["dropped"] += len(batch)
-                self._counts["dropped_after_accept"] += len(batch)
-                self._progress.notify_all()
+                self._drop_accepted(len(batch))
             else:
                 self._retrying = len(batch)
         if was_healthy:

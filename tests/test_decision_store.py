@@ -385,6 +385,7 @@ def test_the_log_writes_everything_queued_when_closed(store: DecisionStore) -> N
     assert log.status()["written"] == 20
     assert not log.submit(decision(21))
 
+
 class Unbuildable:
     """A pending decision whose record cannot be built (an id longer than the column)."""
 
@@ -401,7 +402,6 @@ def test_a_record_that_cannot_be_built_is_dropped_alone(store: DecisionStore) ->
     assert stored_ids(store) == {"req-1", "req-2"}
     status = log.status()
     assert (status["accepted"], status["written"], status["dropped"], status["healthy"]) == (3, 2, 1, True)
-
 
 
 def test_best_effort_counts_what_a_full_queue_drops(store: DecisionStore) -> None:
