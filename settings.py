@@ -57,7 +57,7 @@ def _default_protected_attributes() -> list[ProtectedAttribute]:
         ProtectedAttribute(name="gender", column="gender", privileged=["M"], is_model_input=False),
         ProtectedAttribute(name="age", column="age_band", privileged=["30-44", "45-59"], is_model_input=True),
         ProtectedAttribute(name="location", column="location", privileged=["New York", "San Francisco"],
-                           is_model_input=True),
+                           is_model_input=False),
     ]
 
 

@@ -45,6 +45,14 @@ def small_hackathon_service(tmp_path_factory) -> RecommendationService:
                                                 models_dir=tmp_path_factory.mktemp("small_hackathon_models")))
 
 
+def test_gender_and_location_are_audited_but_never_read_by_the_model(trained_service):
+    """A city or a gender must never be why a customer is offered a product (fair lending: proxies)."""
+    audited = {a.column for a in trained_service.settings.protected_attributes}
+    read = {spec.column for spec in trained_service.model.design.specs}
+    assert audited == {"gender", "age_band", "location"}
+    assert not {"gender", "location"} & read and "age" in read  # age enters as a number, its band is audited
+
+
 def test_every_claim_is_true_on_the_generated_bank(trained_service):
     seen = assert_every_claim_true(trained_service)
     assert seen["feature"] and seen["life_event"] and seen["text_match"], seen
@@ -87,6 +95,9 @@ def false_claims(service: RecommendationService, customer_id: str, seen: dict[st
 
 def _claim_problem(service: RecommendationService, view: dict, item, factor: Factor, names: dict) -> str | None:
     profile = view["profile"]
+    not_inputs = {a.column for a in service.settings.protected_attributes if not a.is_model_input}
+    if factor.kind == "feature" and factor.column in not_inputs:
+        return f"gives {factor.column}, a protected attribute that is not a model input, as a reason"
     if factor.kind == "feature" and factor.feature_kind == "holding":
         if names.get(factor.name) not in view["held_products"] or factor.value != "held":
             return f"says the customer holds {factor.name}; holds {view['held_products']}"
