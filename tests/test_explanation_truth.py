@@ -227,6 +227,8 @@ def test_the_score_is_called_what_the_model_estimated():
     assert "because 5.2% of comparable customers took it up." in popular["next_takeup"].summary
     assert "because 5.2% of comparable customers hold it or asked for it." in popular["holds"].summary
     assert popular["holds"].factors[0].name == "share of similar customers who hold it or asked for it"
+    rarer = explain(CONTEXT, [popularity_factor(0.52, "next_takeup")]).summary  # estimated 31% against a 52% share
+    assert "because 52.0% of comparable customers took it up (your own data make it less likely for you)." in rarer
 
 
 def test_words_that_lowered_the_score_are_not_given_as_a_reason():
