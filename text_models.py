@@ -113,6 +113,13 @@ NEUTRAL_TEXTS: tuple[str, ...] = (
     "had a great dinner with friends", "watching the game tonight", "loving the sunny weather",
     "new season of my favourite show", "went for a run this morning", "check out our latest product",
     "happy friday everyone", "this coffee is amazing", "prices keep going up everywhere",
+    # What customers say to and about their bank is not a life event: a complaint about fees or slow
+    # payments read as cash flow stress, wanting a deposit account as a home purchase and money trouble
+    "annoyed with my bank's fees and slow service", "thinking of opening a new bank account",
+    # nor is everyday business and household talk: a partnership read as cash flow stress, stock costs as
+    # growth, a dear gym membership as student debt (hackathon posts a banker read in the answers)
+    "looking for a partner for our online shop", "any tips for keeping stock costs down in retail",
+    "paying too much for my gym and streaming memberships",
 )
 # Events whose tense changes what they call for, as (plan, done): "thinking of buying a home" calls
 # for a mortgage, "we just bought our first home" for home insurance (the mortgage is arranged).

@@ -108,3 +108,20 @@ def test_spending_and_complaints_read_as_what_they_are(text_encoder):
     assert shown[3] == {"financial_stress"}
     assert shown[4] == {"cash_flow_stress"} and shown[5] == {"marriage"}
     assert "home_purchase" not in shown[6] and shown[7] == {"new_home"}
+
+
+def test_what_customers_say_about_their_bank_and_everyday_costs_is_no_life_event(text_encoder):
+    """Hackathon posts a banker read in the answers as events the customer never spoke of: wanting a deposit
+    account as a home purchase and money trouble, a complaint about slow payments as cash flow stress, a
+    dear gym membership as student debt, a partnership as cash flow stress, stock costs as growth."""
+    detector = LifeEventDetector(text_encoder)
+    texts = ["Need to start saving more. Thinking of opening a deposit account",
+             "Why does my bank take 3 days to process my payment? SO outdated.",
+             "Why is my gym membership so expensive? Thinking of switching.",
+             "Exploring financial partnership on our Direct-To-Customer ecommerce platform!",
+             "What's the best way to manage high inventory costs in the sports industry?",
+             "Medical costs are rising. I need better Medicare coverage.",
+             "Struggling to stick to my budget this month."]
+    shown = [{detector.events[i] for i in row.nonzero()[0]} for row in detector.detected_scores(texts)]
+    assert shown[:5] == [set()] * 5
+    assert shown[5:] == [{"health"}, {"financial_stress"}]  # what the same posts did say is still read
