@@ -52,7 +52,10 @@ LIFE_EVENTS: dict[str, tuple[str, ...]] = {
     "marriage": ("we just got engaged", "planning our wedding", "we got married",
                  "paid the deposit on our wedding venue", "she said yes to my proposal"),
     "travel": ("booking flights for a holiday abroad", "travelling around the world",
-               "vacation trip planned overseas", "packing for my next adventure trip"),
+               "vacation trip planned overseas", "packing for my next adventure trip",
+               "just arrived at my holiday destination", "any tips for my trip next month",
+               "counting down the days to our vacation", "jet lag after a long-haul flight",
+               "out of office while I am on holiday"),
     "retirement": ("I am retiring next year", "planning for retirement income", "my last day at work before retiring",
                    "enjoying retired life", "thinking about my pension"),
     "business_start": ("launching my own startup", "starting my own small business",
@@ -139,6 +142,15 @@ DONE_CUES = re.compile(
 HOLDING_CUES = re.compile(
     r"\b(re-?payments?|repaying|paying (off|down)|emi|instal?ments?|premiums?|contributions?|"
     r"(mortgage|loan|lease|card) payments?)\b")
+# Someone else's life: "my sister just bought a house", "friend's wedding this weekend", "helped my parents
+# move into their new condo" read as the customer's own home purchase or wedding. A sentence that names
+# another person as the one living the event shows nothing of the customer's (see _without_others_events).
+# Not the customer's children or boss: "our son was born", "my boss promoted me" are the customer's own.
+SOMEONE_ELSE = re.compile(
+    r"\b(?:my|our) (?:little |big |older |younger |best )?(?:sister|brother|sibling|friend|mum|mom|mother|dad|"
+    r"father|parents?|coworker|co-worker|colleague|neighbou?r|nephew|niece|cousin|aunt|"
+    r"uncle|grandma|grandpa|grandmother|grandfather|grandparents?|in-laws?)s?\b|"
+    r"\b(?:friend|sister|brother|colleague|coworker|neighbou?r|cousin)'s\b|\bbabysitting\b")
 DETECTED_COLUMNS = ["post_id", "customer_id", "timestamp", "event", "score", "evidence", "source"]
 DETECTION_THRESHOLD = 0.42
 NEUTRAL_MARGIN = 0.05
@@ -360,6 +372,16 @@ def get_text_encoder(settings: Settings) -> TextEncoder:
         return _ENCODERS[key]
 
 
+def _without_others_events(scores: np.ndarray, texts: Sequence[str],
+                           spans: Sequence[tuple[tuple[int, int], ...]]) -> np.ndarray:
+    """Drops an event whose sentence is about someone else (``SOMEONE_ELSE``): an explanation would have
+    told the customer they posted about their own wedding when it was a friend's."""
+    for row, event in zip(*np.nonzero(scores)):
+        if SOMEONE_ELSE.search(_excerpt(texts[row], spans[row][event], limit=10_000).casefold()):
+            scores[row, event] = 0.0
+    return scores
+
+
 def _without_outshone(scores: np.ndarray, spans: Sequence[tuple[tuple[int, int], ...]]) -> np.ndarray:
     """Drops an event read from the same words as a much stronger one: "First day at my new job today" reads
     as a new job (0.80) and, through the retirement descriptions' "last day at work", as retirement (0.57);
@@ -474,7 +496,8 @@ class LifeEventDetector:
         shown = (scores >= DETECTION_THRESHOLD) & (scores >= neutral + NEUTRAL_MARGIN)
         scores = self._read_tense(np.where(shown, scores, 0.0).astype(np.float32),
                                   np.array([a.aspect for a in analyses], dtype=object))
-        return _without_outshone(scores, [a.event_spans for a in analyses])
+        spans = [a.event_spans for a in analyses]
+        return _without_outshone(_without_others_events(scores, texts, spans), spans)
 
     def _read_tense(self, scores: np.ndarray, aspects: np.ndarray) -> np.ndarray:
         """Keep one half of each tense pair (the cue's, else the closer) with the pair's score, and

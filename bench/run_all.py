@@ -18,7 +18,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = ["10000"] if args.quick else ["10000", "100000"]
     runs = [["bench_data.py"], ["bench_generator.py"], ["bench_training.py", "--sizes", *sizes],
-            ["bench_request_parts.py"], ["bench_serving.py"], ["bench_decision_log.py"],
+            ["bench_request_parts.py"], ["bench_event_detection.py"], ["bench_serving.py"], ["bench_decision_log.py"],
             ["bench_decision_overhead.py"], ["bench_decision_overhead_http.py"],
             ["bench_decision_overhead_sustained.py"], ["bench_reload.py"],
             ["bench_batch_scoring.py", "--customers", sizes[-1]]]

@@ -125,3 +125,17 @@ def test_what_customers_say_about_their_bank_and_everyday_costs_is_no_life_event
     shown = [{detector.events[i] for i in row.nonzero()[0]} for row in detector.detected_scores(texts)]
     assert shown[:5] == [set()] * 5
     assert shown[5:] == [{"health"}, {"financial_stress"}]  # what the same posts did say is still read
+
+
+def test_someone_elses_life_event_is_not_the_customers(text_encoder):
+    """"My sister just bought a house" read as the customer's own new home, a friend's wedding as theirs: an
+    explanation would have told the customer they posted about their own. Their own children's and their own
+    news with a boss in it stay theirs; "asking for a friend" is the poster."""
+    detector = LifeEventDetector(text_encoder)
+    texts = ["My sister just bought a house, so happy for her!", "Friend's wedding this weekend, need a gift idea",
+             "Helped my parents move into their new condo", "My coworker quit to start a company, brave",
+             "Our son was born last night, welcome to the world", "Crypto or index funds? Asking for a friend",
+             "Just landed in Lisbon", "Any tips for Lisbon? Going in January"]
+    shown = [{detector.events[i] for i in row.nonzero()[0]} for row in detector.detected_scores(texts)]
+    assert shown[:4] == [set()] * 4
+    assert shown[4:] == [{"new_child"}, {"investing"}, {"travel"}, {"travel"}]
