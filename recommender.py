@@ -52,7 +52,7 @@ from text_models import LifeEventDetector, TextEncoder
 
 logger = logging.getLogger(__name__)
 
-MODEL_VERSION = "2.3.0"
+MODEL_VERSION = "2.3.1"
 TREE_DEPTHS = (1, 4)  # additive effects only, or interactions: chosen from held-out data
 MAX_TREES = 250  # early stopping decides; additive models need more rounds
 HOLDOUT_SHARE = 0.2

@@ -139,3 +139,14 @@ def test_someone_elses_life_event_is_not_the_customers(text_encoder):
     shown = [{detector.events[i] for i in row.nonzero()[0]} for row in detector.detected_scores(texts)]
     assert shown[:4] == [set()] * 4
     assert shown[4:] == [{"new_child"}, {"investing"}, {"travel"}, {"travel"}]
+
+
+def test_the_bills_everyone_pays_are_no_life_event(text_encoder):
+    """A customer's first "rent: Rent" or "utilities: Bill Payment" in the data read as financial stress, a
+    company's "payroll: Payroll" as cash flow stress: an explanation would have said their spending shows money
+    trouble. Rent they cannot pay still reads as money trouble, a recruitment agency as hiring."""
+    detector = LifeEventDetector(text_encoder)
+    texts = ["rent: Rent", "utilities: Bill Payment", "payroll: Payroll",
+             "ugh, rent is due and my card is maxed out", "payroll: Recruitment Agency"]
+    shown = [{detector.events[i] for i in row.nonzero()[0]} for row in detector.detected_scores(texts)]
+    assert shown == [set(), set(), set(), {"financial_stress"}, {"hiring"}]
