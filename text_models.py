@@ -380,7 +380,7 @@ def _without_others_events(scores: np.ndarray, texts: Sequence[str],
     """Drops an event whose sentence is about someone else (``SOMEONE_ELSE``): an explanation would have
     told the customer they posted about their own wedding when it was a friend's."""
     for row, event in zip(*np.nonzero(scores)):
-        if SOMEONE_ELSE.search(_excerpt(texts[row], spans[row][event], limit=10_000).casefold()):
+        if SOMEONE_ELSE.search(_sentence_of(texts[row], spans[row][event]).casefold()):
             scores[row, event] = 0.0
     return scores
 
@@ -551,10 +551,16 @@ def _normalised(matrix: np.ndarray) -> np.ndarray:
 
 def _excerpt(text: str, span: tuple[int, int], limit: int = 120) -> str:
     """The sentence of a post that carried the event, quoted briefly for explanations."""
+    piece = _sentence_of(text, span)
+    return piece if len(piece) <= limit else piece[: limit - 1].rstrip() + "…"
+
+
+def _sentence_of(text: str, span: tuple[int, int]) -> str:
+    """The whole sentence (or sentences) around a character span, whitespace tidied; the whole text for an
+    empty span."""
     start, stop = span if span[1] > span[0] else (0, len(text))
     while start > 0 and text[start - 1] not in ".!?\n":
         start -= 1
     while stop < len(text) and text[stop - 1] not in ".!?\n":
         stop += 1
-    piece = " ".join(text[start:stop].split()).lstrip("!?.,;: ")
-    return piece if len(piece) <= limit else piece[: limit - 1].rstrip() + "…"
+    return " ".join(text[start:stop].split()).lstrip("!?.,;: ")
