@@ -27,7 +27,7 @@ from data_loader import BankData, DataLoadError, customer_view, data_now, load_b
 from data_use import DataUsePolicy, DataUsePolicyError, policy_file_digest, policy_in_force
 from decision_store import DecisionStore, FinalOutcome, migrate
 from feature_engineer import CustomerInputs
-from recommender import (MODEL_VERSION, CustomerBase, HybridRecommender, ProductFits, ProductReport, TrainingSet,
+from recommender import (MODEL_VERSION, CustomerBase, HybridRecommender, ProductStep, StepResult, TrainingSet,
                          build_customer_base, train)
 from settings import Settings
 from text_models import LIFE_EVENTS, LifeEventDetector, PostAnalysis, get_text_encoder, model_fingerprint
@@ -125,8 +125,8 @@ class TrainingEngine(Protocol):
     """Where training's parallel parts run: the per-product fits and the BERT pass over the posts
     (``ray_engine.RayTraining``). Without one, both run here, one after another."""
 
-    def fit_products(self, training: TrainingSet, model: HybridRecommender
-                     ) -> list[tuple[ProductReport, ProductFits | None]]: ...
+    def fit_products(self, step: ProductStep[StepResult], training: TrainingSet, model: HybridRecommender
+                     ) -> list[StepResult]: ...
 
     def analyse_texts(self, texts: Sequence[str], here: Callable[[Sequence[str]], list[PostAnalysis]]
                       ) -> list[PostAnalysis]: ...

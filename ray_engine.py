@@ -48,7 +48,7 @@ from batch_scoring import Chunk, chunk_customers, score_chunk
 from business_rules import RuleBook
 from data_loader import BankData
 from recommendation_service import RecommendationService
-from recommender import HybridRecommender, ProductFits, ProductReport, TrainingSet, fit_product
+from recommender import HybridRecommender, ProductStep, StepResult, TrainingSet
 from settings import Settings
 from text_models import LifeEventDetector, PostAnalysis, TextEncoder
 
@@ -159,10 +159,10 @@ TEXTS_PER_TASK = 512  # a few seconds of BERT on one CPU: long enough to hide a 
 
 
 @ray.remote(num_cpus=1)
-def fit_product_task(training: TrainingSet, model: HybridRecommender, product: int
-                     ) -> tuple[ProductReport, ProductFits | None]:
-    """One product's candidate fits on a worker (one CPU: its trees' threads are the task's)."""
-    return fit_product(training, model, product)
+def product_step_task(step: ProductStep[StepResult], training: TrainingSet, model: HybridRecommender, product: int
+                      ) -> StepResult:
+    """One step of one product's fits on a worker (one CPU: its trees' threads are the task's)."""
+    return step(training, model, product)
 
 
 _worker_detector: dict[Path, LifeEventDetector] = {}
@@ -187,8 +187,9 @@ class RayTraining:
     training, and lets go of it at the end; a Ray this process had already started is used as it is.
 
     *Fits.* The training examples go to the object store once (workers on the driver's node read
-    their arrays in place) and the unfitted model (its design and settings) with them; each task
-    fits one product's candidates and returns them. The fits are seeded, so a task whose worker dies
+    their arrays in place) and the model as it stands (its design and settings, and the tree depth
+    once chosen) with each step of the fits; each task runs one step for one product (its plain
+    candidate trees, then its imbalance-aware fit) and returns what it fitted. The fits are seeded, so a task whose worker dies
     and is run again (up to ``RAY_TASK_RETRIES`` times) returns what the first would have. Products
     are submitted largest first, so that the longest fit does not start last.
 
@@ -201,6 +202,7 @@ class RayTraining:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._started_here = False
+        self._examples: tuple[TrainingSet, ray.ObjectRef] | None = None
 
     def __enter__(self) -> RayTraining:
         self._started_here = connect(self.settings)
@@ -210,13 +212,19 @@ class RayTraining:
         if self._started_here:
             ray.shutdown()
 
-    def fit_products(self, training: TrainingSet, model: HybridRecommender
-                     ) -> list[tuple[ProductReport, ProductFits | None]]:
-        examples, unfitted = ray.put(training), ray.put(model)
-        task = fit_product_task.options(max_retries=self.settings.ray_task_retries)
+    def fit_products(self, step: ProductStep[StepResult], training: TrainingSet, model: HybridRecommender
+                     ) -> list[StepResult]:
+        examples, unfitted = self._examples_in_store(training), ray.put(model)
+        task = product_step_task.options(max_retries=self.settings.ray_task_retries)
         largest_first = np.argsort(-training.labels.sum(axis=0), kind="stable")
-        pending = {int(product): task.remote(examples, unfitted, int(product)) for product in largest_first}
+        pending = {int(product): task.remote(step, examples, unfitted, int(product)) for product in largest_first}
         return [ray.get(pending[product]) for product in range(len(model.product_ids_))]
+
+    def _examples_in_store(self, training: TrainingSet) -> ray.ObjectRef:
+        """The training examples in the object store, put there once for all the steps of the fits."""
+        if self._examples is None or self._examples[0] is not training:
+            self._examples = (training, ray.put(training))
+        return self._examples[1]
 
     def analyse_texts(self, texts: Sequence[str], here: Callable[[Sequence[str]], list[PostAnalysis]]
                       ) -> list[PostAnalysis]:

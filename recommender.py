@@ -7,11 +7,11 @@ unknown (the hackathon format), it learns who holds what instead.
 
 Progressive enhancement, chosen per product from the data:
 
-- enough positives to learn from: a ``HistGradientBoostingClassifier``, and where take-ups are
-  rare, a second fit that handles the imbalance (imbalanced-learn's SMOTE where there are enough
-  positives for it, balanced class weights otherwise), each with shallow trees (additive
-  effects) and deeper ones (interactions); held-out customers choose one depth for the model and
-  the strategy of each product;
+- enough positives to learn from: a ``HistGradientBoostingClassifier`` with shallow trees
+  (additive effects) and with deeper ones (interactions), of which held-out customers choose one
+  depth for the model; then, where take-ups are rare, a second fit at that depth that handles the
+  imbalance (imbalanced-learn's SMOTE where there are enough positives for it, balanced class
+  weights otherwise), against which held-out customers choose the strategy of each product;
 - too few to learn from: content similarity times a popularity prior (a logistic model fitted on
   the other products, so its scores sit on the same scale);
 - a model that cannot score at all: popularity, flagged as degraded by the caller.
@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import dataclass, field, fields
 from functools import cached_property
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -411,20 +411,26 @@ class HybridRecommender(BaseEstimator):
             label_scheme: str = "next_takeup", fit_products: ProductFitter | None = None) -> "HybridRecommender":
         """Fits, per product, the strongest strategy its data supports, then calibrates and compiles.
 
-        ``fit_products`` runs the products' candidate fits, which do not depend on each other: one
-        after another here by default, or as parallel tasks (``ray_engine.RayTraining``).
+        ``fit_products`` runs each step of the products' candidate fits (the plain trees at every
+        depth, then the imbalance-aware fits at the depth they chose), whose products do not depend
+        on each other: one after another here by default, or as parallel tasks (``ray_engine``).
         """
         started = time.perf_counter()
         self.features_, self.product_ids_, self.label_scheme_ = features, list(product_ids), label_scheme
         self.version_ = MODEL_VERSION
         self.prior_ = _take_up_rates(training)
         self.knowledge_ = _fit_knowledge_prior(training, self.design, self.prior_)
+        fit_each = fit_products or fit_each_product_here
         self.reports_, candidates = [], {}
-        for product, (report, fits) in enumerate((fit_products or fit_each_product_here)(training, self)):
+        for product, (report, fits) in enumerate(fit_each(fit_plain_candidates, training, self)):
             self.reports_.append(report)
             if fits is not None:
                 candidates[product] = fits
-        self.tree_depth_, self.estimators_, holdout_raw = _choose_fits(self.reports_, candidates)
+        self.tree_depth_ = _chosen_depth(candidates)
+        for product, candidate in enumerate(fit_each(fit_imbalance_aware, training, self)):
+            if candidate is not None:
+                candidates[product].add(self.tree_depth_, candidate)
+        self.estimators_, holdout_raw = _chosen_strategies(self.reports_, candidates, self.tree_depth_)
         self.calibration_ = _calibrate(holdout_raw, len(self.product_ids_))
         self.forest_ = self._compiled(training)
         held_out = _held_out_log_odds(training, self)
@@ -526,6 +532,24 @@ def _examples(training: TrainingSet, design: ProductDesign, product: int, which:
 
 
 @dataclass
+class ProductExamples:
+    """One product's training rows (every take-up, a bounded sample of the rest) and the customers
+    whose raw scores judge its candidate fits."""
+
+    rows: np.ndarray
+    labels: np.ndarray
+    judging_rows: np.ndarray
+    judging_labels: np.ndarray
+    judged: bool  # the judging customers are held out, with enough take-ups to compare fits
+
+    @property
+    def imbalanced(self) -> bool:
+        """Take-ups rarer than SMOTE_RATIO to the rest: an imbalance-aware fit competes."""
+        positives = int(self.labels.sum())
+        return positives / max(len(self.labels) - positives, 1) < SMOTE_RATIO
+
+
+@dataclass
 class ProductFits:
     """The competing fits of one product and their raw scores on the customers used to judge them."""
 
@@ -534,27 +558,32 @@ class ProductFits:
     labels: np.ndarray
     judged: bool  # the raw scores are of held-out customers with enough take-ups to compare fits
 
-
-ProductFitter = Callable[[TrainingSet, "HybridRecommender"], list[tuple[ProductReport, "ProductFits | None"]]]
-"""Runs every product's candidate fits (:func:`fit_product`) for a model, in catalogue order."""
-
-
-def fit_each_product_here(training: TrainingSet, model: HybridRecommender
-                          ) -> list[tuple[ProductReport, ProductFits | None]]:
-    """Every product's candidate fits, one after another in this process."""
-    return [fit_product(training, model, product) for product in range(len(model.product_ids_))]
+    def add(self, depth: int, candidate: ImbalanceAwareFit) -> None:
+        strategy, classifier, raw = candidate
+        self.fits[depth, strategy], self.raw[depth, strategy] = classifier, raw
 
 
-def fit_product(training: TrainingSet, model: HybridRecommender, product: int
-                ) -> tuple[ProductReport, ProductFits | None]:
-    """The product's candidate trees: each tree depth, plain and (where take-ups are rare) imbalance-aware.
+ImbalanceAwareFit = tuple[str, HistGradientBoostingClassifier, np.ndarray]
+"""A product's imbalance-aware candidate: its strategy, its trees, their raw scores on the judging customers."""
 
-    Plain boosting competes with an imbalance-aware fit (SMOTE where there are enough take-ups to
-    interpolate between, balanced class weights otherwise): resampling often helps a rare
-    product's recall yet blurs the probabilities that rank products against each other. Shallow
-    trees (additive effects) compete with deeper ones (interactions). The data decides: see
-    :func:`_choose_fits`.
-    """
+StepResult = TypeVar("StepResult")
+ProductStep = Callable[[TrainingSet, "HybridRecommender", int], StepResult]
+"""One step of one product's fits (:func:`fit_plain_candidates`, :func:`fit_imbalance_aware`)."""
+ProductFitter = Callable[[ProductStep[StepResult], TrainingSet, "HybridRecommender"], list[StepResult]]
+"""Runs a step for every product of a model, results in catalogue order: here one after another
+(:func:`fit_each_product_here`) or as parallel tasks (``ray_engine.RayTraining.fit_products``)."""
+
+
+def fit_each_product_here(step: ProductStep[StepResult], training: TrainingSet, model: HybridRecommender
+                          ) -> list[StepResult]:
+    """A step of every product's fits, one product after another in this process."""
+    return [step(training, model, product) for product in range(len(model.product_ids_))]
+
+
+def product_examples(training: TrainingSet, model: HybridRecommender, product: int
+                     ) -> tuple[ProductReport, ProductExamples | None]:
+    """The product's report so far and its examples; None where there are too few take-ups to fit
+    trees (or nothing but take-ups). Seeded: every step of the fits sees the same rows."""
     candidates = training.candidates[:, product]
     labels = training.labels[:, product]
     held_out = candidates & training.holdout
@@ -565,35 +594,61 @@ def fit_product(training: TrainingSet, model: HybridRecommender, product: int
     if positives < model.min_positives_for_model or positives == train.sum():
         return report, None
     design, train_labels = _examples(training, model.design, product, np.flatnonzero(train))
-    rows = design[:, 0]
-    imbalanced = positives / max(len(train_labels) - positives, 1) < SMOTE_RATIO
-    fits = {}
-    for depth in TREE_DEPTHS:
-        fits[depth, "gbm"] = _boosted_trees(depth).fit(rows, train_labels)
-        if imbalanced:
-            strategy, classifier = _imbalance_aware_fit(rows, train_labels, positives >= model.min_positives_for_smote,
-                                                        depth)
-            fits[depth, strategy] = classifier
     judged = bool(labels[held_out].sum() >= 3)
-    calibration = held_out if judged else candidates & ~training.holdout
-    design, calibration_labels = _examples(training, model.design, product, np.flatnonzero(calibration))
-    raw = {key: classifier.decision_function(design[:, 0]) for key, classifier in fits.items()}
-    return report, ProductFits(fits, raw, calibration_labels, judged and calibration_labels.min() != calibration_labels.max())
+    judging = held_out if judged else candidates & ~training.holdout
+    judging_design, judging_labels = _examples(training, model.design, product, np.flatnonzero(judging))
+    return report, ProductExamples(design[:, 0], train_labels, judging_design[:, 0], judging_labels,
+                                   judged and judging_labels.min() != judging_labels.max())
 
 
-def _choose_fits(reports: list[ProductReport], candidates: dict[int, ProductFits]
-                 ) -> tuple[int, dict[int, HistGradientBoostingClassifier], dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """One tree depth for the whole model, then each product's strategy, by held-out AUC.
+def fit_plain_candidates(training: TrainingSet, model: HybridRecommender, product: int
+                         ) -> tuple[ProductReport, ProductFits | None]:
+    """The product's plain boosted trees at each tree depth: what chooses the model's depth.
 
-    The depth is chosen on all judged products pooled (take-up-weighted mean AUC of the plain
-    fits), which one product's few held-out take-ups could not decide reliably; the strategy is
-    chosen per product. A product too thin to judge keeps the imbalance-aware fit.
+    Shallow trees (additive effects) compete with deeper ones (interactions); see :func:`_chosen_depth`.
     """
+    report, examples = product_examples(training, model, product)
+    if examples is None:
+        return report, None
+    fits = {(depth, "gbm"): _boosted_trees(depth).fit(examples.rows, examples.labels) for depth in TREE_DEPTHS}
+    raw = {key: classifier.decision_function(examples.judging_rows) for key, classifier in fits.items()}
+    return report, ProductFits(fits, raw, examples.judging_labels, examples.judged)
+
+
+def fit_imbalance_aware(training: TrainingSet, model: HybridRecommender, product: int) -> ImbalanceAwareFit | None:
+    """Where take-ups are rare, the product's imbalance-aware candidate at the model's chosen depth
+    (``tree_depth_``): SMOTE where there are enough take-ups to interpolate between, balanced class
+    weights otherwise. Resampling often helps a rare product's recall yet blurs the probabilities
+    that rank products against each other: the plain trees compete (:func:`_chosen_strategies`).
+
+    Fitted at the chosen depth only: the depth is chosen from the plain fits, so a resampled fit at
+    another depth could never be used (at 15,000 customers those were a quarter of training's time).
+    """
+    report, examples = product_examples(training, model, product)
+    if examples is None or not examples.imbalanced:
+        return None
+    strategy, classifier = _imbalance_aware_fit(examples.rows, examples.labels,
+                                                report.positives >= model.min_positives_for_smote, model.tree_depth_)
+    return strategy, classifier, classifier.decision_function(examples.judging_rows)
+
+
+def _chosen_depth(candidates: dict[int, ProductFits]) -> int:
+    """One tree depth for the whole model, by the take-up-weighted mean held-out AUC of the plain
+    fits of all judged products pooled, which one product's few held-out take-ups could not decide
+    reliably."""
     judged = [fits for fits in candidates.values() if fits.judged]
+    if not judged:
+        return TREE_DEPTHS[-1]
     depth_auc = {depth: float(np.average([roc_auc_score(f.labels, f.raw[depth, "gbm"]) for f in judged],
-                                         weights=[f.labels.sum() for f in judged])) if judged else 0.0
+                                         weights=[f.labels.sum() for f in judged]))
                  for depth in TREE_DEPTHS}
-    depth = max(depth_auc, key=depth_auc.get) if judged else TREE_DEPTHS[-1]
+    return max(depth_auc, key=depth_auc.get)
+
+
+def _chosen_strategies(reports: list[ProductReport], candidates: dict[int, ProductFits], depth: int
+                       ) -> tuple[dict[int, HistGradientBoostingClassifier], dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """Each product's strategy at the chosen depth, by held-out AUC; a product too thin to judge
+    keeps the imbalance-aware fit. Returns the chosen trees and their held-out raw scores."""
     chosen, held_out_raw = {}, {}
     for product, fits in candidates.items():
         strategies = [strategy for (d, strategy) in fits.fits if d == depth]
@@ -605,7 +660,7 @@ def _choose_fits(reports: list[ProductReport], candidates: dict[int, ProductFits
             report.strategy = strategies[-1]  # the imbalance-aware fit where there is one
         chosen[product] = fits.fits[depth, report.strategy]
         held_out_raw[product] = (fits.raw[depth, report.strategy], fits.labels)
-    return depth, chosen, held_out_raw
+    return chosen, held_out_raw
 
 
 def _boosted_trees(depth: int) -> HistGradientBoostingClassifier:

@@ -7,7 +7,7 @@ process per engine: here (``cli.py train``), and on a local Ray started with 1 a
 Reported per run: the whole training, the model fit alone, and their ratios to training here;
 the driver's own peak RSS (VmHWM, not getrusage's, which Linux carries across exec from the parent).
 
-    python bench/bench_training_ray.py [--sizes 10000 100000] [--rounds 1]
+    python bench/bench_training_ray.py [--sizes 10000 100000] [--rounds 1] [--engines here ray_2_cpus]
 """
 from __future__ import annotations
 
@@ -59,12 +59,12 @@ def train_in_child(data_dir: Path, engine: str) -> dict:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def summary(runs: list[dict]) -> dict:
+def summary(runs: list[dict], engines: list[str]) -> dict:
     """Median seconds per engine and the ratio of each to training here (above 1: faster)."""
     import statistics
 
     median = {engine: {key: statistics.median(r[key] for r in runs if r["engine"] == engine)
-                       for key in ("train_seconds", "model_fit_seconds")} for engine in ENGINES}
+                       for key in ("train_seconds", "model_fit_seconds")} for engine in engines}
     here = median["here"]
     return {engine: {**figures, "train_speedup": round(here["train_seconds"] / figures["train_seconds"], 2),
                      "model_fit_speedup": round(here["model_fit_seconds"] / figures["model_fit_seconds"], 2)}
@@ -74,7 +74,9 @@ def summary(runs: list[dict]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--rounds", type=int, default=1, help="rounds of the three engines, alternating")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of the engines, alternating")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
+                        help="engines to time (training here is always among them: the ratios are to it)")
     parser.add_argument("--out", type=Path, default=RESULTS / "training_ray.json")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -83,16 +85,18 @@ def main() -> None:
         return
     from synthetic_data import generate_bank_data
 
+    engines = [engine for engine in ENGINES if engine == "here" or engine in args.engines]
+
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as scratch:
             data_dir = Path(scratch) / "data"
             generate_bank_data(data_dir, size, seed=1)
             runs = []
             for _ in range(args.rounds):
-                for engine in ENGINES:
+                for engine in engines:
                     runs.append(train_in_child(data_dir, engine))
                     print(json.dumps({size: runs[-1]}), flush=True)
-        figures = {"customers": size, "runs": runs, "median": summary(runs)}
+        figures = {"customers": size, "runs": runs, "median": summary(runs, engines)}
         record(args.out, str(size), figures)
         print(json.dumps({size: figures["median"]}, indent=2), flush=True)
 
