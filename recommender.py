@@ -580,7 +580,7 @@ def fit_each_product_here(step: ProductStep[StepResult], training: TrainingSet, 
     return [step(training, model, product) for product in range(len(model.product_ids_))]
 
 
-def product_examples(training: TrainingSet, model: HybridRecommender, product: int
+def _product_examples(training: TrainingSet, model: HybridRecommender, product: int
                      ) -> tuple[ProductReport, ProductExamples | None]:
     """The product's report so far and its examples; None where there are too few take-ups to fit
     trees (or nothing but take-ups). Seeded: every step of the fits sees the same rows."""
@@ -607,7 +607,7 @@ def fit_plain_candidates(training: TrainingSet, model: HybridRecommender, produc
 
     Shallow trees (additive effects) compete with deeper ones (interactions); see :func:`_chosen_depth`.
     """
-    report, examples = product_examples(training, model, product)
+    report, examples = _product_examples(training, model, product)
     if examples is None:
         return report, None
     fits = {(depth, "gbm"): _boosted_trees(depth).fit(examples.rows, examples.labels) for depth in TREE_DEPTHS}
@@ -624,7 +624,7 @@ def fit_imbalance_aware(training: TrainingSet, model: HybridRecommender, product
     Fitted at the chosen depth only: the depth is chosen from the plain fits, so a resampled fit at
     another depth could never be used (at 15,000 customers those were a quarter of training's time).
     """
-    report, examples = product_examples(training, model, product)
+    report, examples = _product_examples(training, model, product)
     if examples is None or not examples.imbalanced:
         return None
     strategy, classifier = _imbalance_aware_fit(examples.rows, examples.labels,

@@ -93,6 +93,32 @@ def trained_training(trained_service):
 
 
 @pytest.fixture(scope="session")
+def refitted_here(trained_service, trained_training):
+    """The session's model fitted again here on one thread, as a Ray task's trees run (with two, partial
+    sums add up in another order), and each step of its products' fits as it ran: (the model, [(step
+    name, the model's tree depth when it ran, its results, each product's fitted keys then)])."""
+    from sklearn.base import clone
+    from threadpoolctl import threadpool_limits
+
+    from recommender import fit_each_product_here
+
+    steps = []
+
+    def recording(step, training, model):
+        results = fit_each_product_here(step, training, model)
+        keys = [sorted(result[1].fits) if step.__name__ == "fit_plain_candidates" and result[1] else None
+                for result in results]
+        steps.append((step.__name__, getattr(model, "tree_depth_", None), results, keys))
+        return results
+
+    fitted = trained_service.model
+    with threadpool_limits(limits=1, user_api="openmp"):
+        model = clone(fitted).fit(trained_training, fitted.features_, fitted.product_ids_, fitted.label_scheme_,
+                                  recording)
+    return model, steps
+
+
+@pytest.fixture(scope="session")
 def fallback_service(trained_service, tmp_path_factory):
     """The same bank with a take-up threshold no product reaches: every product on the fallback."""
     from artifacts import train_artifacts

@@ -113,7 +113,8 @@ def test_serving_and_the_local_engine_never_load_ray():
     assert loaded.stdout.strip() == "[]"
 
 
-def test_training_on_ray_fits_the_same_model_as_training_here(local_ray, trained_service, trained_training):
+def test_training_on_ray_fits_the_same_model_as_training_here(local_ray, trained_service, trained_training,
+                                                             refitted_here):
     """`cli.py train --engine ray`: the products fitted as Ray tasks give the model fitted here (the
     fits are seeded, and each product's depends on nothing else): the same strategies, held-out
     figures and scores. A Ray task's trees run on one thread (Ray sets it per CPU of the task), so
@@ -121,14 +122,12 @@ def test_training_on_ray_fits_the_same_model_as_training_here(local_ray, trained
     on the small bank one split in 7,200 scores came out otherwise (a score 0.0026 apart)."""
     import numpy as np
     from sklearn.base import clone
-    from threadpoolctl import threadpool_limits
 
     from feature_engineer import CustomerInputs
     from ray_engine import RayTraining
 
     model = trained_service.model
-    with threadpool_limits(limits=1, user_api="openmp"):
-        here = clone(model).fit(trained_training, model.features_, model.product_ids_, model.label_scheme_)
+    here, _ = refitted_here
     on_ray = clone(model).fit(trained_training, model.features_, model.product_ids_, model.label_scheme_,
                               RayTraining(trained_service.settings).fit_products)
     assert [vars(r) for r in on_ray.reports_] == [vars(r) for r in here.reports_]

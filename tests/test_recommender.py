@@ -136,6 +136,25 @@ def test_degraded_answer_when_the_model_cannot_score(trained_service, known_cust
     assert all(item.explanation is None for item in answer.recommendations)
 
 
+def test_the_imbalance_aware_fits_are_made_at_the_chosen_tree_depth_only(refitted_here):
+    """The fits run in two steps: the plain trees at every depth, which choose the model's depth, then
+    the imbalance-aware candidates at that depth alone (at another they could never be used), which
+    then compete with the plain trees of that depth."""
+    from recommender import TREE_DEPTHS
+
+    model, steps = refitted_here
+    (plain_step, depth_before_plain, _, plain_keys), (aware_step, depth_before_aware, aware, _) = steps
+    assert (plain_step, aware_step) == ("fit_plain_candidates", "fit_imbalance_aware")
+    assert depth_before_plain is None and depth_before_aware == model.tree_depth_ in TREE_DEPTHS
+    assert all(keys == [(depth, "gbm") for depth in TREE_DEPTHS] for keys in plain_keys if keys is not None)
+    candidates = {product: candidate for product, candidate in enumerate(aware) if candidate is not None}
+    assert candidates and {classifier.max_depth for _, classifier, _ in candidates.values()} == {model.tree_depth_}
+    for product, (strategy, _, _) in candidates.items():
+        report = model.reports_[product]
+        assert report.strategy in {"gbm", strategy, "knowledge_prior"}
+        assert not report.strategy_auc or set(report.strategy_auc) == {"gbm", strategy}
+
+
 def test_products_with_too_few_take_ups_are_scored_by_the_knowledge_prior(fallback_service):
     model = fallback_service.model
     assert not model.forest_.has_model.any() and not model.blend_.tree_weight.any()
