@@ -187,11 +187,12 @@ class RayTraining:
     training, and lets go of it at the end; a Ray this process had already started is used as it is.
 
     *Fits.* The training examples go to the object store once (workers on the driver's node read
-    their arrays in place) and the model as it stands (its design and settings, and the tree depth
-    once chosen) with each step of the fits; each task runs one step for one product (its plain
-    candidate trees, then its imbalance-aware fit) and returns what it fitted. The fits are seeded, so a task whose worker dies
-    and is run again (up to ``RAY_TASK_RETRIES`` times) returns what the first would have. Products
-    are submitted largest first, so that the longest fit does not start last.
+    their arrays in place; released when the engine is) and the model as it stands (its design and
+    settings, and the tree depth once chosen) with each step of the fits; each task runs one step
+    for one product (its plain candidate trees, then its imbalance-aware fit) and returns what it
+    fitted. The fits are seeded, so a task whose worker dies and is run again (up to
+    ``RAY_TASK_RETRIES`` times) returns what the first would have. Products are submitted largest
+    first, so that the longest fit does not start last.
 
     *Texts.* The posts the detector has not seen go out in batches of ``TEXTS_PER_TASK``; each
     worker loads the text model once and returns its batch's analyses, which the driver keeps (and
@@ -209,6 +210,7 @@ class RayTraining:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self._examples = None  # the training set, hundreds of megabytes at scale, and its copy in the store
         if self._started_here:
             ray.shutdown()
 
