@@ -559,6 +559,7 @@ class ProductFits:
     judged: bool  # the raw scores are of held-out customers with enough take-ups to compare fits
 
     def add(self, depth: int, candidate: ImbalanceAwareFit) -> None:
+        """Enters the imbalance-aware candidate, fitted once the depth was chosen, into the competition."""
         strategy, classifier, raw = candidate
         self.fits[depth, strategy], self.raw[depth, strategy] = classifier, raw
 
