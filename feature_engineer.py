@@ -297,8 +297,9 @@ def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataF
     weights = recency_weight(posts["timestamp"], as_of)
     row_of_post = pd.Index(customer_ids).get_indexer(posts["customer_id"])
     events = np.zeros((len(customer_ids), len(EVENT_SOURCES), len(detector.events)), dtype=np.float32)
-    events[:, 0] = _event_evidence(posts, weights, row_of_post, len(customer_ids), detector)
-    detected = detector.detect(posts)
+    post_scores = detector.detected_scores(posts["content"].fillna("").astype(str).tolist())
+    events[:, 0] = _event_evidence(post_scores, weights, row_of_post, len(customer_ids), len(detector.events))
+    detected = detector.detect(posts, post_scores)
     if transactions is not None and len(transactions):
         spending = spending_events(transactions, view.index, detector)
         rows, event = view.index.get_indexer(spending["customer_id"]), pd.Index(detector.events).get_indexer(spending["event"])
@@ -365,13 +366,11 @@ def _events_of_their_kind(view: pd.DataFrame, events: np.ndarray, detected: pd.D
     return events, detected
 
 
-def _event_evidence(posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray, n_customers: int,
-                    detector: LifeEventDetector) -> np.ndarray:
+def _event_evidence(post_scores: np.ndarray, weights: np.ndarray, row_of_post: np.ndarray, n_customers: int,
+                    n_events: int) -> np.ndarray:
     """Per customer and event, the strongest post showing it, discounted by the post's age."""
-    evidence = np.zeros((n_customers, len(detector.events)), dtype=np.float32)
-    if len(posts):
-        scores = detector.detected_scores(posts["content"].fillna("").astype(str).tolist())
-        np.maximum.at(evidence, row_of_post, scores * weights[:, None])
+    evidence = np.zeros((n_customers, n_events), dtype=np.float32)
+    np.maximum.at(evidence, row_of_post, post_scores * weights[:, None])
     return evidence
 
 
@@ -450,7 +449,7 @@ def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, ro
     distinct, phrase_code = np.unique(phrases.astype(str), return_inverse=True)
     distinct_vectors = encoder.encode(distinct.tolist())
     profile_vectors = np.zeros((n_customers, product_vectors.shape[1]), dtype=np.float32)
-    np.add.at(profile_vectors, phrase_row, distinct_vectors[phrase_code])
+    _add_by_row(profile_vectors, phrase_row, distinct_vectors, phrase_code)
     profile_norms = np.linalg.norm(profile_vectors, axis=1, keepdims=True)
     profile_vectors *= PROFILE_TEXT_WEIGHT / np.maximum(profile_norms, 1e-12)  # the profile counts as one text
     post_vectors_sum = np.zeros_like(profile_vectors)
@@ -459,16 +458,16 @@ def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, ro
     best = np.zeros((n_customers, len(TEXT_SOURCES), len(product_vectors)), dtype=np.float32)
     source = np.full(best.shape, -1, dtype=np.int32)
     if len(phrase_row):
-        phrase_number = phrase_row_numbers(phrase_row)
+        phrase_number = occurrence_numbers(phrase_row)
         _keep_best(best[:, profile_only], source[:, profile_only], phrase_row,
                    _quotable(distinct_vectors @ product_vectors.T, pd.Series(distinct), products)[phrase_code],
                    -1 - phrase_number)
     recent_best = np.zeros((n_customers, len(product_vectors)), dtype=np.float32)
     if len(posts):
-        contents = posts["content"].fillna("").astype(str)
-        post_vectors = np.stack([a.embedding for a in detector.analyse(contents.tolist())])
-        np.add.at(post_vectors_sum, row_of_post, post_vectors * weights[:, None])
-        similarity = _quotable(post_vectors @ product_vectors.T, contents, products)
+        codes, contents = pd.factorize(posts["content"].fillna("").astype(str))  # a bank's posts repeat
+        content_vectors = np.stack([a.embedding for a in detector.analyse(contents.tolist())])
+        _add_by_row(post_vectors_sum, row_of_post, content_vectors, codes, weights)
+        similarity = _quotable(content_vectors @ product_vectors.T, pd.Series(contents), products)[codes]
         _keep_best(best[:, posts_only], source[:, posts_only], row_of_post, similarity, np.arange(len(posts)))
         np.maximum.at(recent_best, row_of_post[recent], np.clip(similarity[recent], 0.0, None))
     post_wins = best[:, posts_only] > best[:, profile_only]
@@ -494,23 +493,48 @@ def _closeness(customer_vectors: np.ndarray, product_vectors: np.ndarray) -> np.
     return np.where(norms > 0, (customer_vectors / np.maximum(norms, 1e-12)) @ product_vectors.T, 0.0)
 
 
-def phrase_row_numbers(rows: np.ndarray) -> np.ndarray:
-    """0, 1, 2, ... within each run of equal (sorted) rows: a phrase's number in its profile."""
-    starts = np.r_[0, np.flatnonzero(np.diff(rows)) + 1]
-    return np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+def occurrence_numbers(rows: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... for each row's texts in the order given: a phrase's number in its profile, a
+    post's among its customer's posts."""
+    order = np.argsort(rows, kind="stable")
+    ordered = rows[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(ordered)) + 1]
+    numbers = np.empty(len(rows), dtype=np.int64)
+    numbers[order] = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+    return numbers
+
+
+def _rounds_by_occurrence(rows: np.ndarray) -> list[np.ndarray]:
+    """The texts in rounds, each holding at most one text per row: every row's first text, then
+    every row's second, and so on. Updating the rows round by round visits each row's texts in
+    their order, as ``np.add.at`` does, but with one vectorised step per round instead of numpy's
+    per-element loop (which took 8 s per snapshot to sum 100,000 customers' profile phrases)."""
+    numbers = occurrence_numbers(rows)
+    order = np.argsort(numbers, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(numbers[order])) + 1) if len(rows) else []
+
+
+def _add_by_row(totals: np.ndarray, rows: np.ndarray, vectors: np.ndarray, codes: np.ndarray,
+                weights: np.ndarray | None = None) -> None:
+    """``np.add.at(totals, rows, vectors[codes] * weights[:, None])``, bit for bit (each row's texts
+    added in their order), without making the (texts, dimensions) array: a text's vector is
+    looked up by its code among the distinct texts."""
+    for texts in _rounds_by_occurrence(rows):
+        added = vectors[codes[texts]]
+        totals[rows[texts]] += added if weights is None else added * weights[texts, None]
 
 
 def _keep_best(best: np.ndarray, source: np.ndarray, rows: np.ndarray, similarity: np.ndarray,
                labels: np.ndarray) -> None:
-    """Where a text beats a customer's best match so far for a product, keep it and its label."""
-    order = np.argsort(similarity, axis=0, kind="stable")  # the best text per customer ends up last
-    for column in range(similarity.shape[1]):
-        texts = order[:, column]
+    """Where a text beats a customer's best match so far for a product, keep it and its label; of
+    texts equally close, the last one given."""
+    beaten = best.copy()  # what a text must beat; once one has, an equal later one takes its place
+    for texts in _rounds_by_occurrence(rows):
         customers = rows[texts]
-        values = similarity[texts, column]
-        better = values > best[customers, column]
-        best[customers[better], column] = values[better]
-        source[customers[better], column] = labels[texts[better]]
+        values, current = similarity[texts], best[customers]
+        better = (values > current) | ((values == current) & (current > beaten[customers]))
+        best[customers] = np.where(better, values, current)
+        source[customers] = np.where(better, labels[texts][:, None], source[customers])
 
 
 @dataclass(frozen=True)

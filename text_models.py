@@ -465,15 +465,16 @@ class LifeEventDetector:
         return [self._analyse_states(states, offsets, words, text_aspect(text))
                 for text, (states, offsets, words) in zip(texts, self.encoder.token_states(texts))]
 
-    def detect(self, posts: pd.DataFrame) -> pd.DataFrame:
-        """Detected events, one row per (post, event): post_id, customer_id, timestamp, event, score, evidence, source."""
+    def detect(self, posts: pd.DataFrame, scores: np.ndarray | None = None) -> pd.DataFrame:
+        """Detected events, one row per (post, event): post_id, customer_id, timestamp, event, score, evidence, source.
+        ``scores``: the posts' :meth:`detected_scores`, when the caller has them already."""
         if posts.empty:
             return pd.DataFrame(columns=DETECTED_COLUMNS)
         contents = posts["content"].fillna("").astype(str).tolist()
-        analyses = self.analyse(contents)
-        scores = self.detected_scores(contents)
+        scores = self.detected_scores(contents) if scores is None else scores
         rows, events = np.nonzero(scores)
-        evidence = [_excerpt(contents[r], analyses[r].event_spans[e]) for r, e in zip(rows, events)]
+        analyses = self.analyse([contents[r] for r in rows])
+        evidence = [_excerpt(contents[r], analysis.event_spans[e]) for r, e, analysis in zip(rows, events, analyses)]
         return pd.DataFrame({
             "post_id": posts["post_id"].to_numpy()[rows],
             "customer_id": posts["customer_id"].to_numpy()[rows],
@@ -493,6 +494,10 @@ class LifeEventDetector:
         """
         if not len(texts):
             return np.zeros((0, len(self.events)), dtype=np.float32)
+        codes, distinct = pd.factorize(np.asarray(texts, dtype=object))  # a bank's posts repeat: read each text once
+        return self._distinct_texts_scores(distinct.tolist())[codes]
+
+    def _distinct_texts_scores(self, texts: Sequence[str]) -> np.ndarray:
         analyses = self.analyse(texts)
         scores = np.stack([a.event_scores for a in analyses]).astype(np.float32)
         neutral = (np.stack([a.embedding for a in analyses]) @ self._neutral_vectors.T).max(axis=1, keepdims=True)

@@ -152,3 +152,39 @@ def test_a_product_asked_for_in_several_words_is_quoted_with_the_closest(text_en
     asked = stated_interests(customers, CATALOGUE, text_encoder).set_index("product_id")["evidence"]
     assert asked["business_loan"] == "Business Loans"
     assert asked["merchant_payments"] == "Digital Payments"
+
+
+def test_each_customers_signals_are_those_they_would_have_alone_whatever_the_posts_around_them(text_encoder,
+                                                                                                detector):
+    """Signals are computed for a whole bank at once, texts summed and ranked in rounds across
+    customers: a customer's text match, best match and its source must come out exactly as if the
+    customer were read alone, their posts interleaved with others' or not (to the float32 rounding
+    of matrix products, which differs with the number of rows). Of two equally close texts, the
+    source is the later one (here the same post made twice)."""
+    view = view_of({"saver": {"interests": "gardening", "financial_needs": "retirement saving; emergency fund"},
+                    "driver": {"interests": "classic cars"}, "quiet": {"interests": None}})
+    upgrading = "Thinking of upgrading my car!! Any loan suggestions?"
+    posts = pd.DataFrame({
+        "post_id": ["p1", "p2", "p3", "p4", "p5"],
+        "customer_id": ["driver", "saver", "driver", "saver", "driver"],
+        "content": [upgrading, "Saving hard for retirement", "Road trip this weekend", "Saving hard for retirement",
+                    upgrading],
+        "timestamp": AS_OF - pd.to_timedelta([200, 90, 30, 10, 5], unit="D"),
+    })
+    nothing = pd.DataFrame(columns=["customer_id", "product_id"])
+    together = customer_signals(view, posts, nothing, nothing, CATALOGUE, AS_OF, text_encoder, detector)
+    for row, customer in enumerate(view.index):
+        own = posts[posts["customer_id"] == customer].reset_index(drop=True)
+        alone = customer_signals(view.loc[[customer]], own, nothing, nothing, CATALOGUE, AS_OF, text_encoder, detector)
+        np.testing.assert_allclose(together.text_match[row], alone.text_match[0], atol=1e-6)
+        np.testing.assert_allclose(together.best_text_match[row], alone.best_text_match[0], atol=1e-6)
+        np.testing.assert_allclose(together.events[row], alone.events[0], atol=1e-6)
+        quoted_together = [posts["post_id"][s] if s >= 0 else s for s in together.best_text_source[row].ravel()]
+        quoted_alone = [own["post_id"][s] if s >= 0 else s for s in alone.best_text_source[0].ravel()]
+        assert quoted_together == quoted_alone
+    posts_only = TEXT_SOURCES.index("posts")
+    car, saver = column_of("car_loan"), view.index.get_loc("saver")
+    assert posts["post_id"][together.best_text_source[view.index.get_loc("driver"), posts_only, car]] == "p5"
+    quoted = together.best_text_source[saver, posts_only]
+    assert set(posts["post_id"][quoted[quoted >= 0]]) == {"p4"}
+    assert (together.text_match[view.index.get_loc("quiet")] == 0).all()
