@@ -289,9 +289,11 @@ def product_texts(products: pd.DataFrame) -> list[str]:
 
 def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataFrame, interests: pd.DataFrame,
                      products: pd.DataFrame, as_of: pd.Timestamp, encoder: TextEncoder, detector: LifeEventDetector,
-                     transactions: pd.DataFrame | None = None) -> CustomerSignals:
+                     transactions: pd.DataFrame | None = None, profiles: ProfileMatch | None = None
+                     ) -> CustomerSignals:
     """Holdings, stated interests, life events (from posts and, where given, from what the customer
-    spent on) and text match for every customer of the view, as of a date."""
+    spent on) and text match for every customer of the view, as of a date; ``profiles``: the view's
+    customers' :func:`profile_match`, when the caller has it."""
     customer_ids = view.index.to_numpy()
     posts = posts[posts["customer_id"].isin(view.index)].reset_index(drop=True)
     weights = recency_weight(posts["timestamp"], as_of)
@@ -308,7 +310,7 @@ def customer_signals(view: pd.DataFrame, posts: pd.DataFrame, holdings: pd.DataF
     events, detected = _events_of_their_kind(view, events, detected, detector.events)
     recent = ((as_of - pd.to_datetime(posts["timestamp"])) <= pd.Timedelta(days=RECENT_POST_DAYS)).to_numpy()
     text_match, best, source, recent_best = _text_match(view, posts, weights, row_of_post, recent, products, encoder,
-                                                        detector)
+                                                        detector, profiles)
     return CustomerSignals(customer_ids, held_matrix(holdings, customer_ids, products["product_id"]), events,
                            text_match, best, source, detected,
                            held_matrix(interests, customer_ids, products["product_id"]), recent_best)
@@ -430,9 +432,39 @@ def spending_events(transactions: pd.DataFrame, customers: pd.Index, detector: L
     }, columns=DETECTED_COLUMNS)
 
 
+@dataclass(frozen=True)
+class ProfileMatch:
+    """What each customer's profile says about each product: the profile as one text, and its
+    closest phrase per product. Profiles are not dated, so every snapshot of a training reads the
+    same ones: training computes this once for all its snapshots (:func:`profile_match`)."""
+
+    customer_ids: pd.Index
+    vectors: np.ndarray  # (n, d) float32: the phrases' sum, scaled to PROFILE_TEXT_WEIGHT (0 without phrases)
+    best: np.ndarray  # (n, P) float32: the closest phrase's similarity, 0 for none
+    source: np.ndarray  # (n, P) int32: -1 - k for the k-th phrase, as CustomerSignals.best_text_source; -1 for none
+
+
+def profile_match(profile: pd.Series, products: pd.DataFrame, encoder: TextEncoder) -> ProfileMatch:
+    """The customers' profile texts (indexed by customer) matched with the products, phrase by phrase."""
+    product_vectors = encoder.encode(product_texts(products))
+    phrase_row, phrases = profile_phrases(profile)
+    distinct, phrase_code = np.unique(phrases.astype(str), return_inverse=True)
+    distinct_vectors = encoder.encode(distinct.tolist())
+    vectors = np.zeros((len(profile), product_vectors.shape[1]), dtype=np.float32)
+    _add_by_row(vectors, phrase_row, distinct_vectors, phrase_code)
+    vectors *= PROFILE_TEXT_WEIGHT / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    best = np.zeros((len(profile), len(product_vectors)), dtype=np.float32)
+    source = np.full(best.shape, -1, dtype=np.int32)
+    if len(phrase_row):
+        _keep_best(best, source, phrase_row,
+                   _quotable(distinct_vectors @ product_vectors.T, pd.Series(distinct), products)[phrase_code],
+                   -1 - occurrence_numbers(phrase_row))
+    return ProfileMatch(profile.index, vectors, best, source)
+
+
 def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, row_of_post: np.ndarray,
-                recent: np.ndarray, products: pd.DataFrame, encoder: TextEncoder, detector: LifeEventDetector
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                recent: np.ndarray, products: pd.DataFrame, encoder: TextEncoder, detector: LifeEventDetector,
+                profiles: ProfileMatch | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Similarity of the customer's own words (profile phrases and posts) to each product description.
 
     ``text_match`` compares the customer's average meaning (profile phrases, plus recency-weighted
@@ -440,28 +472,21 @@ def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, ro
     source (see :class:`CustomerSignals`) the explanations quote. Both come per
     :data:`~data_use.TEXT_SOURCES` (both kinds of words, the profile's alone, the posts' alone), so a
     product that may not read posts is matched with the profile alone. The last array is the
-    closest of the ``recent`` posts alone, what the knowledge prior reads.
+    closest of the ``recent`` posts alone, what the knowledge prior reads. ``profiles``: the view's
+    customers' :func:`profile_match`, when the caller has it (else it is computed here).
     """
+    if profiles is None:
+        profiles = profile_match(view.get("profile_text", pd.Series("", index=view.index)), products, encoder)
+    elif not profiles.customer_ids.equals(view.index):
+        raise ValueError("the profile match given is of other customers than the view's")
     n_customers = len(view)
     product_vectors = encoder.encode(product_texts(products))
-    profile = view.get("profile_text", pd.Series("", index=view.index))
-    phrase_row, phrases = profile_phrases(profile)
-    distinct, phrase_code = np.unique(phrases.astype(str), return_inverse=True)
-    distinct_vectors = encoder.encode(distinct.tolist())
-    profile_vectors = np.zeros((n_customers, product_vectors.shape[1]), dtype=np.float32)
-    _add_by_row(profile_vectors, phrase_row, distinct_vectors, phrase_code)
-    profile_norms = np.linalg.norm(profile_vectors, axis=1, keepdims=True)
-    profile_vectors *= PROFILE_TEXT_WEIGHT / np.maximum(profile_norms, 1e-12)  # the profile counts as one text
-    post_vectors_sum = np.zeros_like(profile_vectors)
+    post_vectors_sum = np.zeros_like(profiles.vectors)
 
     both, profile_only, posts_only = (TEXT_SOURCES.index(s) for s in ("profile and posts", "profile", "posts"))
     best = np.zeros((n_customers, len(TEXT_SOURCES), len(product_vectors)), dtype=np.float32)
     source = np.full(best.shape, -1, dtype=np.int32)
-    if len(phrase_row):
-        phrase_number = occurrence_numbers(phrase_row)
-        _keep_best(best[:, profile_only], source[:, profile_only], phrase_row,
-                   _quotable(distinct_vectors @ product_vectors.T, pd.Series(distinct), products)[phrase_code],
-                   -1 - phrase_number)
+    best[:, profile_only], source[:, profile_only] = profiles.best, profiles.source
     recent_best = np.zeros((n_customers, len(product_vectors)), dtype=np.float32)
     if len(posts):
         codes, contents = pd.factorize(posts["content"].fillna("").astype(str))  # a bank's posts repeat
@@ -474,7 +499,7 @@ def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, ro
     best[:, both] = np.where(post_wins, best[:, posts_only], best[:, profile_only])
     source[:, both] = np.where(post_wins, source[:, posts_only], source[:, profile_only])
     text_match = np.zeros_like(best)
-    for index, vectors in ((both, profile_vectors + post_vectors_sum), (profile_only, profile_vectors),
+    for index, vectors in ((both, profiles.vectors + post_vectors_sum), (profile_only, profiles.vectors),
                            (posts_only, post_vectors_sum)):
         text_match[:, index] = _closeness(vectors, product_vectors)
     return text_match, best, source, recent_best

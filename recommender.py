@@ -39,11 +39,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from sklearn.utils.validation import check_is_fitted
 
-from data_loader import BankData, customer_view, segment_eligibility
+from data_loader import BankData, customer_view, profile_text, segment_eligibility
 from data_use import SignalView, policy_in_force
 from decision_store import FinalOutcome
-from feature_engineer import (CustomerFeatures, CustomerInputs, CustomerSignals, ProductDesign, customer_signals,
-                              event_relevance, events_seen, held_matrix, without_naming_words)
+from feature_engineer import (CustomerFeatures, CustomerInputs, CustomerSignals, ProductDesign, ProfileMatch,
+                              customer_signals, event_relevance, events_seen, held_matrix, profile_match,
+                              without_naming_words)
 from feedback_learning import feedback_examples
 from knowledge_prior import (KNOWLEDGE_INPUTS, MAX_POOLED_EXAMPLES, EvidenceBlend, KnowledgePrior, blend,
                              knowledge_inputs, prior_columns, sigmoid)
@@ -841,15 +842,22 @@ class CustomerBase:
     posts: pd.DataFrame  # post_id, customer_id, content, timestamp: the customers' words behind the evidence
 
 
-def snapshot_signals(data: BankData, as_of: pd.Timestamp, encoder: TextEncoder, detector: LifeEventDetector
-                     ) -> tuple[pd.DataFrame, CustomerSignals, pd.DataFrame]:
-    """The view and text-derived signals of every customer using only what was known before ``as_of``."""
+def snapshot_signals(data: BankData, as_of: pd.Timestamp, encoder: TextEncoder, detector: LifeEventDetector,
+                     profiles: ProfileMatch | None = None) -> tuple[pd.DataFrame, CustomerSignals, pd.DataFrame]:
+    """The view and text-derived signals of every customer using only what was known before ``as_of``;
+    ``profiles``: the customers' :func:`profiles_of`, when the caller reads several snapshots."""
     past = data.as_of(as_of)
     view = customer_view(past, as_of=as_of)
     posts = past.social_posts[past.social_posts["customer_id"].isin(view.index)].reset_index(drop=True)
     signals = customer_signals(view, posts, past.holdings, past.interests, data.products, as_of, encoder, detector,
-                               past.transactions)
+                               past.transactions, profiles)
     return view, signals, posts
+
+
+def profiles_of(data: BankData, encoder: TextEncoder) -> ProfileMatch:
+    """The customers' profiles matched with the products, for every snapshot of the data: a profile
+    is not dated, so each snapshot's view holds the same customers with the same profile texts."""
+    return profile_match(profile_text(data.customers.set_index("customer_id")), data.products, encoder)
 
 
 def stress_evidence(signals: CustomerSignals, event_names: Sequence[str], view: SignalView) -> np.ndarray:
@@ -875,12 +883,12 @@ def build_customer_base(data: BankData, model: HybridRecommender, as_of: pd.Time
 
 
 def build_training_set(data: BankData, end: pd.Timestamp, settings: Settings, encoder: TextEncoder,
-                       detector: LifeEventDetector, scheme: str
+                       detector: LifeEventDetector, scheme: str, profiles: ProfileMatch
                        ) -> tuple[list[pd.DataFrame], list[CustomerSignals], list[np.ndarray], list[np.ndarray]]:
     """Views, signals, labels and candidate masks of every training snapshot before ``end``."""
     products = data.products["product_id"].tolist()
     if scheme == "holds":
-        view, signals, posts = snapshot_signals(data, end, encoder, detector)
+        view, signals, posts = snapshot_signals(data, end, encoder, detector, profiles)
         labels = (signals.held + signals.asked > 0)  # what customers have or asked for: no take-up dates to learn from
         named = (pd.concat([data.interests, data.holdings], ignore_index=True)
                  .drop_duplicates(["customer_id", "product_id"]))  # the customer's own words first
@@ -888,7 +896,7 @@ def build_training_set(data: BankData, end: pd.Timestamp, settings: Settings, en
         return [view], [signals], [labels], [segment_eligibility(view["customer_type"], data.products["segment"])]
     views, all_signals, labels, candidates = [], [], [], []
     for start in snapshot_dates(data.holdings, end, settings.training_horizon_days, settings.training_snapshots):
-        view, signals, _ = snapshot_signals(data, start, encoder, detector)
+        view, signals, _ = snapshot_signals(data, start, encoder, detector, profiles)
         window = data.holdings[(data.holdings["start_date"] >= start)
                                & (data.holdings["start_date"] < start + pd.Timedelta(days=settings.training_horizon_days))
                                & (data.holdings["start_date"] < end)]
@@ -914,9 +922,10 @@ def make_training_set(data: BankData, end: pd.Timestamp, settings: Settings, enc
     """The stacked training examples before ``end``, with the feature pipeline fitted on them (or given).
     Offers the customers accepted or declined (``outcomes``) are examples too, as of ``end``."""
     scheme = label_scheme_of(data.holdings)
-    views, signals, labels, candidates = build_training_set(data, end, settings, encoder, detector, scheme)
+    profiles = profiles_of(data, encoder)
+    views, signals, labels, candidates = build_training_set(data, end, settings, encoder, detector, scheme, profiles)
     if outcomes:
-        view, answered, _ = snapshot_signals(data, end, encoder, detector)
+        view, answered, _ = snapshot_signals(data, end, encoder, detector, profiles)
         rows, took_up, taught = feedback_examples(answered.customer_ids, data.products["product_id"].tolist(), outcomes)
         views.append(view.iloc[rows])
         signals.append(_signal_rows(answered, rows))

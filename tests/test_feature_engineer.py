@@ -9,7 +9,8 @@ import pytest
 
 from data_loader import profile_text, stated_interests
 from data_use import TEXT_SOURCES
-from feature_engineer import customer_signals, event_relevance, profile_phrase, profile_phrases, spending_events
+from feature_engineer import (customer_signals, event_relevance, profile_match, profile_phrase, profile_phrases,
+                              spending_events)
 from explanations import event_factors
 from text_models import LifeEventDetector, events_by_customer
 
@@ -157,10 +158,11 @@ def test_a_product_asked_for_in_several_words_is_quoted_with_the_closest(text_en
 def test_each_customers_signals_are_those_they_would_have_alone_whatever_the_posts_around_them(text_encoder,
                                                                                                 detector):
     """Signals are computed for a whole bank at once, texts summed and ranked in rounds across
-    customers: a customer's text match, best match and its source must come out exactly as if the
-    customer were read alone, their posts interleaved with others' or not (to the float32 rounding
-    of matrix products, which differs with the number of rows). Of two equally close texts, the
-    source is the later one (here the same post made twice)."""
+    customers: a customer's text match, best match and its source must come out as if the customer
+    were read alone, their posts interleaved with others' or not (equal to the float32 rounding of
+    matrix products, which differs with their number of rows). Of two equally close texts, the
+    source is the later one (here the same post made twice). Training matches the profiles once for
+    all its snapshots: given, they give the same signals bit for bit, and only for their customers."""
     view = view_of({"saver": {"interests": "gardening", "financial_needs": "retirement saving; emergency fund"},
                     "driver": {"interests": "classic cars"}, "quiet": {"interests": None}})
     upgrading = "Thinking of upgrading my car!! Any loan suggestions?"
@@ -173,6 +175,13 @@ def test_each_customers_signals_are_those_they_would_have_alone_whatever_the_pos
     })
     nothing = pd.DataFrame(columns=["customer_id", "product_id"])
     together = customer_signals(view, posts, nothing, nothing, CATALOGUE, AS_OF, text_encoder, detector)
+    profiles = profile_match(view["profile_text"], CATALOGUE, text_encoder)  # as training passes it to each snapshot
+    given = customer_signals(view, posts, nothing, nothing, CATALOGUE, AS_OF, text_encoder, detector, profiles=profiles)
+    np.testing.assert_array_equal(given.text_match, together.text_match)
+    np.testing.assert_array_equal(given.best_text_source, together.best_text_source)
+    with pytest.raises(ValueError, match="other customers"):
+        customer_signals(view.iloc[1:], posts, nothing, nothing, CATALOGUE, AS_OF, text_encoder, detector,
+                         profiles=profiles)
     for row, customer in enumerate(view.index):
         own = posts[posts["customer_id"] == customer].reset_index(drop=True)
         alone = customer_signals(view.loc[[customer]], own, nothing, nothing, CATALOGUE, AS_OF, text_encoder, detector)
