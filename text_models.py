@@ -494,10 +494,12 @@ class LifeEventDetector:
         """
         if not len(texts):
             return np.zeros((0, len(self.events)), dtype=np.float32)
+        texts = [text if isinstance(text, str) else "" for text in texts]  # as analyse reads them; no code -1 for None
         codes, distinct = pd.factorize(np.asarray(texts, dtype=object))  # a bank's posts repeat: read each text once
         return self._distinct_texts_scores(distinct.tolist())[codes]
 
     def _distinct_texts_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`detected_scores` of texts each given once."""
         analyses = self.analyse(texts)
         scores = np.stack([a.event_scores for a in analyses]).astype(np.float32)
         neutral = (np.stack([a.embedding for a in analyses]) @ self._neutral_vectors.T).max(axis=1, keepdims=True)

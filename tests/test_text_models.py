@@ -70,6 +70,18 @@ def test_life_events_are_detected_with_the_clause_that_shows_them(text_encoder):
     assert not any(post == "p2" for post, _ in found)
 
 
+def test_a_text_repeated_or_missing_reads_as_it_does_alone(text_encoder):
+    """Scores are computed once per distinct text and spread back to every post: a repeat reads like
+    the first, and a missing text reads as an empty one (nothing), never as another post's."""
+    detector = LifeEventDetector(text_encoder)
+    married = "We got married last month"
+    scores = detector.detected_scores([married, None, "Had a great dinner with the team", married, ""])
+    np.testing.assert_array_equal(scores[0], detector.detected_scores([married])[0])
+    np.testing.assert_array_equal(scores[3], scores[0])
+    assert scores[0][detector.events.index("marriage")] > 0
+    assert not scores[1].any() and not scores[4].any() and not scores[2].any()
+
+
 def test_one_phrase_shows_the_event_it_says_not_a_weaker_reading_of_the_same_words(text_encoder):
     """"First day at my new job" is close in meaning to the retirement descriptions' "last day at work": a
     new job, not a retirement (an explanation would have quoted it as a post about retirement). Events read
