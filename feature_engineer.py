@@ -444,9 +444,10 @@ class ProfileMatch:
     source: np.ndarray  # (n, P) int32: -1 - k for the k-th phrase, as CustomerSignals.best_text_source; -1 for none
 
 
-def profile_match(profile: pd.Series, products: pd.DataFrame, encoder: TextEncoder) -> ProfileMatch:
-    """The customers' profile texts (indexed by customer) matched with the products, phrase by phrase."""
-    product_vectors = encoder.encode(product_texts(products))
+def profile_match(profile: pd.Series, products: pd.DataFrame, product_vectors: np.ndarray, encoder: TextEncoder
+                  ) -> ProfileMatch:
+    """The customers' profile texts (indexed by customer) matched with the products (``product_vectors``:
+    their :func:`product_texts` encoded), phrase by phrase."""
     phrase_row, phrases = profile_phrases(profile)
     distinct, phrase_code = np.unique(phrases.astype(str), return_inverse=True)
     distinct_vectors = encoder.encode(distinct.tolist())
@@ -475,12 +476,13 @@ def _text_match(view: pd.DataFrame, posts: pd.DataFrame, weights: np.ndarray, ro
     closest of the ``recent`` posts alone, what the knowledge prior reads. ``profiles``: the view's
     customers' :func:`profile_match`, when the caller has it (else it is computed here).
     """
+    product_vectors = encoder.encode(product_texts(products))
     if profiles is None:
-        profiles = profile_match(view.get("profile_text", pd.Series("", index=view.index)), products, encoder)
+        profiles = profile_match(view.get("profile_text", pd.Series("", index=view.index)), products, product_vectors,
+                                 encoder)
     elif not profiles.customer_ids.equals(view.index):
         raise ValueError("the profile match given is of other customers than the view's")
     n_customers = len(view)
-    product_vectors = encoder.encode(product_texts(products))
     post_vectors_sum = np.zeros_like(profiles.vectors)
 
     both, profile_only, posts_only = (TEXT_SOURCES.index(s) for s in ("profile and posts", "profile", "posts"))

@@ -43,8 +43,8 @@ from data_loader import BankData, customer_view, profile_text, segment_eligibili
 from data_use import SignalView, policy_in_force
 from decision_store import FinalOutcome
 from feature_engineer import (CustomerFeatures, CustomerInputs, CustomerSignals, ProductDesign, ProfileMatch,
-                              customer_signals, event_relevance, events_seen, held_matrix, profile_match,
-                              without_naming_words)
+                              customer_signals, event_relevance, events_seen, held_matrix, product_texts,
+                              profile_match, without_naming_words)
 from feedback_learning import feedback_examples
 from knowledge_prior import (KNOWLEDGE_INPUTS, MAX_POOLED_EXAMPLES, EvidenceBlend, KnowledgePrior, blend,
                              knowledge_inputs, prior_columns, sigmoid)
@@ -857,7 +857,8 @@ def snapshot_signals(data: BankData, as_of: pd.Timestamp, encoder: TextEncoder, 
 def profiles_of(data: BankData, encoder: TextEncoder) -> ProfileMatch:
     """The customers' profiles matched with the products, for every snapshot of the data: a profile
     is not dated, so each snapshot's view holds the same customers with the same profile texts."""
-    return profile_match(profile_text(data.customers.set_index("customer_id")), data.products, encoder)
+    return profile_match(profile_text(data.customers.set_index("customer_id")), data.products,
+                         encoder.encode(product_texts(data.products)), encoder)
 
 
 def stress_evidence(signals: CustomerSignals, event_names: Sequence[str], view: SignalView) -> np.ndarray:

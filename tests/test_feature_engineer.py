@@ -9,8 +9,8 @@ import pytest
 
 from data_loader import profile_text, stated_interests
 from data_use import TEXT_SOURCES
-from feature_engineer import (customer_signals, event_relevance, profile_match, profile_phrase, profile_phrases,
-                              spending_events)
+from feature_engineer import (customer_signals, event_relevance, product_texts, profile_match, profile_phrase,
+                              profile_phrases, spending_events)
 from explanations import event_factors
 from text_models import LifeEventDetector, events_by_customer
 
@@ -175,7 +175,8 @@ def test_each_customers_signals_are_those_they_would_have_alone_whatever_the_pos
     })
     nothing = pd.DataFrame(columns=["customer_id", "product_id"])
     together = customer_signals(view, posts, nothing, nothing, CATALOGUE, AS_OF, text_encoder, detector)
-    profiles = profile_match(view["profile_text"], CATALOGUE, text_encoder)  # as training passes it to each snapshot
+    profiles = profile_match(view["profile_text"], CATALOGUE, text_encoder.encode(product_texts(CATALOGUE)),
+                             text_encoder)  # as training passes it to each snapshot
     given = customer_signals(view, posts, nothing, nothing, CATALOGUE, AS_OF, text_encoder, detector, profiles=profiles)
     np.testing.assert_array_equal(given.text_match, together.text_match)
     np.testing.assert_array_equal(given.best_text_source, together.best_text_source)
