@@ -292,8 +292,7 @@ class CompiledForest:
         trees = self._trees_of(products)
         if not len(trees):
             return out
-        position = {p: i for i, p in enumerate(products)}
-        row = np.array([position[p] for p in self.tree_product[trees]])
+        row = np.repeat(np.arange(len(products)), [len(self.trees_of_product[p]) for p in products])  # as _trees_of
         node = self.tree_start[trees].copy()
         x = design[self.tree_product[trees]]
         for _ in range(self.depth):

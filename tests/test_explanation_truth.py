@@ -338,6 +338,19 @@ def test_contributions_add_up_to_scikit_learns_decision_function(trained_service
                 assert np.count_nonzero(contributions) > 1  # the test sees more than one feature at work
 
 
+def test_each_products_contributions_are_its_own_whatever_products_are_asked_with_it(trained_service):
+    """An answer explains its top products in one call: each product's row must be what it alone
+    gets, in the order asked, not another product's trees."""
+    model, base = trained_service.model, trained_service.base
+    modelled = [p for p in range(len(model.product_ids_)) if model.forest_.has_model[p]][::-1][:5]
+    assert len(modelled) >= 3
+    design = model.design.design(CustomerInputs.of(base.tabular, base.signals, np.array([0])))[0]
+    together = model.forest_.contributions(design, modelled)
+    for row, product in enumerate(modelled):
+        np.testing.assert_allclose(together[row], model.forest_.contributions(design, [product])[0], rtol=0, atol=1e-12)
+        assert together[row].any()
+
+
 # --------------------------------------------------------------------------------------------------
 # The specs the explanations read
 # --------------------------------------------------------------------------------------------------
