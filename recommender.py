@@ -272,8 +272,7 @@ class CompiledForest:
         if products is None:
             trees, column = np.arange(len(self.tree_product)), self.tree_product
         else:
-            trees = self._trees_of(products)
-            column = np.repeat(np.arange(width), [len(self.trees_of_product[p]) for p in products])
+            trees, column = self._trees_of(products)
         slot = np.repeat(np.arange(customers), len(trees)) * width + np.tile(column, customers)
         flat = np.ascontiguousarray(design, dtype=np.float32).reshape(-1)
         leaves = self._leaves(flat, slot * self.n_features, np.tile(self.tree_start[trees], customers))
@@ -289,10 +288,9 @@ class CompiledForest:
         split on (Saabas).
         """
         out = np.zeros((len(products), self.n_features))
-        trees = self._trees_of(products)
+        trees, row = self._trees_of(products)
         if not len(trees):
             return out
-        row = np.repeat(np.arange(len(products)), [len(self.trees_of_product[p]) for p in products])  # as _trees_of
         node = self.tree_start[trees].copy()
         x = design[self.tree_product[trees]]
         for _ in range(self.depth):
@@ -308,8 +306,12 @@ class CompiledForest:
         trees = self.trees_of_product[product]
         return float(self.baseline[product] + self.expected[self.tree_start[trees]].sum())
 
-    def _trees_of(self, products: Sequence[int]) -> np.ndarray:
-        return np.concatenate([self.trees_of_product[p] for p in products] or [np.zeros(0, np.intp)])
+    def _trees_of(self, products: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The trees of ``products``, product by product in the order given, and for each tree its
+        product's position in ``products``."""
+        trees = [self.trees_of_product[p] for p in products]
+        return (np.concatenate(trees or [np.zeros(0, np.intp)]),
+                np.repeat(np.arange(len(products)), [len(t) for t in trees]))
 
     def _leaves(self, flat: np.ndarray, base: np.ndarray, node: np.ndarray) -> np.ndarray:
         """Walks every (row, tree) slot down to its leaf: a split sends a value <= threshold left."""
