@@ -188,6 +188,22 @@ def load_or_train(data: BankData, settings: Settings) -> tuple[Artifacts, bool]:
     return artifacts, True
 
 
+def saved_artifacts(settings: Settings) -> Artifacts:
+    """The saved models as they are, whatever data they were fitted on: a batch run over a bank too
+    large to train on (``cli.py score --shards``) scores it with models fitted on a sample of it."""
+    path = settings.models_dir / ARTIFACT_FILE
+    if not path.is_file():
+        raise ServiceError(f"no saved models in {settings.models_dir}: train them first, on the bank or on a sample "
+                           f"of it (cli.py train --data SAMPLE_DIR, with MODELS_DIR={settings.models_dir})")
+    try:
+        artifacts = joblib.load(path)
+    except Exception as error:
+        raise ServiceError(f"{path} cannot be read: {type(error).__name__}: {error}") from error
+    if not isinstance(artifacts, Artifacts):
+        raise ServiceError(f"{path} holds no fitted models of this service")
+    return artifacts
+
+
 def save_artifacts(artifacts: Artifacts, path: Path) -> None:
     """Written beside and renamed into place: a crash mid-write never leaves half an artifact."""
     path.parent.mkdir(parents=True, exist_ok=True)

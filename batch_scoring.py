@@ -20,22 +20,30 @@ progress stay here, in the driver, whatever the engine, so every engine writes t
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-if TYPE_CHECKING:
+from settings import Settings
+
+if TYPE_CHECKING:  # the service's modules load the text models: imported when a run starts, not with the CLI
+    from artifacts import Artifacts
     from bias_detector import AttributeCheck, IndividualBiasCheck
+    from business_rules import RuleBook
+    from data_loader import BankData
     from recommendation_service import Recommendation, RecommendationService
+    from text_models import LifeEventDetector, PostAnalysis
 
 logger = logging.getLogger(__name__)
 
@@ -131,32 +139,100 @@ def worst_attribute(check: IndividualBiasCheck) -> AttributeCheck | None:
 
 # ---------------------------------------------------------------------------------------- engines
 
-class ScoringEngine(Protocol):
-    """Where chunks are scored. Yields each chunk's table once it is scored, in any order."""
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
-    def score(self, chunks: Sequence[Chunk], top_k: int) -> Iterator[tuple[Chunk, pa.Table]]: ...
+
+class ScoringEngine(Protocol):
+    """Where a run's tasks run: ``task(kit, item)`` for every item, each result yielded once it is
+    ready, in any order. ``kit`` is what every task of the run reads (sent once per worker); the
+    tasks are module-level functions, so that a remote worker imports them rather than receives them.
+    Used as a context manager: what the engine starts for a run, it stops at the end."""
+
+    def __enter__(self) -> ScoringEngine: ...
+
+    def __exit__(self, *_: object) -> None: ...
+
+    def map(self, task: Callable[[Any, Item], Result], kit: Any, items: Sequence[Item]
+            ) -> Iterator[tuple[Item, Result]]: ...
 
 
 class LocalEngine:
-    """In this process, one chunk after the other: the default, nothing to start."""
+    """In this process, one task after the other: the default, nothing to start."""
 
-    def __init__(self, service: RecommendationService) -> None:
-        self.service = service
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
-    def score(self, chunks: Sequence[Chunk], top_k: int) -> Iterator[tuple[Chunk, pa.Table]]:
-        for chunk in chunks:
-            yield chunk, score_chunk(self.service, chunk_customers(self.service, chunk), top_k)
+    def __enter__(self) -> LocalEngine:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        """Nothing was started."""
+
+    def map(self, task: Callable[[Any, Item], Result], kit: Any, items: Sequence[Item]
+            ) -> Iterator[tuple[Item, Result]]:
+        for item in items:
+            yield item, task(kit, item)
 
 
-def ray_engine(service: RecommendationService) -> ScoringEngine:
+def ray_engine(settings: Settings) -> ScoringEngine:
     """The Ray engine (``ray_engine.py``), imported only when chosen: the service and the local
     engine never load Ray."""
     from ray_engine import RayEngine
 
-    return RayEngine(service)
+    return RayEngine(settings)
 
 
-ENGINES: dict[str, Callable[[RecommendationService], ScoringEngine]] = {"local": LocalEngine, "ray": ray_engine}
+ENGINES: dict[str, Callable[[Settings], ScoringEngine]] = {"local": LocalEngine, "ray": ray_engine}
+
+
+def without_secrets(settings: Settings) -> Settings:
+    """The settings a worker gets: no API keys, no database URL (workers never serve or log)."""
+    return settings.model_copy(update={"api_keys": [], "database_url": None})
+
+
+def answering_data(data: BankData) -> BankData:
+    """The data a known customer's answer reads besides the serving state: the catalogue and the
+    stated interests. The customers' rows, transactions, posts and holdings went into the serving
+    state, so they stay behind (empty, with their columns)."""
+    return dataclasses.replace(data, customers=data.customers.iloc[:0], transactions=data.transactions.iloc[:0],
+                               social_posts=data.social_posts.iloc[:0], holdings=data.holdings.iloc[:0])
+
+
+@dataclass
+class LoadedBank:
+    """The kit of a run over a bank loaded whole (one service): what answers its customers, without
+    the training data (the serving state holds what answers read of it) nor the audit's held-out
+    answers. The live service comes along in this process and is never pickled: a worker that
+    receives the kit builds its own, once, on its first chunk."""
+
+    settings: Settings
+    data: BankData
+    rules: RuleBook
+    artifacts: Artifacts
+    top_k: int
+    live: RecommendationService | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, service: RecommendationService, top_k: int) -> LoadedBank:
+        artifacts = dataclasses.replace(service.artifacts, holdout=service.artifacts.holdout.iloc[:0])
+        return cls(without_secrets(service.settings), answering_data(service.data), service.rules, artifacts, top_k,
+                   live=service)
+
+    def service(self) -> RecommendationService:
+        from recommendation_service import RecommendationService
+
+        if self.live is None:
+            self.live = RecommendationService(self.settings, self.data, self.rules, self.artifacts)
+        return self.live
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "live": None}
+
+
+def score_bank_chunk(kit: LoadedBank, chunk: Chunk) -> pa.Table:
+    service = kit.service()
+    return score_chunk(service, chunk_customers(service, chunk), kit.top_k)
 
 
 # ---------------------------------------------------------------------------------------- one run on disk
@@ -170,20 +246,25 @@ class RunIdentity:
     data_fingerprint: str
     rules_digest: str
     bias_tolerance: float
-    customers: int
+    customers: int | None  # None: a sharded run, which counts its customers as it loads them
     top_k: int
-    chunk_size: int
+    chunk_size: int | None  # None: a sharded run, whose chunks are its shards
+    shards: int | None = None
 
     @classmethod
     def of(cls, service: RecommendationService, top_k: int, chunk_size: int) -> RunIdentity:
-        rules = hashlib.blake2b(service.settings.rules_file.read_bytes(), digest_size=12).hexdigest()
-        return cls(service.model.version_, service.artifacts.trained_at, service.artifacts.fingerprint, rules,
-                   service.settings.bias_tolerance, len(service.base.view), top_k, chunk_size)
+        return cls(service.model.version_, service.artifacts.trained_at, service.artifacts.fingerprint,
+                   rules_digest(service.settings), service.settings.bias_tolerance, len(service.base.view), top_k,
+                   chunk_size)
 
     def differences(self, recorded: dict[str, Any]) -> list[str]:
         """``name: recorded -> now`` for every field that changed since the parts were written."""
         return [f"{field.name}: {recorded.get(field.name)!r} -> {getattr(self, field.name)!r}"
                 for field in fields(self) if recorded.get(field.name) != getattr(self, field.name)]
+
+
+def rules_digest(settings: Settings) -> str:
+    return hashlib.blake2b(settings.rules_file.read_bytes(), digest_size=12).hexdigest()
 
 
 class PartsDirectory:
@@ -326,12 +407,196 @@ def score_customers(service: RecommendationService, out: Path, top_k: int, chunk
     reporter = progress(len(service.base.view), len(service.base.view) - scored)
     started = time.perf_counter()
     try:
-        for chunk, table in ENGINES[engine](service).score(pending, top_k):
-            parts.commit(chunk, table)
-            reporter.advance(chunk)
+        with ENGINES[engine](service.settings) as runner:
+            for chunk, table in runner.map(score_bank_chunk, LoadedBank.of(service, top_k), pending):
+                parts.commit(chunk, table)
+                reporter.advance(chunk)
     finally:
         reporter.close()
     seconds = time.perf_counter() - started
     parts.combine(chunks)
     return ScoreSummary(str(out), engine, len(service.base.view), pq.ParquetFile(out).metadata.num_rows, len(chunks),
                         len(chunks) - len(pending), round(seconds, 2), round(scored / max(seconds, 1e-9), 1))
+
+
+# ---------------------------------------------------------------------------------------- a bank by shards
+
+@dataclass(frozen=True)
+class ShardFacts:
+    """What a loaded shard tells the run about the whole bank: its customers, its latest dated
+    record (the bank's "now" is the day after the latest of all shards'), how many of its
+    customers are in each protected group (the counterfactual groups are the whole bank's) and
+    the distinct texts of its posts (read once for the whole bank, see :func:`analyse_posts`)."""
+
+    customers: int
+    latest: str | None
+    group_counts: dict[str, dict[str, int]]
+    posts: list[str]
+
+
+SHARD_DATA = "data.joblib"
+SHARD_FACTS = "facts.json"
+
+
+def prepare_shard(settings: Settings, directory: Path) -> ShardFacts:
+    """Loads and cleans one shard's data files once, keeping the result beside them for its
+    scoring (and for a resumed run, which reads the facts again without loading)."""
+    import joblib
+
+    from artifacts import load_data
+    from bias_detector import group_counts
+    from data_loader import customer_view, latest_record
+
+    if (directory / SHARD_FACTS).is_file():
+        return ShardFacts(**json.loads((directory / SHARD_FACTS).read_text()))
+    data = load_data(settings.model_copy(update={"data_dir": directory}))
+    view = customer_view(data)
+    latest = latest_record(data)
+    facts = ShardFacts(len(view), None if latest is None else latest.isoformat(),
+                       {a.name: group_counts(view, a) for a in settings.protected_attributes},
+                       sorted(set(data.social_posts["content"].fillna("").astype(str))))
+    _write_atomically(directory / SHARD_DATA, lambda temporary: joblib.dump(data, temporary))
+    _write_atomically(directory / SHARD_FACTS, lambda temporary: temporary.write_text(json.dumps(asdict(facts))))
+    return facts
+
+
+@dataclass
+class ShardedBank:
+    """The kit of a run shard by shard: the fitted models (without any customer's serving state),
+    the rules, the bank's "now" and group counts; each shard's serving state is computed from its
+    data when it is scored. The text models are loaded once per process, on its first shard."""
+
+    settings: Settings
+    rules: RuleBook
+    artifacts: Artifacts
+    as_of: str
+    group_counts: dict[str, dict[str, int]]
+    top_k: int
+    analyses: dict[str, PostAnalysis]
+    detector: Any = field(default=None, repr=False, compare=False)
+
+    def service_for(self, data: BankData) -> RecommendationService:
+        import pandas as pd
+
+        from recommendation_service import RecommendationService
+        from recommender import build_customer_base
+        from text_models import LifeEventDetector, get_text_encoder
+
+        encoder = get_text_encoder(self.settings)
+        self.detector = self.detector or LifeEventDetector(encoder, self._analysed)
+        base = build_customer_base(data, self.artifacts.model, pd.Timestamp(self.as_of), encoder, self.detector)
+        return RecommendationService(self.settings, data, self.rules, dataclasses.replace(self.artifacts, base=base),
+                                     self.group_counts)
+
+    def _analysed(self, texts: Sequence[str], here: Callable[[Sequence[str]], list[PostAnalysis]]
+                  ) -> list[PostAnalysis]:
+        """The detector's analyser: the run's analyses of the bank's posts, and a BERT pass here only
+        for a text the posts did not have."""
+        unread = [text for text in texts if text not in self.analyses]
+        read_here = dict(zip(unread, here(unread))) if unread else {}
+        return [self.analyses[text] if text in self.analyses else read_here[text] for text in texts]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "detector": None}
+
+
+POSTS_PER_TASK = 512  # a few seconds of BERT on one CPU: long enough to hide a task's dispatch
+_post_detectors: dict[Path, LifeEventDetector] = {}
+
+
+def analyse_posts(settings: Settings, texts: tuple[str, ...]) -> list[PostAnalysis]:
+    """One batch of the bank's distinct post texts through the BERT pass.
+
+    Why once for the whole bank rather than per shard: a bank's posts repeat across its customers
+    (15,871 distinct texts among 319,149 posts at 100,000 customers), so every shard would read
+    most of them again; and a text's analysis depends, to float rounding, on the texts it is
+    batched with, so fixed batches of the bank's sorted texts make every shard's answers the same
+    whichever engine, worker or resumed run scores it."""
+    from text_models import LifeEventDetector, get_text_encoder
+
+    model = settings.resolved_text_model_dir
+    if model not in _post_detectors:
+        _post_detectors[model] = LifeEventDetector(get_text_encoder(settings))
+    return _post_detectors[model].fresh_analyses(list(texts))
+
+
+def bank_analyses(runner: ScoringEngine, settings: Settings, facts: Iterable[ShardFacts]) -> dict[str, PostAnalysis]:
+    """Every distinct post text of the bank analysed, in fixed batches of the texts in sorted order."""
+    texts = sorted(set().union(*(shard.posts for shard in facts)), key=lambda text: (len(text), text))
+    batches = [tuple(texts[start:start + POSTS_PER_TASK]) for start in range(0, len(texts), POSTS_PER_TASK)]
+    return {text: analysis for batch, analyses in runner.map(analyse_posts, without_secrets(settings), batches)
+            for text, analysis in zip(batch, analyses)}
+
+
+def score_shard(kit: ShardedBank, shard: tuple[Chunk, Path]) -> pa.Table:
+    """A shard's answers. The chunk travels with the shard's directory so that the driver knows
+    which part file the table is, whichever order the shards complete in."""
+    import joblib
+
+    _, directory = shard
+    service = kit.service_for(joblib.load(directory / SHARD_DATA))
+    return score_chunk(service, [str(customer) for customer in service.base.view.index], kit.top_k)
+
+
+def score_by_shards(settings: Settings, out: Path, top_k: int, shards: int, engine: str, restart: bool,
+                    progress: Callable[[int, int], ChunkProgress]) -> ScoreSummary:
+    """Scores every customer of ``settings.data_dir`` into ``out`` with the saved models, the bank
+    split by customer into ``shards`` (:mod:`data_shards`), each loaded, given its serving state and
+    scored on its own: memory is bounded by a shard, not by the bank. The models come as they are
+    from ``settings.models_dir``, whatever customers they were fitted on (a sample of the bank: at a
+    million customers, training on all of them does not fit one machine).
+
+    Steps, each resumable: the split (kept once complete), every shard loaded and cleaned (kept
+    beside it), then every shard scored into a part file, as a run of the whole bank does.
+    """
+    from artifacts import data_fingerprint, saved_artifacts
+    from data_shards import split_bank
+
+    artifacts = saved_artifacts(settings)
+    parts = PartsDirectory(out)
+    identity = RunIdentity(artifacts.model.version_, artifacts.trained_at, data_fingerprint(settings),
+                           rules_digest(settings), settings.bias_tolerance, None, top_k, None, shards)
+    complete = parts.open(identity, restart)
+    directories = split_bank(settings.data_dir, parts.path / "shards", shards)
+    started = time.perf_counter()
+    with ENGINES[engine](settings) as runner:
+        facts = dict(runner.map(prepare_shard, without_secrets(settings), directories))
+        kit = sharded_kit(settings, artifacts, directories[0], facts, top_k,
+                          bank_analyses(runner, settings, facts.values()))
+        chunks = [Chunk(index, 0, facts[directory].customers) for index, directory in enumerate(directories)]
+        pending = [chunk for chunk in chunks if chunk.index not in complete]
+        total = sum(chunk.size for chunk in chunks)
+        scored = sum(chunk.size for chunk in pending)
+        reporter = progress(total, total - scored)
+        try:
+            for (chunk, _), table in runner.map(score_shard, kit, [(c, directories[c.index]) for c in pending]):
+                parts.commit(chunk, table)
+                reporter.advance(chunk)
+        finally:
+            reporter.close()
+    seconds = time.perf_counter() - started
+    parts.combine(chunks)
+    return ScoreSummary(str(out), engine, total, pq.ParquetFile(out).metadata.num_rows, len(chunks),
+                        len(chunks) - len(pending), round(seconds, 2), round(scored / max(seconds, 1e-9), 1))
+
+
+def sharded_kit(settings: Settings, artifacts: Artifacts, first_shard: Path, facts: dict[Path, ShardFacts],
+                top_k: int, analyses: dict[str, PostAnalysis]) -> ShardedBank:
+    """The bank's kit from its shards' facts; the rules and the data-use policy are checked against
+    the first shard's data (every shard has the same catalogue and columns)."""
+    import joblib
+    import pandas as pd
+
+    from artifacts import check_data_use_policy, load_rules
+    from data_loader import now_after
+
+    data = joblib.load(first_shard / SHARD_DATA)
+    rules = load_rules(settings, data)
+    check_data_use_policy(settings, data)
+    counts = {attribute.name: dict(sum((Counter(shard.group_counts.get(attribute.name, {})) for shard in facts.values()),
+                                       Counter()))
+              for attribute in settings.protected_attributes}
+    latest = [None if shard.latest is None else pd.Timestamp(shard.latest) for shard in facts.values()]
+    artifacts = dataclasses.replace(artifacts, base=None, holdout=artifacts.holdout.iloc[:0])
+    return ShardedBank(without_secrets(settings), rules, artifacts, now_after(latest).isoformat(), counts, top_k,
+                       analyses)

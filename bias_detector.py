@@ -227,12 +227,20 @@ def group_of(profile: Mapping[str, Any], attribute: ProtectedAttribute) -> str |
     return str(value) if _is_known(value) else None
 
 
-def observed_groups(view: pd.DataFrame, attribute: ProtectedAttribute, age_band_labels: Sequence[str]) -> list[str]:
-    """The groups a counterfactual may move a customer to, most frequent first (age: every band)."""
+def observed_groups(counts: Mapping[str, int], attribute: ProtectedAttribute, age_band_labels: Sequence[str]
+                    ) -> list[str]:
+    """The groups a counterfactual may move a customer to, most frequent first, ties by name, so
+    that the order is the data's and not the order of its rows (age: every band)."""
     if attribute.column == "age_band":
         return list(age_band_labels)
+    return sorted(counts, key=lambda group: (-counts[group], group))
+
+
+def group_counts(view: pd.DataFrame, attribute: ProtectedAttribute) -> dict[str, int]:
+    """How many customers of ``view`` are in each group of ``attribute``: summed over the shards of a
+    bank, they are the whole bank's, which :func:`observed_groups` orders."""
     column = view.get(attribute.column)
-    return [] if column is None else [str(v) for v in column.value_counts().index]
+    return {} if column is None else {str(group): int(count) for group, count in column.value_counts().items()}
 
 
 def counterfactual_variants(profile: Mapping[str, Any], tabular: np.ndarray, attributes: Sequence[ProtectedAttribute],

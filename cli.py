@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from batch_scoring import ENGINES, chunk_progress, score_customers
+from batch_scoring import ENGINES, ChunkProgress, chunk_progress, score_by_shards, score_customers
 from schemas import RecommendRequest
 from settings import Settings, get_settings
 
@@ -83,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--engine", choices=sorted(ENGINES), default="local")
     score.add_argument("--chunk-size", type=_positive_int, default=None,
                        help="customers per chunk, the unit of memory and of resuming (default: SCORE_CHUNK_SIZE)")
+    score.add_argument("--shards", type=_positive_int, default=None, help=(
+        "split the bank by customer into this many shards, each loaded and scored on its own, so that memory is "
+        "bounded by a shard rather than the bank; scores with the saved models as they are (train them on a sample "
+        "of a bank too large to train on); without it the bank is loaded whole, as the service loads it"))
     score.add_argument("--restart", action="store_true",
                        help="discard the chunks of an unfinished run instead of resuming it")
     score.set_defaults(handler=score_command)
@@ -193,10 +197,16 @@ def score_command(args: argparse.Namespace, settings: Settings) -> int:
     from recommendation_service import RecommendationService
 
     settings = settings.model_copy(update={"data_dir": _existing(args.data)})
+    def progress(total: int, done: int) -> ChunkProgress:
+        return chunk_progress(total, done, sys.stderr)
+
     try:
-        service = RecommendationService.start(settings)
-        summary = score_customers(service, args.out, args.top_k, args.chunk_size or settings.score_chunk_size,
-                                  args.engine, args.restart, lambda total, done: chunk_progress(total, done, sys.stderr))
+        if args.shards:
+            summary = score_by_shards(settings, args.out, args.top_k, args.shards, args.engine, args.restart, progress)
+        else:
+            service = RecommendationService.start(settings)
+            summary = score_customers(service, args.out, args.top_k, args.chunk_size or settings.score_chunk_size,
+                                      args.engine, args.restart, progress)
     except KeyboardInterrupt:
         return _fail("interrupted; the complete chunks are kept: run the same command again to resume", code=130)
     return _print(summary)

@@ -14,7 +14,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from data_loader import INTEREST_FIELDS, profile_text, sentiment_scores, social_aggregates, stated_interests
+from data_loader import (INTEREST_FIELDS, profile_text, sentiment_cache_stats, sentiment_scores, social_aggregates,
+                         stated_interests)
 from data_use import SignalView
 from feature_engineer import CustomerInputs, customer_signals, events_seen
 from recommender import CustomerBase, HybridRecommender, risk_inputs, stress_evidence
@@ -247,8 +248,9 @@ class CustomerStates:
     def text_cache_stats(self) -> dict[str, CacheStats]:
         """The text caches cold-start requests grow (none before the text models are loaded)."""
         detector = self._detector
-        return {} if detector is None else {"text_embeddings": detector.encoder.stats(),
-                                            "post_analyses": detector.stats()}
+        return {"post_sentiments": sentiment_cache_stats(),
+                **({} if detector is None else {"text_embeddings": detector.encoder.stats(),
+                                                "post_analyses": detector.stats()})}
 
     def text_models(self) -> LifeEventDetector:
         """The text models, loaded on first need (warm start-up does not wait for them), with caches

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Collection, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
+from caches import CacheStats, LruCache
 from settings import Settings, age_band
 
 if TYPE_CHECKING:
@@ -1056,6 +1057,17 @@ def _interests_from(evidence: pd.DataFrame) -> pd.DataFrame:
 # Sentiment
 # ----------------------------------------------------------------------------------------------
 
+SENTIMENT_CACHE_SIZE = 200_000
+"""Distinct texts whose sentiment a process keeps: a bank's posts repeat across its customers, so
+across the shards a process loads (``cli.py score --shards``) and the posts cold-start requests
+bring; bounded, as every cache a request can grow."""
+_sentiments: LruCache[str, float] = LruCache(SENTIMENT_CACHE_SIZE)
+
+
+def sentiment_cache_stats() -> CacheStats:
+    return _sentiments.stats()
+
+
 @lru_cache(maxsize=1)
 def sentiment_analyzer() -> "SentimentIntensityAnalyzer":
     """NLTK's VADER with the lexicon shipped in the vaderSentiment package: no download at run time."""
@@ -1072,9 +1084,16 @@ def sentiment_analyzer() -> "SentimentIntensityAnalyzer":
 def sentiment_scores(contents: pd.Series) -> pd.Series:
     """VADER compound score per post; each distinct text is scored once (posts repeat a lot)."""
     codes, uniques = pd.factorize(contents)
-    analyzer = sentiment_analyzer()
-    scores = np.array([analyzer.polarity_scores(text)["compound"] for text in uniques], dtype=float)
+    scores = np.array([_sentiment(text) for text in uniques], dtype=float)
     return pd.Series(_per_row(scores, codes, np.nan), index=contents.index)
+
+
+def _sentiment(text: str) -> float:
+    score = _sentiments.get(text)
+    if score is None:
+        score = sentiment_analyzer().polarity_scores(text)["compound"]
+        _sentiments.put(text, score)
+    return score
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1254,23 +1273,36 @@ def data_now(data: BankData) -> pd.Timestamp:
     """What "now" is for a data set: the day after its latest dated record (transaction, post or
     take-up), so that every dated event is in the past. Training, serving, the view and evaluation
     all read it here."""
+    return now_after([latest_record(data)])
+
+
+def latest_record(data: BankData) -> pd.Timestamp | None:
+    """The latest dated record of the data (transaction, post or take-up); None when nothing is dated."""
     dates = [data.transactions["date"].max(), data.social_posts["timestamp"].max(), data.holdings["start_date"].max()]
     dates = [d for d in dates if pd.notna(d)]
+    return max(dates) if dates else None
+
+
+def now_after(latest: Sequence[pd.Timestamp | None]) -> pd.Timestamp:
+    """The day after the latest of ``latest`` (the parts of a bank loaded one by one: its shards)."""
+    dates = [d for d in latest if d is not None]
     return (max(dates) if dates else pd.Timestamp.now()).normalize() + pd.Timedelta(days=1)
 
 
-def customer_view(data: BankData, as_of: pd.Timestamp | None = None) -> pd.DataFrame:
+def customer_view(data: BankData, as_of: pd.Timestamp | None = None,
+                  spend_categories: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per customer, indexed by customer_id: profile, age band, transaction and social
     aggregates from events strictly before ``as_of`` (undated events cannot be placed and are left
     out), and the customer's own words as ``profile_text``. Customers without events get counts 0
-    and NaN for statistics that need events."""
+    and NaN for statistics that need events. ``spend_categories``: the categories whose share of
+    spending the view gives (category slugs); by default the data's most frequent ones."""
     as_of = data_now(data) if as_of is None else pd.Timestamp(as_of)
     customers = data.customers.set_index("customer_id")
     bands = {age: age_band(age, data.age_bands) for age in customers["age"].dropna().unique()}
     return pd.concat([
         customers,
         customers["age"].map(bands).astype(object).rename("age_band"),  # unknown age: no band, not "nan"
-        transaction_aggregates(data.transactions, customers.index, as_of),
+        transaction_aggregates(data.transactions, customers.index, as_of, spend_categories),
         social_aggregates(data.social_posts, customers.index, as_of),
         profile_text(customers),
     ], axis=1)
@@ -1324,7 +1356,8 @@ def _spend_trend(dates: pd.Series, rows: np.ndarray, spend: np.ndarray, count: n
     return np.where(count > 0, np.nan_to_num(_safe_ratio(recent - prior, recent + prior)), np.nan)
 
 
-def transaction_aggregates(transactions: pd.DataFrame, customers: pd.Index, as_of: pd.Timestamp) -> pd.DataFrame:
+def transaction_aggregates(transactions: pd.DataFrame, customers: pd.Index, as_of: pd.Timestamp,
+                           spend_categories: Sequence[str] | None = None) -> pd.DataFrame:
     """Counts, totals, monthly level and volatility, recency, tenure, trend and spend mix per customer.
 
     Spend counts outflows only (positive amounts), so that a refund cannot make a month negative.
@@ -1349,7 +1382,8 @@ def transaction_aggregates(transactions: pd.DataFrame, customers: pd.Index, as_o
         "tx_trend": _spend_trend(tx["date"], rows, spend, count, as_of),
         "debt_payment_share": _safe_ratio(_per_customer(rows, n, spend * debt), total_spend),
     }, index=customers)
-    return pd.concat([aggregates, _spend_shares(tx["category"], rows, spend, total_spend, customers)], axis=1)
+    shares = _spend_shares(tx["category"], rows, spend, total_spend, customers, spend_categories)
+    return pd.concat([aggregates, shares], axis=1)
 
 
 def _matches_pattern(text: pd.Series, pattern: re.Pattern) -> np.ndarray:
@@ -1364,14 +1398,17 @@ def category_slug(category: str) -> str:
 
 
 def _spend_shares(category: pd.Series, rows: np.ndarray, spend: np.ndarray, total_spend: np.ndarray,
-                  customers: pd.Index) -> pd.DataFrame:
-    """Share of each customer's spend in each of the most frequent categories (by transactions)."""
+                  customers: pd.Index, categories: Sequence[str] | None) -> pd.DataFrame:
+    """Share of each customer's spend in each of ``categories``, by default the most frequent ones
+    (by transactions). A fitted model names its own: which categories are the most frequent depends
+    on whose transactions are counted (a shard's, a later month's), what a customer spent does not."""
     codes, uniques = pd.factorize(category)
     slugs = pd.Index([category_slug(value) for value in uniques], dtype="str")
-    frequency = pd.Series(np.bincount(codes[codes >= 0], minlength=len(uniques)), index=slugs)
-    frequency = frequency.drop("", errors="ignore").groupby(level=0).sum()
-    top = pd.Index(sorted(frequency.index, key=lambda slug: (-frequency[slug], slug))[:TOP_SPEND_CATEGORIES],
-                   dtype="str")
+    if categories is None:
+        frequency = pd.Series(np.bincount(codes[codes >= 0], minlength=len(uniques)), index=slugs)
+        frequency = frequency.drop("", errors="ignore").groupby(level=0).sum()
+        categories = sorted(frequency.index, key=lambda slug: (-frequency[slug], slug))[:TOP_SPEND_CATEGORIES]
+    top = pd.Index(list(categories), dtype="str")
     column = _per_row(top.get_indexer(slugs), codes, -1)
     inside = column >= 0
     n, k = len(customers), len(top)

@@ -43,7 +43,8 @@ PROFILE_ITEM_BREAK = re.compile(r"\s*[,;]\s*")
 CATEGORICAL_COLUMNS = ("customer_type", "education", "occupation", "industry", "location")
 NOT_FEATURES = ("customer_id", "age_band", "revenue_min", "revenue_max", "employees_min", "employees_max")
 MIN_CATEGORY_FREQUENCY = 5
-TRANSACTION_COLUMNS = ("tx_", "spend_share__", "debt_payment_share")  # data_loader.transaction_aggregates
+SPEND_SHARE = "spend_share__"
+TRANSACTION_COLUMNS = ("tx_", SPEND_SHARE, "debt_payment_share")  # data_loader.transaction_aggregates
 POST_COLUMNS = ("post_", "sentiment_")  # data_loader.social_aggregates
 EVENT_SOURCES = ("posts", "spending")  # the axis of the signals' event evidence
 FAMILY_OF_SOURCE = {"profile": "profile", "transactions": "transactions", "posts": "social_posts"}
@@ -127,6 +128,12 @@ class CustomerFeatures(BaseEstimator, TransformerMixin):
         self.feature_names_ = [spec.name for spec in self.feature_specs_]
         self.patches_ = self._counterfactual_patches(view)
         return self
+
+    @property
+    def spend_categories(self) -> list[str]:
+        """The categories whose share of spending the model reads: the view of the customers it
+        scores gives exactly these, whichever are the most frequent among them."""
+        return [column.removeprefix(SPEND_SHARE) for column in self.numeric_columns_ if column.startswith(SPEND_SHARE)]
 
     def transform(self, view: pd.DataFrame) -> np.ndarray:
         check_is_fitted(self, "transformer_")
@@ -227,8 +234,8 @@ FEATURE_WORDS_BY_TYPE = {"organization": {"income": "annual revenue"}}
 
 def readable_feature(column: str) -> str:
     """A view column in words a customer or an adviser reads (``spend_share__travel``: share of spending on travel)."""
-    if column.startswith("spend_share__"):
-        return "share of spending on " + column.removeprefix("spend_share__").replace("_", " ")
+    if column.startswith(SPEND_SHARE):
+        return "share of spending on " + column.removeprefix(SPEND_SHARE).replace("_", " ")
     return FEATURE_WORDS.get(column, column.replace("_", " "))
 
 

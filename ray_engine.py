@@ -32,114 +32,82 @@ answers waiting to be written stay bounded by chunks, not by customers.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import ray
 
-from artifacts import Artifacts
-from batch_scoring import Chunk, chunk_customers, score_chunk
-from business_rules import RuleBook
-from data_loader import BankData
-from recommendation_service import RecommendationService
+from batch_scoring import without_secrets
 from recommender import HybridRecommender, ProductStep, StepResult, TrainingSet
 from settings import Settings
 from text_models import LifeEventDetector, PostAnalysis, TextEncoder
 
 logger = logging.getLogger(__name__)
 
-CHUNKS_IN_FLIGHT_PER_CPU = 2  # one being scored, one queued behind it: no worker waits for the driver
+ITEMS_IN_FLIGHT_PER_CPU = 2  # one being worked on, one queued behind it: no worker waits for the driver
 
 
-@dataclass(frozen=True)
-class ScoringKit:
-    """Everything a worker needs to answer known customers, and nothing of the training data."""
-
-    settings: Settings
-    data: BankData
-    rules: RuleBook
-    artifacts: Artifacts
-
-    @classmethod
-    def of(cls, service: RecommendationService) -> ScoringKit:
-        settings = without_secrets(service.settings)
-        artifacts = dataclasses.replace(service.artifacts, holdout=service.artifacts.holdout.iloc[:0])
-        return cls(settings, answering_data(service.data), service.rules, artifacts)
-
-    def service(self) -> RecommendationService:
-        return RecommendationService(self.settings, self.data, self.rules, self.artifacts)
+_worker_kit: dict[str, Any] = {}
+"""This worker process's kit, by the id of its object: one run's at a time, kept for the run's next tasks."""
 
 
-def without_secrets(settings: Settings) -> Settings:
-    """The settings a worker gets: no API keys, no database URL (workers never serve or log)."""
-    return settings.model_copy(update={"api_keys": [], "database_url": None})
-
-
-def answering_data(data: BankData) -> BankData:
-    """The data a known customer's answer reads: the catalogue and the stated interests. The
-    customers' rows, transactions, posts and holdings went into the artifacts' serving state at
-    training, so they stay behind (empty, with their columns)."""
-    return dataclasses.replace(data, customers=data.customers.iloc[:0], transactions=data.transactions.iloc[:0],
-                               social_posts=data.social_posts.iloc[:0], holdings=data.holdings.iloc[:0])
-
-
-_worker_service: dict[str, RecommendationService] = {}
-"""This worker process's service, by the id of the kit it was built from: one run's at a time."""
-
-
-def service_of(kit: ray.ObjectRef) -> RecommendationService:
-    """The service of the run whose kit this is, built on this worker's first chunk of the run."""
-    key = kit.hex()
-    if key not in _worker_service:
-        _worker_service.clear()  # another run's service: its memory goes before this one's comes
-        _worker_service[key] = ray.get(kit).service()
-    return _worker_service[key]
+def kit_of(reference: ray.ObjectRef) -> Any:
+    """The run's kit, read from the object store on this worker's first task of the run."""
+    key = reference.hex()
+    if key not in _worker_kit:
+        _worker_kit.clear()  # another run's kit: its memory goes before this one's comes
+        _worker_kit[key] = ray.get(reference)
+    return _worker_kit[key]
 
 
 @ray.remote(num_cpus=1)
-def score_chunk_task(kit: list[ray.ObjectRef], customer_ids: list[str], top_k: int) -> pa.Table:
-    """One chunk on a worker. The kit's reference comes inside a list so that Ray hands over the
-    reference rather than the kit: a worker reads the kit only when it has not built the service yet."""
-    return score_chunk(service_of(kit[0]), customer_ids, top_k)
+def run_task(task: Callable[[Any, Any], Any], kit: list[ray.ObjectRef], item: Any) -> Any:
+    """One task on a worker. The kit's reference comes inside a list so that Ray hands over the
+    reference rather than the kit: a worker reads the kit only once per run."""
+    return task(kit_of(kit[0]), item)
 
 
 class RayEngine:
-    """The chunks as Ray tasks, yielded to the driver as they complete (in any order)."""
+    """A run's tasks as Ray tasks, each named after its function (the worker's process title says
+    what it does), yielded to the driver as they complete (in any order)."""
 
-    def __init__(self, service: RecommendationService) -> None:
-        self.service = service
-        self.settings = service.settings
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_here = False
 
-    def score(self, chunks: Sequence[Chunk], top_k: int) -> Iterator[tuple[Chunk, pa.Table]]:
-        started_here = connect(self.settings)
-        in_flight: dict[ray.ObjectRef, Chunk] = {}
+    def __enter__(self) -> RayEngine:
+        self.started_here = connect(self.settings)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.started_here:
+            ray.shutdown()
+
+    def map(self, task: Callable[[Any, Any], Any], kit: Any, items: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
+        in_flight: dict[ray.ObjectRef, Any] = {}
         try:
-            kit = ray.put(ScoringKit.of(self.service))
-            task = score_chunk_task.options(max_retries=self.settings.ray_task_retries)
-            window = CHUNKS_IN_FLIGHT_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
-            waiting = iter(chunks)
+            shipped = ray.put(kit)
+            remote = run_task.options(name=task.__name__, max_retries=self.settings.ray_task_retries)
+            window = ITEMS_IN_FLIGHT_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
+            waiting = iter(items)
 
             def submit(count: int) -> None:
-                for chunk in islice(waiting, count):
-                    in_flight[task.remote([kit], chunk_customers(self.service, chunk), top_k)] = chunk
+                for item in islice(waiting, count):
+                    in_flight[remote.remote(task, [shipped], item)] = item
 
             submit(window)
             while in_flight:
                 [done], _ = ray.wait(list(in_flight), num_returns=1)
-                chunk = in_flight.pop(done)
-                yield chunk, ray.get(done)
+                item = in_flight.pop(done)
+                yield item, ray.get(done)
                 submit(1)
         finally:
             for reference in in_flight:  # an interrupted run leaves no work behind on the cluster
                 ray.cancel(reference)
-            if started_here:
-                ray.shutdown()
 
 
 def connect(settings: Settings) -> bool:

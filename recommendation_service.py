@@ -21,7 +21,8 @@ import numpy as np
 from artifacts import (ARTIFACT_FILE, Artifacts, ServiceError, check_data_use_policy, ensure_data, load_data,
                        load_or_train, load_rules, save_artifacts)
 from bias_detector import (IndividualBiasCheck, Variant, counterfactual_results, counterfactual_variants, group_of,
-                           individual_bias_check, observed_groups, rebalances_in_force)
+                           group_counts, individual_bias_check, observed_groups,
+                           rebalances_in_force)
 from business_rules import (CONTACT_POLICY_RULES, AdjustedProduct, ContactHistory, CustomerContext, RuleBook,
                             RuleEffect)
 from customer_state import CustomerState, CustomerStates, SeenCustomer, UnknownCustomer, UnknownReference
@@ -96,7 +97,10 @@ class Suppressed:
 class RecommendationService:
     """Answers recommendation requests from the state computed at start-up."""
 
-    def __init__(self, settings: Settings, data: BankData, rules: RuleBook, artifacts: Artifacts):
+    def __init__(self, settings: Settings, data: BankData, rules: RuleBook, artifacts: Artifacts,
+                 group_counts_by_attribute: Mapping[str, Mapping[str, int]] | None = None):
+        """``group_counts_by_attribute``: the customers of each protected group, when ``artifacts.base``
+        holds only some of the bank (a shard): the counterfactual groups are the whole bank's."""
         self.settings = settings
         self.data = data
         self.rules = rules.rebalanced(rebalances_in_force(artifacts.mitigation))
@@ -108,7 +112,9 @@ class RecommendationService:
         self.customers = CustomerStates(settings, self.base, self.model, self.products, data.interests)
         self._product_index = {p: i for i, p in enumerate(self.product_ids)}
         self._product_records = self.products.astype(object).where(self.products.notna(), None).to_dict("records")
-        self._observed = {a.name: observed_groups(self.base.view, a, settings.age_band_labels)
+        counts = group_counts_by_attribute or {a.name: group_counts(self.base.view, a)
+                                               for a in settings.protected_attributes}
+        self._observed = {a.name: observed_groups(counts[a.name], a, settings.age_band_labels)
                           for a in settings.protected_attributes}
         self.segments: dict[str, str] = self.base.view[SEGMENT_COLUMN].astype(str).to_dict()  # for the feedback
         self.policy = self.model.design.policy

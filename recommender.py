@@ -844,11 +844,13 @@ class CustomerBase:
 
 
 def snapshot_signals(data: BankData, as_of: pd.Timestamp, encoder: TextEncoder, detector: LifeEventDetector,
-                     profiles: ProfileMatch | None = None) -> tuple[pd.DataFrame, CustomerSignals, pd.DataFrame]:
+                     profiles: ProfileMatch | None = None, spend_categories: Sequence[str] | None = None
+                     ) -> tuple[pd.DataFrame, CustomerSignals, pd.DataFrame]:
     """The view and text-derived signals of every customer using only what was known before ``as_of``;
-    ``profiles``: the customers' :func:`profiles_of`, when the caller reads several snapshots."""
+    ``profiles``: the customers' :func:`profiles_of`, when the caller reads several snapshots;
+    ``spend_categories``: those of the model that will score the view (see :func:`customer_view`)."""
     past = data.as_of(as_of)
-    view = customer_view(past, as_of=as_of)
+    view = customer_view(past, as_of=as_of, spend_categories=spend_categories)
     posts = past.social_posts[past.social_posts["customer_id"].isin(view.index)].reset_index(drop=True)
     signals = customer_signals(view, posts, past.holdings, past.interests, data.products, as_of, encoder, detector,
                                past.transactions, profiles)
@@ -877,7 +879,8 @@ def stress_evidence(signals: CustomerSignals, event_names: Sequence[str], view: 
 
 def build_customer_base(data: BankData, model: HybridRecommender, as_of: pd.Timestamp, encoder: TextEncoder,
                         detector: LifeEventDetector) -> CustomerBase:
-    view, signals, posts = snapshot_signals(data, as_of, encoder, detector)
+    view, signals, posts = snapshot_signals(data, as_of, encoder, detector,
+                                            spend_categories=model.features_.spend_categories)
     return CustomerBase(as_of, view, model.features_.transform(view), signals, risk_inputs(view),
                         stress_evidence(signals, detector.events, model.design.policy.common_view),
                         segment_eligibility(view["customer_type"], data.products["segment"]),

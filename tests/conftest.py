@@ -1,6 +1,7 @@
 """Shared fixtures: the text model is loaded once per test session."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,15 @@ os.environ.setdefault("STATE_DIR", tempfile.mkdtemp(prefix="nbp-test-state-"))  
 from settings import get_settings  # noqa: E402
 
 HACKATHON_DIR = ROOT.parent / "shared" / "data" / "hackathon"
+
+
+@pytest.fixture
+def restore_logging():
+    """`cli.main` configures the root logger for the process: put it back for the other tests."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture(scope="session")

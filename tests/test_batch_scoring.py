@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import logging
 
 import pyarrow.parquet as pq
 import pytest
@@ -32,15 +31,6 @@ def scored(trained_service, tmp_path_factory):
     """One uninterrupted run over the small bank, in four chunks."""
     out = tmp_path_factory.mktemp("scored") / "answers.parquet"
     return out, run(trained_service, out)
-
-
-@pytest.fixture
-def restore_logging():
-    """`cli.main` configures the root logger for the process: put it back for the other tests."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = handlers, level
 
 
 def test_every_customer_is_in_the_file_once_in_the_base_order(scored, trained_service):

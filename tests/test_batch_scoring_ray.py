@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from batch_scoring import LogProgress, score_customers
+from batch_scoring import LogProgress, score_by_shards, score_customers
 from tests.utils.scoring import StopAfter
 
 ray = pytest.importorskip("ray", reason="ray (requirements.txt) is not installed in this environment")
@@ -20,7 +20,7 @@ ray = pytest.importorskip("ray", reason="ray (requirements.txt) is not installed
 ROOT = Path(__file__).resolve().parents[1]
 TOP_K = 3
 CHUNK = 50  # the small bank's 600 customers in twelve chunks: several in flight on each of the two CPUs
-TASK_TITLE = b"ray::score_chunk_task"  # the process title of a Ray worker while it scores a chunk
+TASK_TITLE = b"ray::score_bank_chunk"  # the process title of a Ray worker while it scores a chunk
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,15 @@ def test_a_local_run_interrupted_resumes_on_ray_to_the_same_file(local_ray, loca
     summary = score_customers(trained_service, out, TOP_K, CHUNK, "ray", False, LogProgress)
     assert summary.resumed_chunks == 5 and summary.chunks == 12
     assert out.read_bytes() == local_file.read_bytes()
+
+
+def test_a_bank_scored_by_shards_on_ray_gets_the_local_engines_answers(local_ray, trained_service, tmp_path):
+    """Shards loaded, posts analysed and shards scored as Ray tasks: the file of the same run here."""
+    here, there = tmp_path / "here.parquet", tmp_path / "ray.parquet"
+    score_by_shards(trained_service.settings, here, TOP_K, 3, "local", False, LogProgress)
+    summary = score_by_shards(trained_service.settings, there, TOP_K, 3, "ray", False, LogProgress)
+    assert summary.engine == "ray" and summary.customers == 600 and summary.chunks == 3
+    assert there.read_bytes() == here.read_bytes()
 
 
 def test_serving_and_the_local_engine_never_load_ray():
