@@ -26,11 +26,10 @@ import json
 import logging
 import shutil
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,7 +42,6 @@ if TYPE_CHECKING:  # the service's modules load the text models: imported when a
     from business_rules import RuleBook
     from data_loader import BankData
     from recommendation_service import Recommendation, RecommendationService
-    from text_models import LifeEventDetector, PostAnalysis
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +147,7 @@ class ScoringEngine(Protocol):
     tasks are module-level functions, so that a remote worker imports them rather than receives them.
     Used as a context manager: what the engine starts for a run, it stops at the end."""
 
-    def __enter__(self) -> ScoringEngine: ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *_: object) -> None: ...
 
@@ -163,7 +161,7 @@ class LocalEngine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def __enter__(self) -> LocalEngine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -287,11 +285,11 @@ class PartsDirectory:
             raise ResumeRefused(f"{self.path} holds an unfinished run of other models, data or arguments "
                                 f"({'; '.join(differences)}); run again with --restart to discard it and start over")
         self._clear()
-        _write_atomically(self.path / MANIFEST, lambda temporary: temporary.write_text(json.dumps(asdict(identity))))
+        write_atomically(self.path / MANIFEST, lambda temporary: temporary.write_text(json.dumps(asdict(identity))))
         return set()
 
     def commit(self, chunk: Chunk, table: pa.Table) -> None:
-        _write_atomically(self._part(chunk.index), lambda temporary: pq.write_table(table, temporary))
+        write_atomically(self._part(chunk.index), lambda temporary: pq.write_table(table, temporary))
 
     def combine(self, chunks: Sequence[Chunk]) -> None:
         """The final file: every part in order, one row group each; then the parts go."""
@@ -301,7 +299,7 @@ class PartsDirectory:
                     table = pq.read_table(self._part(chunk.index))
                     writer.write_table(table, row_group_size=table.num_rows)
 
-        _write_atomically(self.out, write)
+        write_atomically(self.out, write)
         shutil.rmtree(self.path)
 
     def _clear(self) -> None:
@@ -322,7 +320,7 @@ class PartsDirectory:
         return self.path / f"part-{index:06d}.parquet"
 
 
-def _write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
     """Written beside and renamed into place: a file that exists is complete."""
     temporary = path.with_name(path.name + ".tmp")
     write(temporary)
@@ -417,186 +415,3 @@ def score_customers(service: RecommendationService, out: Path, top_k: int, chunk
     parts.combine(chunks)
     return ScoreSummary(str(out), engine, len(service.base.view), pq.ParquetFile(out).metadata.num_rows, len(chunks),
                         len(chunks) - len(pending), round(seconds, 2), round(scored / max(seconds, 1e-9), 1))
-
-
-# ---------------------------------------------------------------------------------------- a bank by shards
-
-@dataclass(frozen=True)
-class ShardFacts:
-    """What a loaded shard tells the run about the whole bank: its customers, its latest dated
-    record (the bank's "now" is the day after the latest of all shards'), how many of its
-    customers are in each protected group (the counterfactual groups are the whole bank's) and
-    the distinct texts of its posts (read once for the whole bank, see :func:`analyse_posts`)."""
-
-    customers: int
-    latest: str | None
-    group_counts: dict[str, dict[str, int]]
-    posts: list[str]
-
-
-SHARD_DATA = "data.joblib"
-SHARD_FACTS = "facts.json"
-
-
-def prepare_shard(settings: Settings, directory: Path) -> ShardFacts:
-    """Loads and cleans one shard's data files once, keeping the result beside them for its
-    scoring (and for a resumed run, which reads the facts again without loading)."""
-    import joblib
-
-    from artifacts import load_data
-    from bias_detector import group_counts
-    from data_loader import customer_view, latest_record
-
-    if (directory / SHARD_FACTS).is_file():
-        return ShardFacts(**json.loads((directory / SHARD_FACTS).read_text()))
-    data = load_data(settings.model_copy(update={"data_dir": directory}))
-    view = customer_view(data)
-    latest = latest_record(data)
-    facts = ShardFacts(len(view), None if latest is None else latest.isoformat(),
-                       {a.name: group_counts(view, a) for a in settings.protected_attributes},
-                       sorted(set(data.social_posts["content"].fillna("").astype(str))))
-    _write_atomically(directory / SHARD_DATA, lambda temporary: joblib.dump(data, temporary))
-    _write_atomically(directory / SHARD_FACTS, lambda temporary: temporary.write_text(json.dumps(asdict(facts))))
-    return facts
-
-
-@dataclass
-class ShardedBank:
-    """The kit of a run shard by shard: the fitted models (without any customer's serving state),
-    the rules, the bank's "now" and group counts; each shard's serving state is computed from its
-    data when it is scored. The text models are loaded once per process, on its first shard."""
-
-    settings: Settings
-    rules: RuleBook
-    artifacts: Artifacts
-    as_of: str
-    group_counts: dict[str, dict[str, int]]
-    top_k: int
-    analyses: dict[str, PostAnalysis]
-    detector: Any = field(default=None, repr=False, compare=False)
-
-    def service_for(self, data: BankData) -> RecommendationService:
-        import pandas as pd
-
-        from recommendation_service import RecommendationService
-        from recommender import build_customer_base
-        from text_models import LifeEventDetector, get_text_encoder
-
-        encoder = get_text_encoder(self.settings)
-        self.detector = self.detector or LifeEventDetector(encoder, self._analysed)
-        base = build_customer_base(data, self.artifacts.model, pd.Timestamp(self.as_of), encoder, self.detector)
-        return RecommendationService(self.settings, data, self.rules, dataclasses.replace(self.artifacts, base=base),
-                                     self.group_counts)
-
-    def _analysed(self, texts: Sequence[str], here: Callable[[Sequence[str]], list[PostAnalysis]]
-                  ) -> list[PostAnalysis]:
-        """The detector's analyser: the run's analyses of the bank's posts, and a BERT pass here only
-        for a text the posts did not have."""
-        unread = [text for text in texts if text not in self.analyses]
-        read_here = dict(zip(unread, here(unread))) if unread else {}
-        return [self.analyses[text] if text in self.analyses else read_here[text] for text in texts]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "detector": None}
-
-
-POSTS_PER_TASK = 512  # a few seconds of BERT on one CPU: long enough to hide a task's dispatch
-_post_detectors: dict[Path, LifeEventDetector] = {}
-
-
-def analyse_posts(settings: Settings, texts: tuple[str, ...]) -> list[PostAnalysis]:
-    """One batch of the bank's distinct post texts through the BERT pass.
-
-    Why once for the whole bank rather than per shard: a bank's posts repeat across its customers
-    (15,871 distinct texts among 319,149 posts at 100,000 customers), so every shard would read
-    most of them again; and a text's analysis depends, to float rounding, on the texts it is
-    batched with, so fixed batches of the bank's sorted texts make every shard's answers the same
-    whichever engine, worker or resumed run scores it."""
-    from text_models import LifeEventDetector, get_text_encoder
-
-    model = settings.resolved_text_model_dir
-    if model not in _post_detectors:
-        _post_detectors[model] = LifeEventDetector(get_text_encoder(settings))
-    return _post_detectors[model].fresh_analyses(list(texts))
-
-
-def bank_analyses(runner: ScoringEngine, settings: Settings, facts: Iterable[ShardFacts]) -> dict[str, PostAnalysis]:
-    """Every distinct post text of the bank analysed, in fixed batches of the texts in sorted order."""
-    texts = sorted(set().union(*(shard.posts for shard in facts)), key=lambda text: (len(text), text))
-    batches = [tuple(texts[start:start + POSTS_PER_TASK]) for start in range(0, len(texts), POSTS_PER_TASK)]
-    return {text: analysis for batch, analyses in runner.map(analyse_posts, without_secrets(settings), batches)
-            for text, analysis in zip(batch, analyses)}
-
-
-def score_shard(kit: ShardedBank, shard: tuple[Chunk, Path]) -> pa.Table:
-    """A shard's answers. The chunk travels with the shard's directory so that the driver knows
-    which part file the table is, whichever order the shards complete in."""
-    import joblib
-
-    _, directory = shard
-    service = kit.service_for(joblib.load(directory / SHARD_DATA))
-    return score_chunk(service, [str(customer) for customer in service.base.view.index], kit.top_k)
-
-
-def score_by_shards(settings: Settings, out: Path, top_k: int, shards: int, engine: str, restart: bool,
-                    progress: Callable[[int, int], ChunkProgress]) -> ScoreSummary:
-    """Scores every customer of ``settings.data_dir`` into ``out`` with the saved models, the bank
-    split by customer into ``shards`` (:mod:`data_shards`), each loaded, given its serving state and
-    scored on its own: memory is bounded by a shard, not by the bank. The models come as they are
-    from ``settings.models_dir``, whatever customers they were fitted on (a sample of the bank: at a
-    million customers, training on all of them does not fit one machine).
-
-    Steps, each resumable: the split (kept once complete), every shard loaded and cleaned (kept
-    beside it), then every shard scored into a part file, as a run of the whole bank does.
-    """
-    from artifacts import data_fingerprint, saved_artifacts
-    from data_shards import split_bank
-
-    artifacts = saved_artifacts(settings)
-    parts = PartsDirectory(out)
-    identity = RunIdentity(artifacts.model.version_, artifacts.trained_at, data_fingerprint(settings),
-                           rules_digest(settings), settings.bias_tolerance, None, top_k, None, shards)
-    complete = parts.open(identity, restart)
-    directories = split_bank(settings.data_dir, parts.path / "shards", shards)
-    started = time.perf_counter()
-    with ENGINES[engine](settings) as runner:
-        facts = dict(runner.map(prepare_shard, without_secrets(settings), directories))
-        kit = sharded_kit(settings, artifacts, directories[0], facts, top_k,
-                          bank_analyses(runner, settings, facts.values()))
-        chunks = [Chunk(index, 0, facts[directory].customers) for index, directory in enumerate(directories)]
-        pending = [chunk for chunk in chunks if chunk.index not in complete]
-        total = sum(chunk.size for chunk in chunks)
-        scored = sum(chunk.size for chunk in pending)
-        reporter = progress(total, total - scored)
-        try:
-            for (chunk, _), table in runner.map(score_shard, kit, [(c, directories[c.index]) for c in pending]):
-                parts.commit(chunk, table)
-                reporter.advance(chunk)
-        finally:
-            reporter.close()
-    seconds = time.perf_counter() - started
-    parts.combine(chunks)
-    return ScoreSummary(str(out), engine, total, pq.ParquetFile(out).metadata.num_rows, len(chunks),
-                        len(chunks) - len(pending), round(seconds, 2), round(scored / max(seconds, 1e-9), 1))
-
-
-def sharded_kit(settings: Settings, artifacts: Artifacts, first_shard: Path, facts: dict[Path, ShardFacts],
-                top_k: int, analyses: dict[str, PostAnalysis]) -> ShardedBank:
-    """The bank's kit from its shards' facts; the rules and the data-use policy are checked against
-    the first shard's data (every shard has the same catalogue and columns)."""
-    import joblib
-    import pandas as pd
-
-    from artifacts import check_data_use_policy, load_rules
-    from data_loader import now_after
-
-    data = joblib.load(first_shard / SHARD_DATA)
-    rules = load_rules(settings, data)
-    check_data_use_policy(settings, data)
-    counts = {attribute.name: dict(sum((Counter(shard.group_counts.get(attribute.name, {})) for shard in facts.values()),
-                                       Counter()))
-              for attribute in settings.protected_attributes}
-    latest = [None if shard.latest is None else pd.Timestamp(shard.latest) for shard in facts.values()]
-    artifacts = dataclasses.replace(artifacts, base=None, holdout=artifacts.holdout.iloc[:0])
-    return ShardedBank(without_secrets(settings), rules, artifacts, now_after(latest).isoformat(), counts, top_k,
-                       analyses)

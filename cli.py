@@ -16,7 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from batch_scoring import ENGINES, ChunkProgress, chunk_progress, score_by_shards, score_customers
+from batch_scoring import ENGINES, ChunkProgress, chunk_progress, score_customers
+from sharded_scoring import score_by_shards
 from schemas import RecommendRequest
 from settings import Settings, get_settings
 
@@ -81,9 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
     score.add_argument("--top-k", type=_positive_int, default=RecommendRequest.model_fields["top_k"].default)
     score.add_argument("--engine", choices=sorted(ENGINES), default="local")
-    score.add_argument("--chunk-size", type=_positive_int, default=None,
-                       help="customers per chunk, the unit of memory and of resuming (default: SCORE_CHUNK_SIZE)")
-    score.add_argument("--shards", type=_positive_int, default=None, help=(
+    division = score.add_mutually_exclusive_group()  # a sharded run's chunks are its shards
+    division.add_argument("--chunk-size", type=_positive_int, default=None,
+                          help="customers per chunk, the unit of memory and of resuming (default: SCORE_CHUNK_SIZE)")
+    division.add_argument("--shards", type=_positive_int, default=None, help=(
         "split the bank by customer into this many shards, each loaded and scored on its own, so that memory is "
         "bounded by a shard rather than the bank; scores with the saved models as they are (train them on a sample "
         "of a bank too large to train on); without it the bank is loaded whole, as the service loads it"))

@@ -9,24 +9,28 @@ Where: ``RAY_ADDRESS`` (settings) names a cluster to join; unset, the run starts
 machine's CPUs and stops it at the end. A Ray already started in this process (a notebook, the
 tests) is used as it is and left running.
 
-What is shipped to the workers, once per run, through Ray's object store (``ScoringKit``): the
-artifacts, which are what ``recommender.joblib`` holds (the fitted models and every known
-customer's serving state, computed from the data at training) less the audit's held-out answers;
-the two tables of the data an answer reads besides them, the catalogue and the customers' stated
-interests; the validated rule book; and the settings without the service's secrets (API keys,
-database URL), which scoring never reads. The customers, transactions, posts and holdings of the
-training data are not shipped, and no shared filesystem is needed: the object store carries the
-kit to every node (numeric arrays are read in place by the workers of a node, not copied), and
-each task carries only its chunk's customer ids and returns its chunk's table. The workers run the
-project's code and packages from their own image (see the README), not from the driver.
+What is shipped to the workers, once per run, through Ray's object store: the run's kit. Scoring a
+bank loaded whole (``batch_scoring.LoadedBank``) ships the artifacts, which are what
+``recommender.joblib`` holds (the fitted models and every known customer's serving state, computed
+from the data at training) less the audit's held-out answers; the two tables of the data an answer
+reads besides them, the catalogue and the customers' stated interests; the validated rule book; and
+the settings without the service's secrets (API keys, database URL), which scoring never reads.
+The customers, transactions, posts and holdings of the training data are not shipped, and no
+shared filesystem is needed: the object store carries the kit to every node (numeric arrays are
+read in place by the workers of a node, not copied), and each task carries only its chunk and
+returns its chunk's table. Scoring by shards (``sharded_scoring.ShardedBank``) ships the fitted
+models without any customer's serving state, the rules, the bank's "now", its group counts and
+its posts' analyses; each task names a shard, which the worker reads from the run's directory.
+The workers run the project's code and packages from their own image (see the README), not from
+the driver.
 
-Each worker process builds the service from the kit the first time it scores a chunk of the run
-and keeps it for its next chunks (Ray reuses a worker process for the tasks of a job), so a run
-costs one kit load per worker, not per chunk.
+Each worker process reads the kit the first time it runs a task of the run and keeps it for its
+next tasks (Ray reuses a worker process for the tasks of a job), so a run costs one kit load per
+worker, not per chunk.
 
-A chunk whose worker dies (killed, out of memory, node lost) is scored again by Ray, up to
-``RAY_TASK_RETRIES`` times; the retry runs the same pure ``score_chunk`` on the same kit and chunk,
-so its table is the one the first attempt would have returned. Errors raised by scoring itself are
+A task whose worker dies (killed, out of memory, node lost) runs again on Ray, up to
+``RAY_TASK_RETRIES`` times; the retry runs the same pure function on the same kit and item, so its
+result is the one the first attempt would have returned. Errors raised by scoring itself are
 not retried: they would fail again. The driver keeps at most two chunks per CPU in flight, so
 answers waiting to be written stay bounded by chunks, not by customers.
 """
@@ -35,8 +39,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
-from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import ray
@@ -44,7 +47,7 @@ import ray
 from batch_scoring import without_secrets
 from recommender import HybridRecommender, ProductStep, StepResult, TrainingSet
 from settings import Settings
-from text_models import LifeEventDetector, PostAnalysis, TextEncoder
+from text_models import TEXTS_PER_BATCH, PostAnalysis, analyse_batch
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ class RayEngine:
         self.settings = settings
         self.started_here = False
 
-    def __enter__(self) -> RayEngine:
+    def __enter__(self) -> Self:
         self.started_here = connect(self.settings)
         return self
 
@@ -123,7 +126,6 @@ def connect(settings: Settings) -> bool:
 
 # ---------------------------------------------------------------------------------------- training
 
-TEXTS_PER_TASK = 512  # a few seconds of BERT on one CPU: long enough to hide a task's dispatch
 
 
 @ray.remote(num_cpus=1)
@@ -133,18 +135,11 @@ def product_step_task(step: ProductStep[StepResult], training: TrainingSet, mode
     return step(training, model, product)
 
 
-_worker_detector: dict[Path, LifeEventDetector] = {}
-"""This worker process's detector, by text model: the weights are loaded on its first batch."""
-
-
 @ray.remote(num_cpus=1)
 def analyse_texts_task(settings: Settings, texts: list[str]) -> list[PostAnalysis]:
     """One batch of texts through the BERT pass on a worker, with the weights the settings name on
     the worker's machine (its image ships the same model; see the README)."""
-    model_dir = settings.resolved_text_model_dir
-    if model_dir not in _worker_detector:
-        _worker_detector[model_dir] = LifeEventDetector(TextEncoder(model_dir))
-    return _worker_detector[model_dir].fresh_analyses(texts)
+    return analyse_batch(settings, texts)
 
 
 class RayTraining:
@@ -162,7 +157,7 @@ class RayTraining:
     ``RAY_TASK_RETRIES`` times) returns what the first would have. Products are submitted largest
     first, so that the longest fit does not start last.
 
-    *Texts.* The posts the detector has not seen go out in batches of ``TEXTS_PER_TASK``; each
+    *Texts.* The posts the detector has not seen go out in batches of ``TEXTS_PER_BATCH``; each
     worker loads the text model once and returns its batch's analyses, which the driver keeps (and
     saves with its embedding cache) as if it had computed them. Fewer texts than a batch are
     analysed here: a task would cost more than it saves.
@@ -198,10 +193,10 @@ class RayTraining:
 
     def analyse_texts(self, texts: Sequence[str], here: Callable[[Sequence[str]], list[PostAnalysis]]
                       ) -> list[PostAnalysis]:
-        if len(texts) < TEXTS_PER_TASK:
+        if len(texts) < TEXTS_PER_BATCH:
             return here(texts)
         settings = ray.put(without_secrets(self.settings))
         task = analyse_texts_task.options(max_retries=self.settings.ray_task_retries)
-        batches = [task.remote(settings, list(texts[start:start + TEXTS_PER_TASK]))
-                   for start in range(0, len(texts), TEXTS_PER_TASK)]
+        batches = [task.remote(settings, list(texts[start:start + TEXTS_PER_BATCH]))
+                   for start in range(0, len(texts), TEXTS_PER_BATCH)]
         return [analysis for batch in batches for analysis in ray.get(batch)]

@@ -375,6 +375,23 @@ def get_text_encoder(settings: Settings) -> TextEncoder:
         return _ENCODERS[key]
 
 
+TEXTS_PER_BATCH = 512
+"""Texts per batch of a batch pass (a task of training on Ray, of a sharded scoring run): a few seconds
+of BERT on one CPU, long enough to hide a task's dispatch."""
+_BATCH_DETECTORS: dict[Path, LifeEventDetector] = {}
+
+
+def analyse_batch(settings: Settings, texts: Sequence[str]) -> list[PostAnalysis]:
+    """One batch of texts through the BERT pass, nothing looked up or kept, with the weights the
+    settings name: what a worker of a batch pass runs, here or on another machine (so no disk cache).
+    The weights are loaded on the process's first batch."""
+    model_dir = settings.resolved_text_model_dir
+    with _ENCODERS_LOCK:
+        if model_dir not in _BATCH_DETECTORS:
+            _BATCH_DETECTORS[model_dir] = LifeEventDetector(TextEncoder(model_dir))
+    return _BATCH_DETECTORS[model_dir].fresh_analyses(texts)
+
+
 def _without_others_events(scores: np.ndarray, texts: Sequence[str],
                            spans: Sequence[tuple[tuple[int, int], ...]]) -> np.ndarray:
     """Drops an event whose sentence is about someone else (``SOMEONE_ELSE``): an explanation would have

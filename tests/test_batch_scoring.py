@@ -160,6 +160,8 @@ def test_a_terminal_gets_a_bar_and_anything_else_log_lines():
     (["--top-k", "0"], "argument --top-k: must be 1 or more, not 0"),
     (["--chunk-size", "0"], "argument --chunk-size: must be 1 or more, not 0"),
     (["--engine", "spark"], "argument --engine: invalid choice"),
+    (["--shards", "0"], "argument --shards: must be 1 or more, not 0"),
+    (["--shards", "4", "--chunk-size", "10"], "argument --chunk-size: not allowed with argument --shards"),
 ])
 def test_bad_arguments_are_usage_errors(arguments, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exited:

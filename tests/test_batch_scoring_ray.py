@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from batch_scoring import LogProgress, score_by_shards, score_customers
+from batch_scoring import LogProgress, score_customers
+from sharded_scoring import score_by_shards
 from tests.utils.scoring import StopAfter
 
 ray = pytest.importorskip("ray", reason="ray (requirements.txt) is not installed in this environment")
@@ -156,7 +157,7 @@ def test_posts_analysed_on_ray_read_as_the_posts_analysed_here(local_ray, traine
     import ray_engine
     from text_models import LifeEventDetector
 
-    monkeypatch.setattr(ray_engine, "TEXTS_PER_TASK", 7)  # 30 posts: five batches over the two CPUs
+    monkeypatch.setattr(ray_engine, "TEXTS_PER_BATCH", 7)  # 30 posts: five batches over the two CPUs
     posts = [str(post) for post in trained_service.data.social_posts["content"].drop_duplicates().iloc[:30]]
     here = LifeEventDetector(text_encoder).fresh_analyses(posts)
     on_ray = LifeEventDetector(text_encoder, ray_engine.RayTraining(trained_service.settings).analyse_texts)

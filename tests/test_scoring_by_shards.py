@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import cli
-from batch_scoring import LogProgress, score_by_shards, score_customers
+from batch_scoring import LogProgress, score_customers
+from sharded_scoring import score_by_shards
 from data_loader import DataLoadError
 from data_shards import shard_of, split_bank
 from tests.utils.scoring import StopAfter
