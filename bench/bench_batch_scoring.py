@@ -72,7 +72,8 @@ def ray_worker_peaks_mb() -> list[float]:
 
 def measure(work: Path, engine: str, chunk_size: int, ray_cpus: int, shards: int | None) -> dict:
     """Runs in the child process: one engine over the work directory's bank."""
-    from batch_scoring import LogProgress, score_by_shards, score_customers
+    from batch_scoring import LogProgress, score_customers
+    from sharded_scoring import score_by_shards
     from recommendation_service import RecommendationService
     from settings import Settings
 
