@@ -1,4 +1,4 @@
-"""Command line: generate-data, check-data, train, evaluate, audit, score, serve, migrate.
+"""Command line: generate-data, split-data, check-data, train, evaluate, audit, score, serve, migrate.
 
 Each command prints JSON (or serves) and exits non-zero with a one-line reason when it cannot do
 its job: a missing directory, unreadable data, an invalid rules file or bad configuration.
@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
                                "(repeatable; default: the generator's own)")
     generate.add_argument("--format", choices=("csv", "parquet"), default="csv")
     generate.set_defaults(handler=generate_data)
+
+    split = commands.add_parser("split-data", help=(
+        "split a bank's data by customer into shards, each a data directory: one shard is a random sample of the "
+        "customers, to train on when the bank is too large to train on whole"))
+    split.add_argument("--data", type=Path, required=True)
+    split.add_argument("--out", type=Path, required=True, help="the directory to write the shards into (replaced)")
+    split.add_argument("--shards", type=_positive_int, required=True)
+    split.set_defaults(handler=split_data)
 
     for name, handler, text in (("check-data", check_data, "load a data directory and print its quality report"),
                                 ("train", train_models, "fit the pipeline and models and save them"),
@@ -139,6 +147,12 @@ def generate_data(args: argparse.Namespace, settings: Settings) -> int:
     summary = generate_bank_data(args.out, args.customers, args.seed, catalogue_file=settings.catalogue_file,
                                  biases=biases, file_format=args.format)
     return _print(summary)
+
+
+def split_data(args: argparse.Namespace, settings: Settings) -> int:
+    from data_shards import split_bank
+
+    return _print({"shards": [str(directory) for directory in split_bank(_existing(args.data), args.out, args.shards)]})
 
 
 def check_data(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,8 +18,11 @@ a Parquet table or a spreadsheet export (the hackathon format) is refused with t
 from __future__ import annotations
 
 import csv
+import json
 import shutil
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,10 +30,12 @@ import pandas as pd
 from data_loader import MISSING_MARKERS, DataLoadError
 
 SHARDED_TABLES = ("customers", "transactions", "social_posts", "holdings")
-"""The tables with a row per customer event; any other file of the directory (the catalogue) is
-copied whole into every shard."""
+"""The tables the loader reads with a row per customer or customer event."""
+SHARED_FILES = ("products.csv", "products.parquet")
+"""The loader's other input, the catalogue, copied whole into every shard; other files of the
+directory (a generator's ground truth, notes) are not the loader's and stay behind."""
 ROWS_PER_BLOCK = 200_000
-SPLIT_COMPLETE = ".split-complete"
+SPLIT_MARKER = ".split"  # {"shards": N, "complete": bool}: what a directory of shards is, and whether it is whole
 
 
 def shard_directories(out: Path, shards: int) -> list[Path]:
@@ -45,24 +50,40 @@ def shard_of(customer_ids: pd.Series, shards: int) -> np.ndarray:
     return np.where(missing, 0, hashed).astype(np.int64)
 
 
-def split_bank(data_dir: Path, out: Path, shards: int) -> list[Path]:
-    """``data_dir`` split into ``shards`` data directories under ``out`` (made again unless a
-    complete split is already there: the split is the first step a resumed run can skip)."""
+TableTasks = Callable[[Callable[[list[Path], Path], None], list[Path], Sequence[Path]], Iterable[Any]]
+"""Runs ``split_table(directories, path)`` for every table file, in any order: one after the
+other by default, or in parallel (a scoring engine's ``map``)."""
+
+
+def one_after_the_other(task: Callable[[list[Path], Path], None], directories: list[Path],
+                        paths: Sequence[Path]) -> Iterable[Any]:
+    return [task(directories, path) for path in paths]
+
+
+def split_bank(data_dir: Path, out: Path, shards: int, table_tasks: TableTasks = one_after_the_other) -> list[Path]:
+    """``data_dir`` split into ``shards`` data directories under ``out``, each table by its own task
+    (``table_tasks``). A complete split of as many shards already there is kept (the first step a
+    resumed run skips); an unfinished one is made again; a directory that is not a split is never
+    deleted."""
     directories = shard_directories(out, shards)
-    marker = out / SPLIT_COMPLETE
-    if marker.is_file() and marker.read_text() == str(shards):
+    marker = out / SPLIT_MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == {"shards": shards, "complete": True}:
         return directories
+    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
+        raise ValueError(f"{out} exists and is not a split of a bank's data; choose another directory or move it away")
     tables = _sharded_files(data_dir)
     shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    marker.write_text(json.dumps({"shards": shards, "complete": False}))
     for directory in directories:
-        directory.mkdir(parents=True)
-    for path in sorted(p for p in data_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
-        if path not in tables.values():
+        directory.mkdir()
+    for name in SHARED_FILES:
+        if (data_dir / name).is_file():
             for directory in directories:
-                shutil.copyfile(path, directory / path.name)
-    for table, path in tables.items():
-        _split_table(path, table, directories)
-    (out / SPLIT_COMPLETE).write_text(str(shards))
+                shutil.copyfile(data_dir / name, directory / name)
+    for _ in table_tasks(split_table, directories, sorted(tables.values(), key=lambda p: -p.stat().st_size)):
+        pass  # the largest first: it decides when a parallel split ends
+    marker.write_text(json.dumps({"shards": shards, "complete": True}))
     return directories
 
 
@@ -80,8 +101,11 @@ def _sharded_files(data_dir: Path) -> dict[str, Path]:
     return files
 
 
-def _split_table(path: Path, table: str, directories: list[Path]) -> None:
-    """Streams one table into its shards, every value as the text it was (the loader types it)."""
+def split_table(directories: list[Path], path: Path) -> None:
+    """Streams one table file into the shards, every value as the text it was (the loader types it).
+    Starts from no rows in any shard, so that a task run again (its worker lost) writes each row once."""
+    for directory in directories:
+        (directory / path.name).unlink(missing_ok=True)
     written: set[int] = set()
     options = {"dtype": str, "keep_default_na": False, "skip_blank_lines": False, "encoding": "utf-8-sig",
                "encoding_errors": "replace"}

@@ -176,8 +176,8 @@ def score_by_shards(settings: Settings, out: Path, top_k: int, shards: int, engi
     identity = RunIdentity(artifacts.model.version_, artifacts.trained_at, data_fingerprint(settings),
                            rules_digest(settings), settings.bias_tolerance, None, top_k, None, shards)
     complete = parts.open(identity, restart)
-    directories = split_bank(settings.data_dir, parts.path / "shards", shards)
     with ENGINES[engine](settings) as runner:
+        directories = split_bank(settings.data_dir, parts.path / "shards", shards, runner.map)
         facts = dict(runner.map(prepare_shard, without_secrets(settings), directories))
         kit = sharded_kit(settings, artifacts, directories[0], facts, top_k,
                           bank_analyses(runner, settings, facts.values()))

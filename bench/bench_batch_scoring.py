@@ -54,7 +54,7 @@ def prepare(work: Path, customers: int, sample_shards: int | None) -> dict:
         trained_on = split_bank(work / "data", work / "sample", sample_shards)[0]
     started = time.perf_counter()
     service = RecommendationService.start(Settings(data_dir=trained_on, models_dir=work / "models", api_keys=[]))
-    return {"trained_on_customers": len(service.base.view), "start_or_training_seconds":
+    return {"trained_on_customers": len(service.base.view), "models_seconds":
             round(time.perf_counter() - started, 1)}
 
 
@@ -73,9 +73,9 @@ def ray_worker_peaks_mb() -> list[float]:
 def measure(work: Path, engine: str, chunk_size: int, ray_cpus: int, shards: int | None) -> dict:
     """Runs in the child process: one engine over the work directory's bank."""
     from batch_scoring import LogProgress, score_customers
-    from sharded_scoring import score_by_shards
     from recommendation_service import RecommendationService
     from settings import Settings
+    from sharded_scoring import score_by_shards
 
     started = time.perf_counter()
     if engine == "ray":

@@ -3,6 +3,7 @@ the answers of the bank loaded whole, messy files included, and resumes like any
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -13,9 +14,9 @@ import pytest
 
 import cli
 from batch_scoring import LogProgress, score_customers
-from sharded_scoring import score_by_shards
 from data_loader import DataLoadError
 from data_shards import shard_of, split_bank
+from sharded_scoring import score_by_shards
 from tests.utils.scoring import StopAfter
 
 TOP_K = 3
@@ -126,3 +127,19 @@ def test_sharded_scoring_without_saved_models_says_to_train_first(trained_servic
                      "--shards", "2"])
     error = capsys.readouterr().err
     assert code == 2 and "no saved models in" in error and "train them first" in error
+
+
+def test_split_data_gives_disjoint_samples_of_the_customers_and_never_deletes_another_directory(
+        trained_service, tmp_path, capsys, restore_logging):
+    source = trained_service.settings.data_dir
+    assert cli.main(["split-data", "--data", str(source), "--out", str(tmp_path / "shards"), "--shards", "3"]) == 0
+    directories = [Path(d) for d in json.loads(capsys.readouterr().out)["shards"]]
+    ids = [set(pd.read_csv(d / "customers.csv", dtype=str)["customer_id"]) for d in directories]
+    assert sum(map(len, ids)) == len(set().union(*ids)) == len(pd.read_csv(source / "customers.csv"))
+    assert all(len(shard) > 100 for shard in ids)  # a hash, not a range: every shard a sample of the bank
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert cli.main(["split-data", "--data", str(source), "--out", str(mine), "--shards", "3"]) == 2
+    assert "is not a split of a bank's data" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep"
