@@ -26,7 +26,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, Self, TypeVar
@@ -401,17 +401,36 @@ def score_customers(service: RecommendationService, out: Path, top_k: int, chunk
     parts = PartsDirectory(out)
     complete = parts.open(RunIdentity.of(service, top_k, chunk_size), restart)
     pending = [chunk for chunk in chunks if chunk.index not in complete]
-    scored = sum(chunk.size for chunk in pending)
-    reporter = progress(len(service.base.view), len(service.base.view) - scored)
     started = time.perf_counter()
+    with ENGINES[engine](service.settings) as runner:
+        commit_all(parts, runner.map(score_bank_chunk, LoadedBank.of(service, top_k), pending),
+                   progress_of(progress, chunks, pending))
+    return finish(parts, engine, chunks, pending, started)
+
+
+def progress_of(progress: Callable[[int, int], ChunkProgress], chunks: Sequence[Chunk], pending: Sequence[Chunk]
+                ) -> ChunkProgress:
+    """The run's progress reporter, told how many customers the resumed chunks already hold."""
+    total = sum(chunk.size for chunk in chunks)
+    return progress(total, total - sum(chunk.size for chunk in pending))
+
+
+def commit_all(parts: PartsDirectory, scored: Iterable[tuple[Chunk, pa.Table]], reporter: ChunkProgress) -> None:
+    """Every chunk to its part file as it comes, then to the progress reporter, closed however the run ends."""
     try:
-        with ENGINES[engine](service.settings) as runner:
-            for chunk, table in runner.map(score_bank_chunk, LoadedBank.of(service, top_k), pending):
-                parts.commit(chunk, table)
-                reporter.advance(chunk)
+        for chunk, table in scored:
+            parts.commit(chunk, table)
+            reporter.advance(chunk)
     finally:
         reporter.close()
+
+
+def finish(parts: PartsDirectory, engine: str, chunks: Sequence[Chunk], pending: Sequence[Chunk], started: float
+           ) -> ScoreSummary:
+    """The final file from the parts, and the run's figures (its rate over the chunks it scored)."""
     seconds = time.perf_counter() - started
     parts.combine(chunks)
-    return ScoreSummary(str(out), engine, len(service.base.view), pq.ParquetFile(out).metadata.num_rows, len(chunks),
-                        len(chunks) - len(pending), round(seconds, 2), round(scored / max(seconds, 1e-9), 1))
+    scored = sum(chunk.size for chunk in pending)
+    return ScoreSummary(str(parts.out), engine, sum(chunk.size for chunk in chunks),
+                        pq.ParquetFile(parts.out).metadata.num_rows, len(chunks), len(chunks) - len(pending),
+                        round(seconds, 2), round(scored / max(seconds, 1e-9), 1))

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from batch_scoring import (ENGINES, Chunk, ChunkProgress, PartsDirectory, RunIdentity, ScoreSummary, ScoringEngine,
-                           rules_digest, score_chunk, without_secrets, write_atomically)
+                           commit_all, finish, progress_of, rules_digest, score_chunk, without_secrets,
+                           write_atomically)
 from settings import Settings
 
 if TYPE_CHECKING:  # the service's modules load the text models: imported when a run starts, not with the CLI
@@ -183,19 +183,9 @@ def score_by_shards(settings: Settings, out: Path, top_k: int, shards: int, engi
                           bank_analyses(runner, settings, facts.values()))
         chunks = [Chunk(index, 0, facts.pop(directory).customers) for index, directory in enumerate(directories)]
         pending = [chunk for chunk in chunks if chunk.index not in complete]
-        total = sum(chunk.size for chunk in chunks)
-        scored = sum(chunk.size for chunk in pending)
-        reporter = progress(total, total - scored)
-        try:
-            for (chunk, _), table in runner.map(score_shard, kit, [(c, directories[c.index]) for c in pending]):
-                parts.commit(chunk, table)
-                reporter.advance(chunk)
-        finally:
-            reporter.close()
-    seconds = time.perf_counter() - started
-    parts.combine(chunks)
-    return ScoreSummary(str(out), engine, total, pq.ParquetFile(out).metadata.num_rows, len(chunks),
-                        len(chunks) - len(pending), round(seconds, 2), round(scored / max(seconds, 1e-9), 1))
+        scored = runner.map(score_shard, kit, [(chunk, directories[chunk.index]) for chunk in pending])
+        commit_all(parts, ((chunk, table) for (chunk, _), table in scored), progress_of(progress, chunks, pending))
+    return finish(parts, engine, chunks, pending, started)
 
 
 def models_only(artifacts: Artifacts) -> Artifacts:

@@ -29,6 +29,19 @@ def restore_logging():
     root.handlers[:], root.level = handlers, level
 
 
+@pytest.fixture
+def environment(monkeypatch):
+    """Sets the environment the settings are read from, as an operator would for one command:
+    ``get_settings`` is cached, so it reads them again now and, without them, after the test."""
+    def set_environment(**variables: str) -> None:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield set_environment
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def text_encoder(tmp_path_factory):
     """The packaged MiniLM with a cache private to this test session."""

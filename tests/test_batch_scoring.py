@@ -13,7 +13,6 @@ import cli
 from app import create_app
 from batch_scoring import BarProgress, LogProgress, ResumeRefused, chunk_progress, plan_chunks, score_customers
 from recommendation_service import RecommendationService
-from settings import get_settings
 from tests.utils.scoring import StopAfter
 from tests.utils.service import wait_ready
 
@@ -123,15 +122,11 @@ def test_plan_chunks_cover_every_customer_once():
 
 
 def test_score_command_writes_the_file_and_logs_each_chunk_without_personal_data(
-        scored, api_settings, trained_service, tmp_path, monkeypatch, capsys, restore_logging):
+        scored, api_settings, trained_service, tmp_path, environment, capsys, restore_logging):
     """Through the command as an operator runs it, on the saved models of the small bank."""
-    monkeypatch.setenv("MODELS_DIR", str(api_settings.models_dir))
-    get_settings.cache_clear()  # read again with MODELS_DIR, and again after the test without it
-    try:
-        code = cli.main(["score", "--data", str(api_settings.data_dir), "--out", str(tmp_path / "answers.parquet"),
-                         "--top-k", str(TOP_K), "--chunk-size", str(CHUNK)])
-    finally:
-        get_settings.cache_clear()
+    environment(MODELS_DIR=str(api_settings.models_dir))
+    code = cli.main(["score", "--data", str(api_settings.data_dir), "--out", str(tmp_path / "answers.parquet"),
+                     "--top-k", str(TOP_K), "--chunk-size", str(CHUNK)])
     printed = capsys.readouterr()
     assert code == 0, printed.err[-2000:]
     summary = json.loads(printed.out)

@@ -121,8 +121,8 @@ def test_a_split_refuses_what_it_cannot_read(tmp_path, hackathon_dir):
 
 
 def test_sharded_scoring_without_saved_models_says_to_train_first(trained_service, tmp_path, capsys,
-                                                                 restore_logging, monkeypatch):
-    monkeypatch.setenv("MODELS_DIR", str(tmp_path / "no-models"))
+                                                                 restore_logging, environment):
+    environment(MODELS_DIR=str(tmp_path / "no-models"))
     code = cli.main(["score", "--data", str(trained_service.settings.data_dir), "--out", str(tmp_path / "a.parquet"),
                      "--shards", "2"])
     error = capsys.readouterr().err
