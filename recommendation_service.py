@@ -20,9 +20,8 @@ import numpy as np
 
 from artifacts import (ARTIFACT_FILE, Artifacts, ServiceError, check_data_use_policy, ensure_data, load_data,
                        load_or_train, load_rules, save_artifacts)
-from bias_detector import (IndividualBiasCheck, Variant, counterfactual_results, counterfactual_variants, group_of,
-                           group_counts, individual_bias_check, observed_groups,
-                           rebalances_in_force)
+from bias_detector import (IndividualBiasCheck, Variant, counterfactual_results, counterfactual_variants, group_counts,
+                           group_of, individual_bias_check, observed_groups, rebalances_in_force)
 from business_rules import (CONTACT_POLICY_RULES, AdjustedProduct, ContactHistory, CustomerContext, RuleBook,
                             RuleEffect)
 from customer_state import CustomerState, CustomerStates, SeenCustomer, UnknownCustomer, UnknownReference

@@ -9,7 +9,7 @@ whatever customers they were fitted on: a bank that large trains on a sample of 
 What is about the whole bank is gathered first, shard by shard, and handed to every shard's
 scoring: its "now" (the day after its latest dated record), which customers are in which
 protected group (a counterfactual moves a customer to the bank's groups, most frequent first) and
-the analyses of its posts (each distinct text read once, see :func:`analyse_posts`). With those,
+the analyses of its posts (each distinct text read once, see :func:`bank_analyses`). With those,
 a customer's answer is the one the bank loaded whole gives (``tests/test_scoring_by_shards.py``).
 
 The steps, each kept on disk until the run completes, so an interrupted run resumes: the split,
@@ -49,7 +49,7 @@ class ShardFacts:
     """What a loaded shard tells the run about the whole bank: its customers, its latest dated
     record (the bank's "now" is the day after the latest of all shards'), how many of its
     customers are in each protected group (the counterfactual groups are the whole bank's) and
-    the distinct texts of its posts (read once for the whole bank, see :func:`analyse_posts`)."""
+    the distinct texts of its posts (read once for the whole bank, see :func:`bank_analyses`)."""
 
     customers: int
     latest: str | None
@@ -123,26 +123,20 @@ class ShardedBank:
         return {**self.__dict__, "detector": None}
 
 
-def analyse_posts(settings: Settings, texts: tuple[str, ...]) -> list[PostAnalysis]:
-    """One batch of the bank's distinct post texts through the BERT pass (a task of the run).
+def bank_analyses(runner: ScoringEngine, settings: Settings, facts: Iterable[ShardFacts]) -> dict[str, PostAnalysis]:
+    """Every distinct post text of the bank through the BERT pass, in fixed batches of the texts in
+    sorted order, each a task of the run.
 
     Why once for the whole bank rather than per shard: a bank's posts repeat across its customers
-    (15,871 distinct texts among 319,149 posts at 100,000 customers), so every shard would read
+    (15,972 distinct texts among 3,191,248 posts at a million customers), so every shard would read
     most of them again; and a text's analysis depends, to float rounding, on the texts it is
-    batched with, so fixed batches of the bank's sorted texts make every shard's answers the same
-    whichever engine, worker or resumed run scores it."""
-    from text_models import analyse_batch
-
-    return analyse_batch(settings, texts)
-
-
-def bank_analyses(runner: ScoringEngine, settings: Settings, facts: Iterable[ShardFacts]) -> dict[str, PostAnalysis]:
-    """Every distinct post text of the bank analysed, in fixed batches of the texts in sorted order."""
-    from text_models import TEXTS_PER_BATCH
+    batched with, so fixed batches make every shard's answers the same whichever engine, worker or
+    resumed run scores it."""
+    from text_models import TEXTS_PER_BATCH, analyse_batch
 
     texts = sorted(set().union(*(shard.posts for shard in facts)), key=lambda text: (len(text), text))
     batches = [tuple(texts[start:start + TEXTS_PER_BATCH]) for start in range(0, len(texts), TEXTS_PER_BATCH)]
-    return {text: analysis for batch, analyses in runner.map(analyse_posts, without_secrets(settings), batches)
+    return {text: analysis for batch, analyses in runner.map(analyse_batch, without_secrets(settings), batches)
             for text, analysis in zip(batch, analyses)}
 
 

@@ -389,7 +389,7 @@ def analyse_batch(settings: Settings, texts: Sequence[str]) -> list[PostAnalysis
     with _ENCODERS_LOCK:
         if model_dir not in _BATCH_DETECTORS:
             _BATCH_DETECTORS[model_dir] = LifeEventDetector(TextEncoder(model_dir))
-    return _BATCH_DETECTORS[model_dir].fresh_analyses(texts)
+    return _BATCH_DETECTORS[model_dir].fresh_analyses(list(texts))
 
 
 def _without_others_events(scores: np.ndarray, texts: Sequence[str],
