@@ -95,9 +95,9 @@ def data_fingerprint(settings: Settings) -> str:
     return digest.hexdigest()
 
 
-def load_data(settings: Settings) -> BankData:
+def load_data(settings: Settings, log_report: bool = True) -> BankData:
     try:
-        return load_bank_data(settings.data_dir, settings, get_text_encoder(settings))
+        return load_bank_data(settings.data_dir, settings, get_text_encoder(settings), log_report)
     except DataLoadError as error:
         raise ServiceError(f"cannot load the data in {settings.data_dir}: {error}") from error
 

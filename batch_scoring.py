@@ -389,6 +389,9 @@ class ScoreSummary:
     resumed_chunks: int
     seconds: float
     customers_per_second: float
+    data_quality: dict[str, Any] | None = None
+    """A run by shards: the loader's report of the whole bank (rows read and kept, what was dropped or
+    repaired and why), summed over its shards. A bank loaded whole has it in the service's model card."""
 
 
 def score_customers(service: RecommendationService, out: Path, top_k: int, chunk_size: int, engine: str,

@@ -126,6 +126,22 @@ class TableQuality:
         if count:
             self.issues.append(QualityIssue(code, int(count), reason, action))
 
+    def absorb(self, part: TableQuality) -> None:
+        """Adds the quality of the same table's rows in another part of the data (see ``DataQualityReport.merged``)."""
+        kept = self.rows_kept + part.rows_kept
+        self.missing_rate = {column: round((self.missing_rate.get(column, 0.0) * self.rows_kept
+                                            + part.missing_rate.get(column, 0.0) * part.rows_kept) / kept, 4)
+                             for column in {**self.missing_rate, **part.missing_rate}} if kept else {}
+        self.rows_read += part.rows_read
+        self.rows_kept = kept
+        self.headers = self.headers or dict(part.headers)
+        for issue in part.issues:
+            same = next((mine for mine in self.issues if (mine.code, mine.action) == (issue.code, issue.action)), None)
+            if same is None:
+                self.issues.append(dataclasses.replace(issue))
+            else:
+                same.count += issue.count
+
     def finish(self, frame: pd.DataFrame) -> None:
         self.rows_kept = int(len(frame))
         self.missing_rate = {str(c): round(float(r), 4) for c, r in frame.isna().mean().items()} if len(frame) else {}
@@ -145,6 +161,21 @@ class DataQualityReport:
 
     def table(self, name: str) -> TableQuality:
         return self.tables.setdefault(name, TableQuality())
+
+    @classmethod
+    def merged(cls, data_dir: str, parts: Sequence[DataQualityReport]) -> DataQualityReport:
+        """One bank's report from the reports of its parts (its shards, each loaded on its own): rows
+        and orphans summed, each issue summed by code and action (with the first part's reason), missing
+        rates weighted by the rows each part kept; the catalogue, whole in every part, as the first part
+        read it. The evidence lists stay with the parts."""
+        merged = cls(data_dir, parts[0].source_format if parts else "")
+        for part in parts:
+            for table, orphans in part.orphans.items():
+                merged.orphans[table] = merged.orphans.get(table, 0) + orphans
+            for name, quality in part.tables.items():
+                if name != "products" or name not in merged.tables:
+                    merged.table(name).absorb(quality)
+        return merged
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -1112,8 +1143,10 @@ def _load_products(data_dir: Path, catalogue_file: Path, report: DataQualityRepo
     return products
 
 
-def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEncoder | None = None) -> BankData:
-    """Loads, cleans and reports a data directory in the canonical or the hackathon format.
+def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEncoder | None = None,
+                   log_report: bool = True) -> BankData:
+    """Loads, cleans and reports a data directory in the canonical or the hackathon format
+    (``log_report``: the report logged too; a part of a bank's data leaves it to the whole's).
 
     ``encoder`` maps free-text preferences and needs (and hackathon payments) onto products by
     meaning. The caller gives it: the data layer never loads a text model itself. Data with such
@@ -1143,7 +1176,8 @@ def load_bank_data(data_dir: str | Path, settings: Settings, encoder: SentenceEn
     tables["social_posts"]["sentiment"] = sentiment_scores(tables["social_posts"]["content"])
     for table, frame in tables.items():
         report.table(table).finish(frame)
-    report.log()
+    if log_report:
+        report.log()
     return BankData(**tables, quality=report, source_format=report.source_format,
                     age_bands=tuple(settings.age_bands))
 

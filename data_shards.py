@@ -12,6 +12,10 @@ fixed hash, so the split does not depend on the order of the files nor on the ma
 without a customer id go to shard 0, where the loader drops and reports them as it would have.
 Files are streamed in blocks of rows: memory is bounded by a block, not by the bank.
 
+One thing a shard cannot see: an event id (a transaction's or a post's) used by two customers. The
+bank loaded whole reports the repeat and renames the later one; split, the two rows are in two shards
+and go unreported (their customers' answers are the same either way: the ids are never scored).
+
 The split reads the canonical format's CSV tables, the format a bank's nightly extract comes in;
 a Parquet table or a spreadsheet export (the hackathon format) is refused with the reason.
 """

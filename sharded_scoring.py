@@ -21,11 +21,10 @@ must be on storage every node mounts (see the README).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +38,7 @@ from settings import Settings
 if TYPE_CHECKING:  # the service's modules load the text models: imported when a run starts, not with the CLI
     from artifacts import Artifacts
     from business_rules import RuleBook
-    from data_loader import BankData
+    from data_loader import BankData, DataQualityReport
     from recommendation_service import RecommendationService
     from text_models import PostAnalysis
 
@@ -55,10 +54,11 @@ class ShardFacts:
     latest: str | None
     group_counts: dict[str, dict[str, int]]
     posts: list[str]
+    quality: DataQualityReport  # what the loader dropped and repaired in the shard, summed over the bank by the run
 
 
 SHARD_DATA = "data.joblib"
-SHARD_FACTS = "facts.json"
+SHARD_FACTS = "facts.joblib"
 
 
 def prepare_shard(settings: Settings, directory: Path) -> ShardFacts:
@@ -71,15 +71,16 @@ def prepare_shard(settings: Settings, directory: Path) -> ShardFacts:
     from data_loader import customer_view, latest_record
 
     if (directory / SHARD_FACTS).is_file():
-        return ShardFacts(**json.loads((directory / SHARD_FACTS).read_text()))
-    data = load_data(settings.model_copy(update={"data_dir": directory}))
+        return joblib.load(directory / SHARD_FACTS)
+    data = load_data(settings.model_copy(update={"data_dir": directory}), log_report=False)
     view = customer_view(data)
     latest = latest_record(data)
     facts = ShardFacts(len(view), None if latest is None else latest.isoformat(),
                        {a.name: group_counts(view, a) for a in settings.protected_attributes},
-                       sorted(set(data.social_posts["content"].fillna("").astype(str))))
+                       sorted(set(data.social_posts["content"].fillna("").astype(str))),
+                       dataclasses.replace(data.quality, matched_evidence=[], unmatched_evidence=[]))
     write_atomically(directory / SHARD_DATA, lambda temporary: joblib.dump(data, temporary))
-    write_atomically(directory / SHARD_FACTS, lambda temporary: temporary.write_text(json.dumps(asdict(facts))))
+    write_atomically(directory / SHARD_FACTS, lambda temporary: joblib.dump(facts, temporary))
     return facts
 
 
@@ -162,6 +163,7 @@ def score_by_shards(settings: Settings, out: Path, top_k: int, shards: int, engi
     beside it), then every shard scored into a part file, as a run of the whole bank does.
     """
     from artifacts import data_fingerprint, saved_artifacts
+    from data_loader import DataQualityReport
     from data_shards import split_bank
 
     started = time.perf_counter()
@@ -173,13 +175,16 @@ def score_by_shards(settings: Settings, out: Path, top_k: int, shards: int, engi
     with ENGINES[engine](settings) as runner:
         directories = split_bank(settings.data_dir, parts.path / "shards", shards, runner.map)
         facts = dict(runner.map(prepare_shard, without_secrets(settings), directories))
+        quality = DataQualityReport.merged(str(settings.data_dir),
+                                           [facts[directory].quality for directory in directories])
+        quality.log()
         kit = sharded_kit(settings, artifacts, directories[0], facts, top_k,
                           bank_analyses(runner, settings, facts.values()))
         chunks = [Chunk(index, 0, facts.pop(directory).customers) for index, directory in enumerate(directories)]
         pending = [chunk for chunk in chunks if chunk.index not in complete]
         scored = runner.map(score_shard, kit, [(chunk, directories[chunk.index]) for chunk in pending])
         commit_all(parts, ((chunk, table) for (chunk, _), table in scored), progress_of(progress, chunks, pending))
-    return finish(parts, engine, chunks, pending, started)
+    return dataclasses.replace(finish(parts, engine, chunks, pending, started), data_quality=quality.to_dict())
 
 
 def models_only(artifacts: Artifacts) -> Artifacts:

@@ -102,6 +102,28 @@ def test_messy_files_split_into_any_number_of_shards_give_the_same_answers(train
     five = by_shards(settings, tmp_path / "five.parquet", shards=5)
     assert one.customers == five.customers == 600 and five.chunks == 5
     assert_same_answers(tmp_path / "one.parquet", tmp_path / "five.parquet")
+    # the bank's report, summed over the shards; but an event id used by two customers (a post copied to
+    # nobody, here) lands in two shards: no shard sees it twice, and the repeat goes unreported
+    assert without_repeated_event_ids(five.data_quality) == without_repeated_event_ids(one.data_quality)
+    assert dict(what_was_dropped(one.data_quality)["tables"]["social_posts"]["issues"])["duplicate_id"] == 1
+    transactions = dict(what_was_dropped(five.data_quality)["tables"]["transactions"]["issues"])
+    assert (transactions["orphan"], transactions["missing_id"], transactions["repeated_header"],
+            transactions["blank_row"]) == (1, 1, 1, 2)
+
+
+def without_repeated_event_ids(report: dict) -> dict:
+    counts = what_was_dropped(report)
+    for table in ("transactions", "social_posts"):
+        counts["tables"][table]["issues"] = [i for i in counts["tables"][table]["issues"] if i[0] != "duplicate_id"]
+    return counts
+
+
+def what_was_dropped(report: dict) -> dict:
+    """A data-quality report's counts: rows read and kept, and each issue's count, per table."""
+    return {"orphans": report["orphans"],
+            "tables": {name: {"rows": (table["rows_read"], table["rows_kept"]),
+                              "issues": sorted((issue["code"], issue["count"]) for issue in table["issues"])}
+                       for name, table in report["tables"].items()}}
 
 
 def test_an_interrupted_sharded_run_resumes_from_its_last_complete_shard(trained_service, sharded_file, tmp_path):
