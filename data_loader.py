@@ -167,7 +167,7 @@ class DataQualityReport:
         """One bank's report from the reports of its parts (its shards, each loaded on its own): rows
         and orphans summed, each issue summed by code and action (with the first part's reason), missing
         rates weighted by the rows each part kept; the catalogue, whole in every part, as the first part
-        read it. The evidence lists stay with the parts."""
+        read it; each table's sources, the bank's own file. The evidence lists stay with the parts."""
         merged = cls(data_dir, parts[0].source_format if parts else "")
         for part in parts:
             for table, orphans in part.orphans.items():
@@ -175,6 +175,9 @@ class DataQualityReport:
             for name, quality in part.tables.items():
                 if name != "products" or name not in merged.tables:
                     merged.table(name).absorb(quality)
+        for name, quality in merged.tables.items():
+            files = (Path(data_dir) / f"{name}{suffix}" for suffix in TABLE_SUFFIXES)
+            quality.sources = [str(path) for path in files if path.is_file()]
         return merged
 
     def to_dict(self) -> dict[str, Any]:

@@ -106,6 +106,7 @@ def test_messy_files_split_into_any_number_of_shards_give_the_same_answers(train
     # nobody, here) lands in two shards: no shard sees it twice, and the repeat goes unreported
     assert without_repeated_event_ids(five.data_quality) == without_repeated_event_ids(one.data_quality)
     assert dict(what_was_dropped(one.data_quality)["tables"]["social_posts"]["issues"])["duplicate_id"] == 1
+    assert five.data_quality["tables"]["transactions"]["sources"] == [str(settings.data_dir / "transactions.csv")]
     transactions = dict(what_was_dropped(five.data_quality)["tables"]["transactions"]["issues"])
     assert (transactions["orphan"], transactions["missing_id"], transactions["repeated_header"],
             transactions["blank_row"]) == (1, 1, 1, 2)
