@@ -213,6 +213,7 @@ def score_command(args: argparse.Namespace, settings: Settings) -> int:
     from recommendation_service import RecommendationService
 
     settings = settings.model_copy(update={"data_dir": _existing(args.data)})
+
     def progress(total: int, done: int) -> ChunkProgress:
         return chunk_progress(total, done, sys.stderr)
 

@@ -36,6 +36,8 @@ from batch_scoring import (ENGINES, Chunk, ChunkProgress, PartsDirectory, RunIde
 from settings import Settings
 
 if TYPE_CHECKING:  # the service's modules load the text models: imported when a run starts, not with the CLI
+    import pandas as pd
+
     from artifacts import Artifacts
     from business_rules import RuleBook
     from data_loader import BankData, DataQualityReport
@@ -51,7 +53,7 @@ class ShardFacts:
     the distinct texts of its posts (read once for the whole bank, see :func:`bank_analyses`)."""
 
     customers: int
-    latest: str | None
+    latest: pd.Timestamp | None
     group_counts: dict[str, dict[str, int]]
     posts: list[str]
     quality: DataQualityReport  # what the loader dropped and repaired in the shard, summed over the bank by the run
@@ -74,8 +76,7 @@ def prepare_shard(settings: Settings, directory: Path) -> ShardFacts:
         return joblib.load(directory / SHARD_FACTS)
     data = load_data(settings.model_copy(update={"data_dir": directory}), log_report=False)
     view = customer_view(data)
-    latest = latest_record(data)
-    facts = ShardFacts(len(view), None if latest is None else latest.isoformat(),
+    facts = ShardFacts(len(view), latest_record(data),
                        {a.name: group_counts(view, a) for a in settings.protected_attributes},
                        sorted(set(data.social_posts["content"].fillna("").astype(str))),
                        dataclasses.replace(data.quality, matched_evidence=[], unmatched_evidence=[]))
@@ -93,22 +94,20 @@ class ShardedBank:
     settings: Settings
     rules: RuleBook
     artifacts: Artifacts
-    as_of: str
+    as_of: pd.Timestamp
     group_counts: dict[str, dict[str, int]]
     top_k: int
     analyses: dict[str, PostAnalysis]
     detector: Any = field(default=None, repr=False, compare=False)
 
     def service_for(self, data: BankData) -> RecommendationService:
-        import pandas as pd
-
         from recommendation_service import RecommendationService
         from recommender import build_customer_base
         from text_models import LifeEventDetector, get_text_encoder
 
         encoder = get_text_encoder(self.settings)
         self.detector = self.detector or LifeEventDetector(encoder, self._analysed)
-        base = build_customer_base(data, self.artifacts.model, pd.Timestamp(self.as_of), encoder, self.detector)
+        base = build_customer_base(data, self.artifacts.model, self.as_of, encoder, self.detector)
         return RecommendationService(self.settings, data, self.rules, dataclasses.replace(self.artifacts, base=base),
                                      self.group_counts)
 
@@ -198,7 +197,6 @@ def sharded_kit(settings: Settings, artifacts: Artifacts, first_shard: Path, fac
     """The bank's kit from its shards' facts; the rules and the data-use policy are checked against
     the first shard's data (every shard has the same catalogue and columns)."""
     import joblib
-    import pandas as pd
 
     from artifacts import check_data_use_policy, load_rules
     from data_loader import now_after
@@ -209,6 +207,5 @@ def sharded_kit(settings: Settings, artifacts: Artifacts, first_shard: Path, fac
     counts = {attribute.name: dict(sum((Counter(shard.group_counts.get(attribute.name, {})) for shard in facts.values()),
                                        Counter()))
               for attribute in settings.protected_attributes}
-    latest = [None if shard.latest is None else pd.Timestamp(shard.latest) for shard in facts.values()]
-    return ShardedBank(without_secrets(settings), rules, artifacts, now_after(latest).isoformat(), counts, top_k,
-                       analyses)
+    now = now_after([shard.latest for shard in facts.values()])
+    return ShardedBank(without_secrets(settings), rules, artifacts, now, counts, top_k, analyses)
