@@ -272,15 +272,13 @@ def counterfactual_variants(profile: Mapping[str, Any], tabular: np.ndarray, att
 
 def counterfactual_results(variants: Sequence[Variant], probabilities: np.ndarray, product_ids: Sequence[str],
                            original: CustomerContext, outcome: RuleOutcome, rules: RuleBook,
-                           risk_inputs: Mapping[str, np.ndarray], stress: np.ndarray,
-                           top_k: int) -> list[CounterfactualResult]:
+                           risk_of_age: Mapping[float, tuple[str, float]], top_k: int) -> list[CounterfactualResult]:
     """Each variant through the model and the rules; rules are re-run only where they could differ.
 
     ``probabilities`` has the original's scores in row 0 and one row per variant with a tabular
-    change, in order. A variant of another age also gets the risk profile of that age.
+    change, in order. A variant of another age also gets the risk level and score of that age
+    (``risk_of_age``, :func:`risk_levels_for_ages`).
     """
-    ages = [v.age for v in variants if v.age is not None]
-    risk_of_age = dict(zip(ages, risk_levels_for_ages(risk_inputs, stress, ages)))
     results, row = [], 0
     for variant in variants:
         scored_row = 0

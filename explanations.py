@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from business_rules import AdjustedProduct, CustomerContext, RuleEffect
-from feature_engineer import FeatureSpec, profile_phrase
+from feature_engineer import CustomerInputs, FeatureSpec, profile_phrase
 from feedback_learning import FeedbackShift
 from recommender import HybridRecommender, RiskProfile
 from text_models import REQUEST_POST_PREFIX, DetectedEvent
@@ -144,27 +144,31 @@ class ExplainedCustomer(Protocol):
 # --------------------------------------------------------------------------------------------------
 
 def explain_recommendations(model: HybridRecommender, seen_by: Callable[[int], ExplainedCustomer],
-                            design: np.ndarray, ranked: Sequence[AdjustedProduct],
+                            inputs: CustomerInputs, ranked: Sequence[AdjustedProduct],
                             products: Sequence[Mapping[str, Any]], risk: RiskProfile, max_risk: int,
                             rules_saw: CustomerContext, feedback: Mapping[str, FeedbackShift]) -> list[Explanation]:
     """Explanations of the final list, the model's contributions for all of it in one pass.
 
     ``seen_by(product)`` is the customer as that product's data-use view shows them: an
-    explanation cites only what its product's score could read. ``design`` is the customer's
-    (products, features) model input, ``products`` the catalogue records by position, ``max_risk``
-    the highest product risk the customer's profile allows, ``rules_saw`` what the business rules
-    knew of the customer (the life events each product's rules saw) and ``feedback`` what the
-    segment's answers to offers did to each product's score since training.
+    explanation cites only what its product's score could read. ``inputs`` are the customer's
+    model inputs (one row), laid out for the listed products only; ``products`` the catalogue
+    records by position, ``max_risk`` the highest product risk the customer's profile allows,
+    ``rules_saw`` what the business rules knew of the customer (the life events each product's
+    rules saw) and ``feedback`` what the segment's answers to offers did to each product's score
+    since training.
     """
     position = {product_id: index for index, product_id in enumerate(model.product_ids_)}
     indices = [position[item.product_id] for item in ranked]
-    contributions = model.contributions(design, indices) if indices else np.zeros((0, len(model.design.specs)))
+    if not indices:
+        return []
+    design = model.design.design(inputs, indices)[0]
+    contributions = model.contributions(design, indices)
     explanations = []
-    for index, item, pushes in zip(indices, ranked, contributions):
+    for index, item, row, pushes in zip(indices, ranked, design, contributions):
         product = products[index]
         context = ProductContext(str(product["name"]), int(product["risk_level"]), max_risk, risk.level,
                                  item.model_score, model.label_scheme_)
-        explanations.append(_explain(model, seen_by(index), index, item, context, design[index], pushes,
+        explanations.append(_explain(model, seen_by(index), index, item, context, row, pushes,
                                      rules_saw.life_events_for(item.product_id), feedback.get(item.product_id)))
     return explanations
 

@@ -11,6 +11,7 @@ rules run once per variant.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -21,14 +22,15 @@ import numpy as np
 from artifacts import (ARTIFACT_FILE, Artifacts, ServiceError, check_data_use_policy, ensure_data, load_data,
                        load_or_train, load_rules, save_artifacts)
 from bias_detector import (IndividualBiasCheck, Variant, counterfactual_results, counterfactual_variants, group_counts,
-                           group_of, individual_bias_check, observed_groups, rebalances_in_force)
+                           group_of, individual_bias_check, observed_groups, rebalances_in_force, risk_levels_for_ages)
 from business_rules import (CONTACT_POLICY_RULES, AdjustedProduct, ContactHistory, CustomerContext, RuleBook,
                             RuleEffect)
 from customer_state import CustomerState, CustomerStates, SeenCustomer, UnknownCustomer, UnknownReference
 from data_loader import BankData
 from explanations import Explanation, explain_recommendations
+from feature_engineer import CustomerInputs
 from feedback_learning import SEGMENT_COLUMN, FeedbackEvidence
-from recommender import RiskProfile, risk_profile_at
+from recommender import RiskProfile, risk_level, risk_profile_at, risk_profile_of, risk_scores
 from settings import Settings
 from caches import CacheStats
 from text_models import LifeEventDetector
@@ -93,6 +95,65 @@ class Suppressed:
     reason: str
 
 
+@dataclass(frozen=True)
+class KnownScores:
+    """What the model and the risk profile make of every known customer, computed for the whole
+    customer base at start-up (:meth:`RecommendationService.score_known_customers`).
+
+    Nothing in them depends on a request: they are functions of the customer's data and the model,
+    as fixed between reloads as the customer base they come from. A request of a known customer
+    reads them and starts at the rules.
+
+    Probabilities: rows ``start[i]:start[i + 1]`` are customer ``i`` and then each of their variants
+    the model sees differently, in the order of :func:`counterfactual_variants`; none
+    (``start[i] == start[i + 1]``) for a customer the model could not score there, whose request
+    scores them itself and degrades as it would. Risk: each customer's :func:`risk_scores` row, and
+    their risk score at each counterfactual age (``ages``).
+    """
+
+    start: np.ndarray  # (customers + 1,)
+    probabilities: np.ndarray  # (rows, products)
+    risk_score: np.ndarray  # (customers,)
+    risk_points: np.ndarray  # (customers, components)
+    risk_values: np.ndarray  # (customers, components)
+    organization: np.ndarray  # (customers,)
+    components: tuple[str, ...]
+    ages: dict[float, int]  # counterfactual age -> column of risk_at_age
+    risk_at_age: np.ndarray  # (customers, ages)
+
+    @classmethod
+    def of(cls, start: np.ndarray, probabilities: np.ndarray, risk: Mapping[str, np.ndarray], stress: np.ndarray,
+           ages: Sequence[float]) -> "KnownScores":
+        score, points, values = risk_scores(risk, stress)
+        at_age = [risk_scores({**risk, "age": np.full(len(stress), age)}, stress)[0] for age in ages]
+        return cls(start, probabilities, score, np.column_stack(list(points.values())),
+                   np.column_stack(list(values.values())), np.asarray(risk["is_organization"], dtype=bool),
+                   tuple(points), {age: column for column, age in enumerate(ages)},
+                   np.column_stack(at_age) if at_age else np.zeros((len(stress), 0)))
+
+    def probabilities_of(self, row: int) -> np.ndarray | None:
+        begin, end = self.start[row], self.start[row + 1]
+        return self.probabilities[begin:end] if end > begin else None
+
+    def risk_profile(self, row: int) -> RiskProfile:
+        return risk_profile_of(float(self.risk_score[row]), dict(zip(self.components, self.risk_points[row].tolist())),
+                               dict(zip(self.components, self.risk_values[row].tolist())), bool(self.organization[row]))
+
+    def risk_of_age(self, row: int, ages: Sequence[float]) -> dict[float, tuple[str, float]]:
+        scores = {age: float(self.risk_at_age[row, self.ages[age]]) for age in ages}
+        return {age: (risk_level(score), score) for age, score in scores.items()}
+
+    @property
+    def megabytes(self) -> float:
+        arrays = (self.start, self.probabilities, self.risk_score, self.risk_points, self.risk_values, self.risk_at_age)
+        return round(sum(a.nbytes for a in arrays) / 2 ** 20, 1)
+
+
+SCORING_BLOCK = 256
+"""Known customers scored together at start-up: about 2,300 rows of the design with their variants,
+a few tens of MB of it at a time."""
+
+
 class RecommendationService:
     """Answers recommendation requests from the state computed at start-up."""
 
@@ -119,6 +180,7 @@ class RecommendationService:
         self.policy = self.model.design.policy
         self._products_by_view = [[p for i, p in enumerate(self.product_ids) if self.policy.product_view[i] == view]
                                   for view in range(len(self.policy.views))]
+        self.known_scores: KnownScores | None = None  # set by score_known_customers (serving)
 
 
     @classmethod
@@ -130,6 +192,7 @@ class RecommendationService:
         check_data_use_policy(settings, data)
         artifacts, trained = load_or_train(data, settings)
         service = cls(settings, data, rules, artifacts)
+        service.known_scores = service.score_known_customers()
         if not artifacts.audit or artifacts.mitigated_pairs() != frozenset(rules.fairness_mitigation):
             from batch import run_audit  # the audit scores every customer: the batch path, not a request's
 
@@ -168,23 +231,30 @@ class RecommendationService:
     def _recommend(self, state: CustomerState, top_k: int, include_explanation: bool,
                    contact: ContactHistory | None, feedback: FeedbackEvidence | None) -> Recommendation:
         """The seed's flow: features → model → rules → bias check → explanation → answer."""
-        variants, design = self.design_with_variants(state)
-        probabilities, failure = self._probabilities(design)
+        variants = self._variants(state)
+        known = self._known_row(state)
+        probabilities = self.known_scores.probabilities_of(known) if known is not None else None
+        failure = None
+        if probabilities is None:
+            probabilities, failure = self._probabilities(self._design(state, variants))
         degraded = failure is not None
         probabilities, shifts = (feedback.adjust(probabilities, str(state.profile.get(SEGMENT_COLUMN)))
                                  if feedback is not None else (probabilities, {}))
-        risk = risk_profile_at(state.risk, state.stress, 0)
+        risk = self._risk_profile(state)
         context = self.context(state, risk, contact)
         outcome = self.rules.apply(context, dict(zip(self.product_ids, probabilities[0].tolist())), top_k)
+        ages = [v.age for v in variants if v.age is not None]
+        risk_of_age = (self.known_scores.risk_of_age(known, ages) if known is not None
+                       else dict(zip(ages, risk_levels_for_ages(state.risk, state.stress, ages))))
         counterfactuals = counterfactual_results(variants, probabilities, self.product_ids, context, outcome,
-                                                 self.rules, state.risk, state.stress, top_k)
+                                                 self.rules, risk_of_age, top_k)
         bias = individual_bias_check(
             outcome.adjusted, [p.product_id for p in outcome.ranked],
             {a.name: group_of(state.profile, a) for a in self.settings.protected_attributes},
             counterfactuals, self.settings.bias_tolerance)
-        explanations = (explain_recommendations(self.model, self._seen_by_product(state), design[0], outcome.ranked,
-                                                self._product_records, risk, self.rules.max_risk_level(risk.level),
-                                                context, shifts)
+        explanations = (explain_recommendations(self.model, self._seen_by_product(state), state.inputs(state.tabular[None]),
+                                                outcome.ranked, self._product_records, risk,
+                                                self.rules.max_risk_level(risk.level), context, shifts)
                         if include_explanation and not degraded else [None] * len(outcome.ranked))
         recommended = tuple(self._recommended(rank, item, explanation) for rank, (item, explanation)
                             in enumerate(zip(outcome.ranked, explanations), start=1))
@@ -198,12 +268,76 @@ class RecommendationService:
     def design_with_variants(self, state: CustomerState) -> tuple[list[Variant], np.ndarray]:
         """The customer's counterfactual variants (one protected attribute changed each) and the model
         input of the customer (row 0) and of every variant the model sees differently, in order: what
-        ``predict_proba(..., variants_of_first=True)`` scores."""
-        variants = counterfactual_variants(state.profile, state.tabular, self.settings.protected_attributes,
-                                           self._observed, self.model.features_.patches_, self.rules,
-                                           self.settings.band_age)
-        rows = np.stack([state.tabular] + [v.tabular for v in variants if v.tabular is not None])
-        return variants, self.model.design.design(state.inputs(rows))
+        ``predict_proba(..., variants_of=zeros)`` scores."""
+        variants = self._variants(state)
+        return variants, self._design(state, variants)
+
+    def _variants(self, state: CustomerState) -> list[Variant]:
+        return counterfactual_variants(state.profile, state.tabular, self.settings.protected_attributes,
+                                       self._observed, self.model.features_.patches_, self.rules,
+                                       self.settings.band_age)
+
+    def _design(self, state: CustomerState, variants: Sequence[Variant]) -> np.ndarray:
+        return self.model.design.design(state.inputs(_scored_rows(state.tabular, variants)))
+
+    def _known_row(self, state: CustomerState) -> int | None:
+        """The customer's row of :attr:`known_scores`; None for a cold start, or before they were computed."""
+        if state.cold_start or self.known_scores is None:
+            return None
+        return self.customers.row_of(state.customer_id)
+
+    def _risk_profile(self, state: CustomerState) -> RiskProfile:
+        known = self._known_row(state)
+        return (self.known_scores.risk_profile(known) if known is not None
+                else risk_profile_at(state.risk, state.stress, 0))
+
+    def score_known_customers(self) -> KnownScores:
+        """Every known customer and their counterfactual variants through the model, a block of
+        ``SCORING_BLOCK`` customers per pass of the compiled trees, and their risk profiles: what
+        requests of known customers read instead of computing them one customer per request. A block
+        the model cannot score is left out (the first failure logged with its cause, the count of
+        customers left out with the summary): its customers' requests score, and degrade, as before."""
+        started = time.perf_counter()
+        customers = len(self.base.view)
+        counts = np.zeros(customers, dtype=np.intp)
+        blocks = [np.zeros((0, len(self.product_ids)))]
+        failed = 0
+        for begin in range(0, customers, SCORING_BLOCK):
+            rows = np.arange(begin, min(customers, begin + SCORING_BLOCK))
+            try:
+                probabilities, counts[rows] = self._scored_block(rows)
+            except Exception:  # the requests of these customers score themselves, and say so if they fail
+                if not failed:
+                    logger.exception("scoring known customers failed; their requests will score them")
+                failed += len(rows)
+                continue
+            blocks.append(probabilities)
+        scores = KnownScores.of(np.concatenate([[0], np.cumsum(counts)]), np.concatenate(blocks),
+                                self.base.risk, self.base.stress, self._counterfactual_ages())
+        logger.info("known customers scored", extra={
+            "customers": customers, "left_to_requests": failed,
+            "rows": len(scores.probabilities), "megabytes": scores.megabytes,
+            "seconds": round(time.perf_counter() - started, 2)})
+        return scores
+
+    def _counterfactual_ages(self) -> list[float]:
+        """The ages the bias check's variants of another age band are given: each observed band's."""
+        return sorted({self.settings.band_age(group) for attribute in self.settings.protected_attributes
+                       if attribute.column == "age_band" for group in self._observed[attribute.name]})
+
+    def _scored_block(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The probabilities of the customers at ``rows`` and their variants, and each one's row count."""
+        tabular, first, counts = [], [], []
+        for row in rows:
+            state = self.customers.known(int(row))
+            scored = _scored_rows(state.tabular, self._variants(state))
+            first += [len(tabular)] * len(scored)
+            tabular += list(scored)
+            counts.append(len(scored))
+        inputs = dataclasses.replace(CustomerInputs.of(self.base.tabular, self.base.signals, np.repeat(rows, counts)),
+                                     tabular=np.stack(tabular))
+        design = self.model.design.design(inputs)
+        return self.model.predict_proba(design, variants_of=np.asarray(first)), np.asarray(counts)
 
     def _seen_by_product(self, state: CustomerState) -> Callable[[int], SeenCustomer]:
         """The customer as each product's data-use view shows them (built once per view)."""
@@ -215,9 +349,10 @@ class RecommendationService:
         return DataUse(self.policy.name, state.posts_read, note)
 
     def _probabilities(self, design: np.ndarray) -> tuple[np.ndarray, str | None]:
-        """The model's probabilities; popularity, and the failure's name, when the model cannot score."""
+        """The model's probabilities of one customer (row 0) and their variants; popularity, and the
+        failure's name, when the model cannot score."""
         try:
-            return self.model.predict_proba(design, variants_of_first=True), None
+            return self.model.predict_proba(design, variants_of=np.zeros(len(design), dtype=np.intp)), None
         except Exception as error:  # the answer degrades to popularity, and says so
             logger.exception("model scoring failed; answering from popularity")
             return np.tile(self.model.prior_, (design.shape[0], 1)), type(error).__name__
@@ -226,7 +361,7 @@ class RecommendationService:
                 contact: ContactHistory | None = None) -> CustomerContext:
         """What the rules may know about the customer: profile, risk, recent life events, holdings,
         and their history of offers and answers."""
-        risk = risk or risk_profile_at(state.risk, state.stress, 0)
+        risk = risk or self._risk_profile(state)
         held = frozenset(self.product_ids[i] for i in np.flatnonzero(state.held))
         events = state.recent_events(self.base.as_of)
         by_product = {}
@@ -272,7 +407,7 @@ class RecommendationService:
                 "held_products": [self.product_ids[i] for i in np.flatnonzero(state.held)],
                 "life_events": [{**e._asdict(), "post_id": e.post_id or None,  # spending with no id: none
                                  "timestamp": e.timestamp.date().isoformat()} for e in state.detected_events],
-                "risk_profile": risk_profile_at(state.risk, state.stress, 0)}
+                "risk_profile": self._risk_profile(state)}
 
     def model_card(self, feedback: FeedbackEvidence | None = None) -> dict[str, Any]:
         model = self.model
@@ -294,3 +429,8 @@ class RecommendationService:
             "data_use_policy": self.policy.describe(),
             "data_quality": self.data.quality.to_dict(),
         }
+
+
+def _scored_rows(tabular: np.ndarray, variants: Sequence[Variant]) -> np.ndarray:
+    """The tabular rows the model scores for a customer: theirs, then each variant's it sees differently."""
+    return np.stack([tabular] + [v.tabular for v in variants if v.tabular is not None])

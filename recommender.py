@@ -24,10 +24,11 @@ per-feature contributions along the decision paths for the explanations.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field, fields
 from functools import cached_property
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, Mapping, Sequence, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -166,16 +167,23 @@ def risk_inputs(view: pd.DataFrame) -> dict[str, np.ndarray]:
 def risk_profile_at(inputs: dict[str, np.ndarray], stress: np.ndarray, row: int) -> RiskProfile:
     """The risk profile of one customer, with every component it was computed from."""
     score, points, values = risk_scores({k: v[row:row + 1] for k, v in inputs.items()}, stress[row:row + 1])
-    organization = bool(inputs["is_organization"][row])  # no retirement horizon: not an unknown
+    return risk_profile_of(float(score[0]), {name: float(p[0]) for name, p in points.items()},
+                           {name: float(v[0]) for name, v in values.items()}, bool(inputs["is_organization"][row]))
+
+
+def risk_profile_of(score: float, points: Mapping[str, float], values: Mapping[str, float],
+                    organization: bool) -> RiskProfile:
+    """A risk profile from one customer's row of :func:`risk_scores`: its level, and each component's
+    input and points (a component the bank does not know says so)."""
     components = []
     for name, component_points in points.items():
-        raw = values[name][0]
-        unknown = np.isnan(raw) and name in UNKNOWN_POINTS and not (name == "investment_horizon" and organization)
+        raw = values[name]
+        unknown = math.isnan(raw) and name in UNKNOWN_POINTS and not (name == "investment_horizon" and organization)
         meaning = RISK_MEANINGS[name] + (f"; not known to the bank: counted as {UNKNOWN_POINTS[name]:+g} points"
                                          if unknown else "")
-        components.append(RiskComponent(name, None if np.isnan(raw) else round(float(raw), 4),
-                                        round(float(component_points[0]), 2), meaning))
-    return RiskProfile(risk_level(float(score[0])), round(float(score[0]), 1), tuple(components))
+        components.append(RiskComponent(name, None if math.isnan(raw) else round(raw, 4), round(component_points, 2),
+                                        meaning))
+    return RiskProfile(risk_level(score), round(score, 1), tuple(components))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,35 +233,48 @@ class CompiledForest:
         self.depth = max((model.max_depth for model in models.values()), default=0)
         self.trees_of_product = [np.flatnonzero(self.tree_product == p) for p in range(n_products)]
 
-    def raw_of_variants(self, design: np.ndarray) -> np.ndarray:
-        """Raw log-odds, (rows, products), of one customer (row 0) and variants of them (the other rows:
-        the same customer with a few inputs changed, as the bias check's counterfactuals are).
+    def raw_of_variants(self, design: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
+        """Raw log-odds, (rows, products), of customers and variants of them (a customer with a few
+        inputs changed, as the bias check's counterfactuals are). ``first[r]`` is the row of the
+        customer that row ``r`` is a variant of (``r`` itself for a customer); default: row 0 is the
+        customer of every other row.
 
         A tree's answer depends only on the features it splits on, so a variant walks only the trees
-        that split on a feature where it differs from the customer, and takes the customer's leaf
-        from every other tree: about a fifth of the walks of :meth:`raw` over all rows, and the same
-        sums up to float rounding.
+        that split on a feature where it differs from its customer, and takes the customer's leaf
+        from every other tree: about a fifth of the walks of :meth:`raw` over all rows. The sums are
+        the same for one customer alone as in a block of many, bit for bit (each slot adds its trees
+        in the same order).
         """
         rows, width = design.shape[:2]
+        first = np.zeros(rows, dtype=np.intp) if first is None else np.asarray(first, dtype=np.intp)
+        own = np.flatnonzero(first == np.arange(rows))
+        trees = len(self.tree_product)
         flat = np.ascontiguousarray(design, dtype=np.float32).reshape(-1)
-        leaves = self._leaves(flat, self.tree_product * self.n_features, self.tree_start)
-        totals = np.tile(np.bincount(self.tree_product, weights=self.value[leaves], minlength=width), (rows, 1))
-        variant, tree = self.variant_walks(design)
+        leaves = self._leaves(flat, (np.repeat(own * width, trees) + np.tile(self.tree_product, len(own))) * self.n_features,
+                              np.tile(self.tree_start, len(own))).reshape(len(own), trees)
+        customer_totals = np.bincount((np.arange(len(own))[:, None] * width + self.tree_product).ravel(),
+                                      weights=self.value[leaves].ravel(), minlength=len(own) * width)
+        position = np.empty(rows, dtype=np.intp)
+        position[own] = np.arange(len(own))
+        totals = customer_totals.reshape(len(own), width)[position[first]]
+        row, tree = self.variant_walks(design, first)
         if len(tree):
             column = self.tree_product[tree]
-            walked = self._leaves(flat, ((variant + 1) * width + column) * self.n_features, self.tree_start[tree])
-            totals[1:] += np.bincount(variant * width + column, weights=self.value[walked] - self.value[leaves[tree]],
-                                      minlength=(rows - 1) * width).reshape(rows - 1, width)
+            walked = self._leaves(flat, (row * width + column) * self.n_features, self.tree_start[tree])
+            totals += np.bincount(row * width + column, weights=self.value[walked] - self.value[leaves[position[first[row]], tree]],
+                                  minlength=rows * width).reshape(rows, width)
         return totals + self.baseline
 
-    def variant_walks(self, design: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The (variant, tree) pairs :meth:`raw_of_variants` walks: each variant (row ``variant + 1``)
-        with every tree that splits on a feature where it differs from the customer (row 0)."""
-        changed = (design[1:] != design[:1]).any(axis=1)  # (variants, features): one or two features each
-        needed = np.zeros((len(changed), len(self.tree_product)), dtype=bool)
-        for row, features in enumerate(changed):
-            needed[row] = self.splits_on[features].any(axis=0)
-        return np.nonzero(needed)
+    def variant_walks(self, design: np.ndarray, first: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The (row, tree) pairs :meth:`raw_of_variants` walks, in that order: each variant row with every
+        tree that splits on a feature where it differs from its customer's row ``first[row]``."""
+        rows = design.shape[0]
+        first = np.zeros(rows, dtype=np.intp) if first is None else np.asarray(first, dtype=np.intp)
+        variants = np.flatnonzero(first != np.arange(rows))
+        changed = (design[variants] != design[first[variants]]).any(axis=1)  # (variants, features): a few each
+        needed = changed @ self.splits_on  # boolean: splits on any changed feature
+        index, tree = np.nonzero(needed)
+        return variants[index], tree
 
     @cached_property
     def splits_on(self) -> np.ndarray:
@@ -283,16 +304,16 @@ class CompiledForest:
     def contributions(self, design: np.ndarray, products: Sequence[int]) -> np.ndarray:
         """Per-feature contributions to the log-odds, (len(products), n_features), for one customer.
 
-        ``design`` is the customer's (products, features) input for every product. Along each
-        tree's path, the change in the node's expected value is credited to the feature that was
-        split on (Saabas).
+        ``design`` is the customer's input for each of ``products``, (len(products), features), in
+        that order. Along each tree's path, the change in the node's expected value is credited to
+        the feature that was split on (Saabas).
         """
         out = np.zeros((len(products), self.n_features))
         trees, row = self._trees_of(products)
         if not len(trees):
             return out
         node = self.tree_start[trees].copy()
-        x = design[self.tree_product[trees]]
+        x = design[row]
         for _ in range(self.depth):
             feature = self.feature[node]
             child = self.children[2 * node + (x[np.arange(len(trees)), feature] <= self.threshold[node])]
@@ -466,22 +487,22 @@ class HybridRecommender(BaseEstimator):
         return np.array([r.strategy for r in self.reports_])
 
     def predict_proba(self, design: np.ndarray, products: Sequence[int] | None = None,
-                      variants_of_first: bool = False) -> np.ndarray:
+                      variants_of: np.ndarray | None = None) -> np.ndarray:
         """Take-up probabilities, (customers, products), of a design built for ``products`` (default:
         all): the knowledge prior moved towards the product's calibrated trees by its tree weight.
-        ``variants_of_first``: the rows after the first are that customer with a few inputs changed
-        (all products), which the trees score faster (:meth:`CompiledForest.raw_of_variants`)."""
-        return sigmoid(self.log_odds(design, products, variants_of_first))
+        ``variants_of[r]``: the row of the customer that row ``r`` is a variant of (``r`` for a
+        customer; all products), which the trees score faster (:meth:`CompiledForest.raw_of_variants`)."""
+        return sigmoid(self.log_odds(design, products, variants_of))
 
     def log_odds(self, design: np.ndarray, products: Sequence[int] | None = None,
-                 variants_of_first: bool = False) -> np.ndarray:
+                 variants_of: np.ndarray | None = None) -> np.ndarray:
         check_is_fitted(self)
         chosen = slice(None) if products is None else np.asarray(products, dtype=np.intp)
         weight = self.blend_.tree_weight[chosen]
         prior = self.prior_log_odds(design, products)
         if not weight.any():
             return prior
-        raw = (self.forest_.raw_of_variants(design) if variants_of_first and products is None
+        raw = (self.forest_.raw_of_variants(design, variants_of) if variants_of is not None and products is None
                else self.forest_.raw(design, products))
         return blend(prior, self.calibration_.log_odds(raw, chosen), weight)
 
@@ -501,20 +522,19 @@ class HybridRecommender(BaseEstimator):
     def contributions(self, design: np.ndarray, products: Sequence[int]) -> np.ndarray:
         """Per-feature pushes on one customer's final log-odds, (len(products), features): the trees'
         (Saabas, on the calibrated scale) and the prior's (popularity, no column, left out), each
-        weighted as the blend weights them. ``design`` is the customer's (products, features) input
-        for every product."""
+        weighted as the blend weights them. ``design`` is the customer's input for each of
+        ``products``, (len(products), features), in that order."""
         check_is_fitted(self)
         products = list(products)
         weight = self.blend_.tree_weight[products][:, None]
         prior = np.zeros((len(products), len(self.design.specs)))
-        pushes = self.knowledge_.contributions(knowledge_inputs(self.design, design[None, products],
-                                                                self.prior_[products]))[0]
+        pushes = self.knowledge_.contributions(knowledge_inputs(self.design, design[None], self.prior_[products]))[0]
         prior[:, prior_columns(self.design)] = pushes[:, 1:]
-        modelled = [p for p in products if self.forest_.has_model[p]]
+        rows = [row for row, product in enumerate(products) if self.forest_.has_model[product]]
         trees = np.zeros_like(prior)
-        if modelled:
-            rows = [products.index(p) for p in modelled]
-            trees[rows] = self.forest_.contributions(design, modelled) * self.calibration_.slope[modelled][:, None]
+        if rows:
+            modelled = [products[row] for row in rows]
+            trees[rows] = self.forest_.contributions(design[rows], modelled) * self.calibration_.slope[modelled][:, None]
         return (1 - weight) * prior + weight * trees
 
     def score(self, inputs: CustomerInputs, products: Sequence[int] | None = None) -> np.ndarray:

@@ -331,7 +331,7 @@ def test_contributions_add_up_to_scikit_learns_decision_function(trained_service
         forest = CompiledForest({product: classifier}, n_products, n_features)
         for row in (0, 1, len(base.view) // 2, len(base.view) - 1):
             design = model.design.design(CustomerInputs.of(base.tabular, signals, np.array([row])))[0]
-            contributions = forest.contributions(design, [product])[0]
+            contributions = forest.contributions(design[[product]], [product])[0]
             expected = classifier.decision_function(design[[product]])[0]
             assert contributions.sum() + forest.expected_raw(product) == pytest.approx(expected, abs=1e-6)
             if depth == 4:
@@ -345,9 +345,10 @@ def test_each_products_contributions_are_its_own_whatever_products_are_asked_wit
     modelled = [p for p in range(len(model.product_ids_)) if model.forest_.has_model[p]][::-1][:5]
     assert len(modelled) >= 3
     design = model.design.design(CustomerInputs.of(base.tabular, base.signals, np.array([0])))[0]
-    together = model.forest_.contributions(design, modelled)
+    together = model.forest_.contributions(design[modelled], modelled)
     for row, product in enumerate(modelled):
-        np.testing.assert_allclose(together[row], model.forest_.contributions(design, [product])[0], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(together[row], model.forest_.contributions(design[[product]], [product])[0],
+                                   rtol=0, atol=1e-12)
         assert together[row].any()
 
 

@@ -65,7 +65,7 @@ def test_an_explanation_rests_on_the_pushes_that_make_the_score(fallback_service
         customer = service.customers.known(0)
         design = model.design.design(customer.inputs(customer.tabular[None]))[0]
         products = list(range(len(model.product_ids_)))
-        pushes = model.contributions(design, products)
+        pushes = model.contributions(design[products], products)
         log_odds = model.log_odds(design[None])[0]
         prior_only = model.blend_.tree_weight == 0
         popularity = model.knowledge_.contributions(

@@ -42,7 +42,8 @@ def test_variants_walk_only_the_trees_they_change_and_score_as_every_tree_would(
     design = np.concatenate([with_variants, model.design.design(state.inputs(state.tabular[None])),
                              model.design.design(other.inputs(other.tabular[None]))])
     assert np.allclose(model.forest_.raw_of_variants(design), model.forest_.raw(design), rtol=0, atol=1e-12)
-    assert np.array_equal(model.predict_proba(design, variants_of_first=True)[-2], model.predict_proba(design)[0])
+    assert np.array_equal(model.predict_proba(design, variants_of=np.zeros(len(design), dtype=np.intp))[-2],
+                          model.predict_proba(design)[0])
 
 
 def test_a_request_and_a_batch_score_every_product_alike(trained_service):
@@ -123,10 +124,13 @@ def test_degraded_answer_when_the_model_cannot_score(trained_service, known_cust
         def raw(self, design, products=None):
             raise MemoryError("simulated")
 
-        def raw_of_variants(self, design):
+        def raw_of_variants(self, design, first=None):
             raise MemoryError("simulated")
 
     monkeypatch.setattr(trained_service.model, "forest_", BrokenForest())
+    # at start-up the known customers' scoring fails and is logged; their requests then score themselves
+    monkeypatch.setattr(trained_service, "known_scores", trained_service.score_known_customers())
+    assert trained_service.known_scores.probabilities_of(trained_service.customers.row_of(known_customer)) is None
     answer = trained_service.recommend(known_customer, 5)
     assert answer.fallback.degraded and answer.fallback.used
     assert "popularity" in answer.fallback.reasons[0] and "MemoryError" in answer.fallback.reasons[0]
