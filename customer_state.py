@@ -8,7 +8,9 @@ the base, so both kinds of customer are scored, ruled and explained alike.
 from __future__ import annotations
 
 import threading
+from itertools import takewhile
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -17,7 +19,7 @@ import pandas as pd
 from data_loader import (INTEREST_FIELDS, profile_text, sentiment_cache_stats, sentiment_scores, social_aggregates,
                          stated_interests)
 from data_use import SignalView
-from feature_engineer import CustomerInputs, customer_signals, events_seen
+from feature_engineer import CustomerInputs, customer_signals, events_seen, split_profile
 from recommender import CustomerBase, HybridRecommender, risk_inputs, stress_evidence
 from settings import Settings, age_band
 from caches import CacheStats
@@ -83,6 +85,11 @@ class SeenCustomer:
     posts: PostTexts
     stated_needs: dict[str, StatedNeed]
 
+    @cached_property
+    def profile_phrases(self) -> list[str]:
+        """Split once per answer, on the first explanation that quotes the profile."""
+        return split_profile(self.profile.get("profile_text"))
+
 
 @dataclass(frozen=True)
 class CustomerState:
@@ -114,11 +121,12 @@ class CustomerState:
         return CustomerInputs(tabular, self.held[None], self.events[None], self.text_match[None],
                               self.best_text_match[None], self.recent_post_match[None])
 
-    def recent_events(self, as_of: pd.Timestamp, view: SignalView = SignalView()) -> frozenset[str]:
-        """The life events shown in the year before ``as_of`` that ``view`` may see: what the rules
-        of its products may react to."""
+    def recent_events(self, as_of: pd.Timestamp, views: Sequence[SignalView]) -> list[frozenset[str]]:
+        """For each of ``views``, the life events shown in the year before ``as_of`` that it may see:
+        what the rules of its products may react to."""
         since = as_of - pd.Timedelta(days=RECENT_EVENT_DAYS)
-        return frozenset(e.event for e in self.detected_events if e.timestamp >= since and _visible(e, view))
+        recent = list(takewhile(lambda e: e.timestamp >= since, self.detected_events))  # newest first
+        return [frozenset(e.event for e in recent if _visible(e, view)) for view in views]
 
     def seen_by(self, view: SignalView, event_names: Sequence[str]) -> SeenCustomer:
         """This customer as a product under ``view`` sees them."""

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from business_rules import AdjustedProduct, CustomerContext, RuleEffect
-from feature_engineer import CustomerInputs, FeatureSpec, profile_phrase
+from feature_engineer import CustomerInputs, FeatureSpec
 from feedback_learning import FeedbackShift
 from recommender import HybridRecommender, RiskProfile
 from text_models import REQUEST_POST_PREFIX, DetectedEvent
@@ -137,6 +137,8 @@ class ExplainedCustomer(Protocol):
     def posts(self) -> PostArrays: ...
     @property
     def stated_needs(self) -> Mapping[str, StatedNeed]: ...  # product id -> the words that asked for it
+    @property
+    def profile_phrases(self) -> Sequence[str]: ...  # the profile's phrases, as best_text_source numbers them
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,7 +203,8 @@ def _best_text(customer: ExplainedCustomer, index: int) -> tuple[str | None, str
     """The customer's text closest to the product: (text, source, post id, date)."""
     source = int(customer.best_text_source[index])
     if source < 0:
-        return profile_phrase(customer.profile.get("profile_text"), -1 - source), "profile", None, None
+        phrases, number = customer.profile_phrases, -1 - source
+        return (phrases[number] if number < len(phrases) else None), "profile", None, None
     posts = customer.posts
     post_id = str(posts.post_id[source])
     return str(posts.content[source]), "posts", post_id, _posted_on(post_id, posts.timestamp[source])

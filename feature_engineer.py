@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal, Sequence
 
 import numpy as np
@@ -405,12 +406,6 @@ def split_profile(text: object) -> list[str]:
     return [phrase for phrase in phrases if phrase]
 
 
-def profile_phrase(profile_text: str | None, number: int) -> str | None:
-    """The ``number``-th phrase of one profile, as :func:`profile_phrases` numbers them."""
-    phrases = split_profile(profile_text)
-    return phrases[number] if 0 <= number < len(phrases) else None
-
-
 def spending_events(transactions: pd.DataFrame, customers: pd.Index, detector: LifeEventDetector) -> pd.DataFrame:
     """Life events shown by a *new* kind of spending, read by the same detector as posts
     ("wedding: Wedding Venue", "housing: Down Payment Transfer"), dated by its first occurrence: a
@@ -636,6 +631,12 @@ class ProductDesign:
         self.tabular_family = np.array([FAMILY_OF_SOURCE[spec.source] for spec in tabular_specs], dtype=object)
         self.disabled = frozenset(disabled)
 
+    @cached_property
+    def _barred_tabular(self) -> list[np.ndarray]:
+        """Per view of the policy, the tabular columns of the families it bars (computed on first use,
+        so that designs saved before it existed load as they are)."""
+        return [np.flatnonzero([not view.reads(family) for family in self.tabular_family]) for view in self.policy.views]
+
     def event_weights(self, contributions: np.ndarray, events: np.ndarray, product: int) -> dict[str, float]:
         """Each life event's share of a product's score: its own column, plus the product's event-need
         column credited to the event that set it. ``events`` (E,) as the product saw them."""
@@ -667,7 +668,7 @@ class ProductDesign:
         views = self.product_view[positions]
         for view in np.unique(views):
             slots = np.flatnonzero(views == view)
-            self._fill_signals(design, inputs, positions[slots], slots, self.policy.views[view])
+            self._fill_signals(design, inputs, positions[slots], slots, int(view))
         if self.disabled & {"events", "text"}:
             design[..., self.event_columns] = 0.0
         if "text" in self.disabled:
@@ -675,9 +676,11 @@ class ProductDesign:
         return design
 
     def _fill_signals(self, design: np.ndarray, inputs: CustomerInputs, products: np.ndarray, slots: np.ndarray,
-                      view: SignalView) -> None:
+                      view_number: int) -> None:
         """The events and text matches of the products at ``slots`` (catalogue positions ``products``)
-        as ``view`` lets them see the customer; the tabular columns of barred families held at 0."""
+        as their view (the policy's ``view_number``) lets them see the customer; the tabular columns of
+        barred families held at 0."""
+        view = self.policy.views[view_number]
         events = events_seen(inputs.events, view, self.event_names)
         design[:, slots, self.n_tabular + self.n_products:self.event_need_column] = events[:, None, :]
         design[:, slots, self.event_need_column] = self._needs(events, products).max(axis=1, initial=0.0)
@@ -689,7 +692,7 @@ class ProductDesign:
                    inputs.recent_post_match if recent_posts else None)
         for column, match in zip(columns, matches):
             design[:, slots, column] = 0.0 if match is None else match[:, products]
-        barred = np.flatnonzero([not view.reads(family) for family in self.tabular_family])
+        barred = self._barred_tabular[view_number]
         if len(barred):
             design[:, slots[:, None], barred[None, :]] = 0.0
 

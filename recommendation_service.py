@@ -27,6 +27,7 @@ from business_rules import (CONTACT_POLICY_RULES, AdjustedProduct, ContactHistor
                             RuleEffect)
 from customer_state import CustomerState, CustomerStates, SeenCustomer, UnknownCustomer, UnknownReference
 from data_loader import BankData
+from data_use import SignalView
 from explanations import Explanation, explain_recommendations
 from feature_engineer import CustomerInputs
 from feedback_learning import SEGMENT_COLUMN, FeedbackEvidence
@@ -363,10 +364,9 @@ class RecommendationService:
         and their history of offers and answers."""
         risk = risk or self._risk_profile(state)
         held = frozenset(self.product_ids[i] for i in np.flatnonzero(state.held))
-        events = state.recent_events(self.base.as_of)
+        events, *seen_by_view = state.recent_events(self.base.as_of, [SignalView(), *self.policy.views])
         by_product = {}
-        for view, products in zip(self.policy.views, self._products_by_view):
-            seen = state.recent_events(self.base.as_of, view)
+        for seen, products in zip(seen_by_view, self._products_by_view):
             if seen != events:
                 by_product.update(dict.fromkeys(products, seen))
         asked = frozenset(p for p in state.stated_needs

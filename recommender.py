@@ -308,18 +308,20 @@ class CompiledForest:
         that order. Along each tree's path, the change in the node's expected value is credited to
         the feature that was split on (Saabas).
         """
-        out = np.zeros((len(products), self.n_features))
         trees, row = self._trees_of(products)
-        if not len(trees):
-            return out
-        node = self.tree_start[trees].copy()
+        node = self.tree_start[trees]
         x = design[row]
+        slots, pushes = [], []
         for _ in range(self.depth):
             feature = self.feature[node]
             child = self.children[2 * node + (x[np.arange(len(trees)), feature] <= self.threshold[node])]
-            np.add.at(out, (row, feature), self.expected[child] - self.expected[node])
+            slots.append(row * self.n_features + feature)
+            pushes.append(self.expected[child] - self.expected[node])
             node = child
-        return out
+        if not slots:  # no trees at all
+            return np.zeros((len(products), self.n_features))
+        return np.bincount(np.concatenate(slots), weights=np.concatenate(pushes),  # in the order np.add.at would add
+                           minlength=len(products) * self.n_features).reshape(len(products), self.n_features)
 
     def expected_raw(self, product: int) -> float:
         """The log-odds before any feature is known (training-weighted mean over each tree's leaves):

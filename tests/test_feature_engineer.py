@@ -9,8 +9,8 @@ import pytest
 
 from data_loader import profile_text, stated_interests
 from data_use import TEXT_SOURCES
-from feature_engineer import (customer_signals, event_relevance, product_texts, profile_match, profile_phrase,
-                              profile_phrases, spending_events)
+from feature_engineer import (customer_signals, event_relevance, product_texts, profile_match, profile_phrases,
+                              spending_events, split_profile)
 from explanations import event_factors
 from text_models import LifeEventDetector, events_by_customer
 
@@ -41,8 +41,8 @@ def test_profiles_split_into_the_phrases_customers_chose():
     assert phrases.tolist() == ["Teacher", "golf", "tennis", "retirement saving", "paying down the mortgage",
                                 "Dr. Who fandom", "e.g. sci-fi"]
     assert rows.tolist() == [0, 0, 0, 0, 0, 3, 3]
-    assert profile_phrase(texts[0], 3) == "retirement saving"
-    assert profile_phrase(texts[1], 0) is None and profile_phrase(texts[0], 99) is None
+    assert split_profile(texts[0])[3] == "retirement saving"  # as the best text's source numbers them
+    assert split_profile(texts[1]) == [] and split_profile(texts[2]) == []
 
 
 def test_one_stated_need_is_found_among_unrelated_interests(text_encoder, detector):
@@ -55,7 +55,7 @@ def test_one_stated_need_is_found_among_unrelated_interests(text_encoder, detect
     both = TEXT_SOURCES.index("profile and posts")
     assert signals.best_text_match[0, both].argmax() == pension
     source = int(signals.best_text_source[0, both, pension])
-    assert source < 0 and profile_phrase(view["profile_text"].iloc[0], -1 - source) == "retirement saving"
+    assert source < 0 and split_profile(view["profile_text"].iloc[0])[-1 - source] == "retirement saving"
 
 
 def test_words_that_ask_for_low_risk_never_ask_for_or_speak_for_a_high_risk_product(text_encoder, detector):
