@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 import uuid
-from types import SimpleNamespace
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
+from pydantic import TypeAdapter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,7 +36,7 @@ from caches import LruCache
 from decision_store import FINAL_OUTCOMES, FeedbackResult, FinalOutcome, OutcomeConflict, UnknownDecision
 from feedback_learning import FeedbackEvidence
 from interactions import DecisionLogUnavailable, Interactions, LogOff, feedback_evidence, open_interactions
-from recommendation_service import RecommendationService, UnknownReference, UnknownCustomer
+from recommendation_service import Recommendation, RecommendationService, UnknownReference, UnknownCustomer
 from schemas import (CUSTOMER_ID_PATTERN, CustomerViewResponse, DecisionsPage, ErrorResponse, FeedbackRequest,
                      FeedbackResponse, HealthResponse, ProductPublic, RecommendRequest, RecommendResponse)
 from settings import Settings, get_settings
@@ -296,10 +296,17 @@ class Metrics:
             self.cold_starts.inc()
 
 
-def answer_body(result: Any) -> bytes:
-    """The response JSON without its request id (validated against the public schema once)."""
-    public = RecommendResponse.model_validate(SimpleNamespace(**vars(result), request_id=""))
-    return public.model_dump_json(exclude={"request_id"}).encode()
+ANSWER = TypeAdapter(Recommendation)
+NOT_PUBLIC = {"recommendations": {"__all__": {"rules": {"__all__": {"fields", "life_events"}}}}}
+"""What the answer's dataclasses hold that the public schema (``RecommendResponse``) does not show."""
+
+
+def answer_body(result: Recommendation) -> bytes:
+    """The response JSON without its request id: the answer's dataclasses serialised by pydantic-core as
+    they are, without building and validating ``RecommendResponse`` on the way (a quarter of the time,
+    measured). The schema stays the contract: tests check the two give the same JSON for every kind
+    of answer (known, cold start, degraded, suppressed offers, no explanation)."""
+    return ANSWER.dump_json(result, exclude=NOT_PUBLIC)
 
 
 def with_request_id(body: bytes, request_id: str) -> bytes:

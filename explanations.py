@@ -48,16 +48,9 @@ class Factor:
     feature_kind: str | None = None  # kind "feature": numeric | category | holding (the FeatureSpec's kind)
     column: str | None = None  # a feature, or a stated need: the unified view's column it reads
     typical: float | None = None  # numeric feature: the training median of customers of their type
+    comparison: str | None = None  # numeric feature: "above" or "below" the typical (never equal, see model_factors)
     reference: str | None = None  # the post or transaction quoted
     date: str | None = None  # its date
-
-    @property
-    def comparison(self) -> str | None:
-        """A numeric feature's value against the typical customer's: "above" or "below" (never equal,
-        see :func:`model_factors`)."""
-        if self.feature_kind != "numeric" or self.typical is None:
-            return None
-        return "above" if self.value > self.typical else "below"
 
 
 @dataclass(frozen=True)
@@ -257,7 +250,7 @@ def _stated_feature(spec: FeatureSpec, weight: float, design_value: float,
         if value is None or _close_to_typical(value, typical):
             return None
         return Factor("feature", spec.name_for(customer_type), weight, value, None, spec.source, spec.kind,
-                      spec.column, typical)
+                      spec.column, typical, None if typical is None else "above" if value > typical else "below")
     return None
 
 

@@ -1,6 +1,7 @@
 """The HTTP API through the real app: every endpoint, every error path, the content of the answers."""
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -183,3 +184,28 @@ def test_api_keys_are_required_when_configured(api_settings, trained_service):
         assert client.get("/products").status_code == 401
         assert client.get("/products", headers={"X-API-Key": "wrong"}).status_code == 403
         assert client.get("/products", headers={"X-API-Key": "secret-2"}).status_code == 200
+
+
+def test_answer_bodies_are_the_public_schemas_json(trained_service, known_customer, monkeypatch):
+    """Answers are serialised straight from the service's dataclasses: for every kind of answer the
+    bytes must read as the public schema (``RecommendResponse``) validates and writes them."""
+    from types import SimpleNamespace
+
+    from app import answer_body
+    from business_rules import ContactHistory
+    from schemas import RecommendResponse
+
+    service = trained_service
+    first = service.recommend(known_customer, 5).recommendations[0].product_id
+    answers = [service.recommend(known_customer, 5), service.recommend(known_customer, 3, include_explanation=False),
+               service.recommend(known_customer, 5, contact=ContactHistory(declined_recently=frozenset({first}))),
+               service.recommend_for_profile("NEW-0002", {"customer_type": "individual", "age": 41, "income": 52000,
+                                                          "financial_needs": "saving for retirement"},
+                                             ["current_account"], ["Our second child was born last week!"], 5)]
+    monkeypatch.setattr(service, "known_scores", None)  # scored per request, by a model that fails: degraded
+    monkeypatch.setattr(service.model, "predict_proba", lambda *args, **kwargs: 1 / 0)
+    answers.append(service.recommend(known_customer, 5))
+    assert answers[2].suppressed and answers[3].cold_start and answers[4].fallback.degraded
+    for answer in answers:
+        public = RecommendResponse.model_validate(SimpleNamespace(**vars(answer), request_id=""))
+        assert json.loads(answer_body(answer)) == public.model_dump(mode="json", exclude={"request_id"})
