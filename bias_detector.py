@@ -290,7 +290,7 @@ def counterfactual_results(variants: Sequence[Variant], probabilities: np.ndarra
             level, score = risk_of_age[variant.age] if variant.age is not None else (original.risk_level,
                                                                                       original.risk_score)
             context = replace(original, profile=variant.profile, risk_level=level, risk_score=score)
-            varied = rules.apply(context, scores, top_k)
+            varied = rules.apply(context, scores, top_k, like=outcome)
         elif variant.tabular is not None:
             varied = rules.rescore(outcome, scores, top_k)
         else:

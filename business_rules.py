@@ -195,6 +195,8 @@ class RuleOutcome:
     with its real score change rather than its whole score."""
     rule_effects: dict[str, list[RuleEffect]] = field(default_factory=dict)
     """The boosts and demotions of every eligible product (the ranked ones and the rest)."""
+    tests: _RuleTests | None = field(default=None, repr=False, compare=False)
+    """Which rule conditions held for the customer (:meth:`RuleBook.apply`'s ``like``)."""
 
 
 ELIGIBILITY_FIELDS = frozenset({"customer.age", "customer.income", "customer.customer_type", "risk.level"})
@@ -903,11 +905,22 @@ def _unknown_risk_level(risk_level: str) -> ValueError:
 class _RuleTests:
     """Whether a rule fires for one customer and target product, each condition tested once per set
     of life events: a rule on life events sees, for each product, only the events the data-use
-    policy lets that product see."""
+    policy lets that product see.
 
-    def __init__(self, context: CustomerContext) -> None:
+    ``known``: results already known for this context (from another context that differs only in
+    fields these rules do not read, :meth:`carried_to`)."""
+
+    def __init__(self, context: CustomerContext,
+                 known: dict[tuple[str, frozenset[str] | None], bool] | None = None) -> None:
         self.context = context
-        self._results: dict[tuple[str, frozenset[str] | None], bool] = {}
+        self._results: dict[tuple[str, frozenset[str] | None], bool] = known or {}
+
+    def carried_to(self, context: CustomerContext, fields_of: Mapping[str, frozenset[str]]) -> _RuleTests:
+        """Tests for ``context`` that keep every result here of a rule reading none of the fields where
+        it differs from this context (``fields_of``: each rule's fields)."""
+        changed = _changed_fields(self.context, context)
+        return _RuleTests(context, {key: fired for key, fired in self._results.items()
+                                    if fields_of[key[0]].isdisjoint(changed)})
 
     def __call__(self, rule: _CompiledRule, product_id: str) -> bool:
         events = self.context.life_events_by_product.get(product_id) if "life_events" in rule.effect.fields else None
@@ -916,6 +929,19 @@ class _RuleTests:
             seen = self.context if events is None else replace(self.context, life_events=events)
             self._results[key] = rule.applies_to(seen)
         return self._results[key]
+
+
+def _changed_fields(before: CustomerContext, after: CustomerContext) -> set[str]:
+    """The rule fields (``customer.<column>``, ``risk.level``, ...) whose values differ between two contexts."""
+    changed = {f"customer.{column}" for column in before.profile.keys() | after.profile.keys()
+               if (value := before.profile.get(column)) is not (other := after.profile.get(column)) and value != other}
+    if before.risk_level != after.risk_level:
+        changed.add("risk.level")
+    if before.risk_score != after.risk_score:
+        changed.add("risk.score")
+    if before.life_events != after.life_events or before.life_events_by_product != after.life_events_by_product:
+        changed.add("life_events")
+    return changed
 
 
 class _HardEligibility:
@@ -1030,6 +1056,7 @@ class RuleBook:
             for category, limit in self.category_limits.items()}
         self._exclusion_rules = tuple(rule for rule in rules if rule.effect.effect == "exclude")
         self._scoring_rules = tuple(rule for rule in rules if rule.effect.effect != "exclude")
+        self._fields_of_rule = {rule.effect.rule: rule.effect.fields for rule in rules}
         self.fairness_mitigation = tuple(fairness_mitigation)
         """The pairs the rules file asks to rebalance; their factors come from the audit (:meth:`rebalanced`)."""
         self.rebalances: tuple[GroupRebalance, ...] = ()
@@ -1096,13 +1123,18 @@ class RuleBook:
         failed = {position for position, _ in self._eligibility.failures(context)}
         return frozenset(product_id for position, product_id in enumerate(self.product_ids) if position not in failed)
 
-    def apply(self, context: CustomerContext, model_scores: Mapping[str, float], top_k: int) -> RuleOutcome:
+    def apply(self, context: CustomerContext, model_scores: Mapping[str, float], top_k: int,
+              like: RuleOutcome | None = None) -> RuleOutcome:
         """Filter, adjust, rank and diversify the model's scores for one customer.
 
         Order: hard eligibility and suitability, then exclude rules, then boosts and demotions
         (they multiply, so their order does not matter), then the diversity cap while the top
         ``top_k`` is filled. Products absent from ``model_scores`` are not considered; ties keep
         the order of ``model_scores``.
+
+        ``like``: the outcome for a context that differs from this one in a few fields (a
+        counterfactual's original): the conditions of rules that read none of those fields are not
+        tested again. The outcome is the same either way.
         """
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
@@ -1112,11 +1144,13 @@ class RuleBook:
                     if position in model_score}
         adjusted = {position: score for position, score in model_score.items() if position not in hard}
         notes = self._eligibility.unchecked_minimums(context, adjusted, self.product_ids)
-        effects = self._apply_rules(context, adjusted, excluded)
+        tests = (_RuleTests(context) if like is None or like.tests is None
+                 else like.tests.carried_to(context, self._fields_of_rule))
+        effects = self._apply_rules(tests, adjusted, excluded)
         self._mark_stated_needs(context, adjusted, effects)
         ranked = self._diverse_top_k(adjusted, model_score, effects, excluded, top_k)
         return RuleOutcome(ranked, excluded, notes, {self.product_ids[p]: score for p, score in adjusted.items()},
-                           {self.product_ids[p]: effects.get(p, []) for p in adjusted})
+                           {self.product_ids[p]: effects.get(p, []) for p in adjusted}, tests)
 
     def reads(self, customer_field: str) -> bool:
         """Whether any rule or eligibility check reads this field (``customer.<column>``, ``risk.level``...)."""
@@ -1148,10 +1182,10 @@ class RuleBook:
             raise ValueError(f"model_scores must be finite numbers; not for {', '.join(bad)}")
         return scores
 
-    def _apply_rules(self, context: CustomerContext, adjusted: dict[int, float],
+    def _apply_rules(self, fires: _RuleTests, adjusted: dict[int, float],
                      excluded: dict[str, list[RuleEffect]]) -> dict[int, list[RuleEffect]]:
         """Run the named rules, in place; exclusions first, so no removed product is reported as boosted."""
-        fires = _RuleTests(context)
+        context = fires.context
         for rule in self._exclusion_rules:
             for position in rule.targets:
                 if position in adjusted and fires(rule, self.product_ids[position]):

@@ -3,6 +3,7 @@ rules file that refuses every mistake with a message naming the rule and the pro
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,25 @@ def test_retirement_boost_multiplies_the_score_and_is_named(default_book: RuleBo
     [effect] = pension.effects
     assert (effect.rule, effect.effect, effect.factor) == ("retirement_planning", "boost", 1.5)
     assert "55 or older" in effect.reason
+
+
+def test_a_counterfactual_reuses_only_the_tests_its_change_cannot_touch(default_book: RuleBook,
+                                                                        catalogue: pd.DataFrame):
+    """The bias check re-runs the rules for a customer with their age (and so their risk profile)
+    changed, passing the original's outcome: the rules on age and risk must be tested again, the rest
+    may be carried over, and the outcome must be the one of testing everything."""
+    original = person(age=40, risk_level="Medium", life_events=("new_child",), interests="travel, golf")
+    outcome = default_book.apply(original, scores(catalogue), top_k=5)
+    for changed in (replace(original, profile={**original.profile, "age": 60}),  # the retirement boost now fires
+                    replace(original, risk_level="Low", risk_score=0.2),
+                    replace(original, profile={**original.profile, "interests": "golf"}),
+                    replace(original, life_events=frozenset())):
+        assert default_book.apply(changed, scores(catalogue), 5, like=outcome) == default_book.apply(
+            changed, scores(catalogue), 5)
+    older = default_book.apply(replace(original, profile={**original.profile, "age": 60}), scores(catalogue), 5,
+                               like=outcome)
+    assert [effect.rule for effect in older.rule_effects["retirement_pension"]] == ["retirement_planning"]
+    assert not outcome.rule_effects["retirement_pension"]
 
 
 def test_rules_whose_conditions_do_not_hold_change_nothing(default_book: RuleBook, catalogue: pd.DataFrame):
