@@ -915,10 +915,11 @@ class _RuleTests:
         self.context = context
         self._results: dict[tuple[str, frozenset[str] | None], bool] = known or {}
 
-    def carried_to(self, context: CustomerContext, fields_of: Mapping[str, frozenset[str]]) -> _RuleTests:
+    def carried_to(self, context: CustomerContext, fields_of: Mapping[str, frozenset[str]],
+                   read: frozenset[str]) -> _RuleTests:
         """Tests for ``context`` that keep every result here of a rule reading none of the fields where
-        it differs from this context (``fields_of``: each rule's fields)."""
-        changed = _changed_fields(self.context, context)
+        it differs from this context (``fields_of``: each rule's fields; ``read``: all of them)."""
+        changed = _changed_fields(self.context, context, read)
         return _RuleTests(context, {key: fired for key, fired in self._results.items()
                                     if fields_of[key[0]].isdisjoint(changed)})
 
@@ -931,10 +932,15 @@ class _RuleTests:
         return self._results[key]
 
 
-def _changed_fields(before: CustomerContext, after: CustomerContext) -> set[str]:
-    """The rule fields (``customer.<column>``, ``risk.level``, ...) whose values differ between two contexts."""
-    changed = {f"customer.{column}" for column in before.profile.keys() | after.profile.keys()
-               if (value := before.profile.get(column)) is not (other := after.profile.get(column)) and value != other}
+def _changed_fields(before: CustomerContext, after: CustomerContext, fields: Iterable[str]) -> set[str]:
+    """Which of the rule ``fields`` (``customer.<column>``, ``risk.level``, ...) differ between two contexts."""
+    changed = set()
+    for field in fields:
+        if field.startswith("customer."):
+            column = field.removeprefix("customer.")
+            value, other = before.profile.get(column), after.profile.get(column)
+            if value is not other and value != other:
+                changed.add(field)
     if before.risk_level != after.risk_level:
         changed.add("risk.level")
     if before.risk_score != after.risk_score:
@@ -1057,6 +1063,7 @@ class RuleBook:
         self._exclusion_rules = tuple(rule for rule in rules if rule.effect.effect == "exclude")
         self._scoring_rules = tuple(rule for rule in rules if rule.effect.effect != "exclude")
         self._fields_of_rule = {rule.effect.rule: rule.effect.fields for rule in rules}
+        self._fields_rules_read = frozenset().union(*self._fields_of_rule.values())
         self.fairness_mitigation = tuple(fairness_mitigation)
         """The pairs the rules file asks to rebalance; their factors come from the audit (:meth:`rebalanced`)."""
         self.rebalances: tuple[GroupRebalance, ...] = ()
@@ -1145,7 +1152,7 @@ class RuleBook:
         adjusted = {position: score for position, score in model_score.items() if position not in hard}
         notes = self._eligibility.unchecked_minimums(context, adjusted, self.product_ids)
         tests = (_RuleTests(context) if like is None or like.tests is None
-                 else like.tests.carried_to(context, self._fields_of_rule))
+                 else like.tests.carried_to(context, self._fields_of_rule, self._fields_rules_read))
         effects = self._apply_rules(tests, adjusted, excluded)
         self._mark_stated_needs(context, adjusted, effects)
         ranked = self._diverse_top_k(adjusted, model_score, effects, excluded, top_k)

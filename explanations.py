@@ -175,7 +175,7 @@ def _explain(model: HybridRecommender, customer: ExplainedCustomer, index: int, 
     need = customer.stated_needs.get(item.product_id)
     if need is not None:
         factors.append(stated_need_factor(need.words, need.field))
-    factors += event_factors(model.design.event_weights(contributions, customer.events, index),
+    factors += event_factors(model.design.event_weights(contributions, customer.events, index, MIN_FACTOR_WEIGHT),
                              customer.detected_events, item.effects, recent_events)
     text, source, reference, date = _best_text(customer, index)
     if need is not None and text == need.words:
@@ -221,9 +221,10 @@ def model_factors(contributions: np.ndarray, specs: Sequence[FeatureSpec], desig
     explained with their evidence (:func:`event_factors`, :func:`text_factor`).
     """
     factors = []
-    for index in np.argsort(-contributions, kind="stable"):
+    strong = np.flatnonzero(contributions >= MIN_FACTOR_WEIGHT)
+    for index in strong[np.argsort(-contributions[strong], kind="stable")]:
         weight = float(contributions[index])
-        if weight < MIN_FACTOR_WEIGHT or len(factors) == MAX_MODEL_FACTORS:
+        if len(factors) == MAX_MODEL_FACTORS:
             break
         factor = _stated_feature(specs[index], round(weight, 3), float(design_row[index]), profile)
         if factor is not None:

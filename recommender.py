@@ -272,7 +272,9 @@ class CompiledForest:
         first = np.zeros(rows, dtype=np.intp) if first is None else np.asarray(first, dtype=np.intp)
         variants = np.flatnonzero(first != np.arange(rows))
         changed = (design[variants] != design[first[variants]]).any(axis=1)  # (variants, features): a few each
-        needed = changed @ self.splits_on  # boolean: splits on any changed feature
+        needed = np.zeros((len(changed), len(self.tree_product)), dtype=bool)
+        for row, features in enumerate(changed):  # faster than a matrix product: a few features a row
+            needed[row] = self.splits_on[features].any(axis=0)
         index, tree = np.nonzero(needed)
         return variants[index], tree
 
