@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -106,10 +107,13 @@ def score_chunk(service: RecommendationService, customer_ids: Sequence[str], top
     Two request options are fixed: no explanations (the file does not carry them, and they change
     nothing else in an answer) and no contact history (the answer to a customer the decision log
     has not contacted): the file then depends only on the data, the models and the rules, which
-    is what makes a run resumable and repeatable.
+    is what makes a run resumable and repeatable. The customers' scores are computed together first,
+    as the server computes its customers' at start-up.
     """
+    scored = service.with_scores_of(np.array([service.customers.row_of(customer_id) for customer_id in customer_ids],
+                                             dtype=np.intp))
     rows = [row for customer_id in customer_ids
-            for row in answer_rows(service.recommend(customer_id, top_k, include_explanation=False))]
+            for row in answer_rows(scored.recommend(customer_id, top_k, include_explanation=False))]
     return pa.Table.from_pylist(rows, schema=ANSWER_SCHEMA)
 
 

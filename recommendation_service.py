@@ -11,6 +11,7 @@ rules run once per variant.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -98,55 +99,65 @@ class Suppressed:
 
 @dataclass(frozen=True)
 class KnownScores:
-    """What the model and the risk profile make of every known customer, computed for the whole
-    customer base at start-up (:meth:`RecommendationService.score_known_customers`).
+    """What the model and the risk profile make of known customers, computed many customers at a time
+    (:meth:`RecommendationService.score_known_customers`): at start-up for the whole customer base,
+    in a batch run for the customers of a chunk or a shard.
 
     Nothing in them depends on a request: they are functions of the customer's data and the model,
-    as fixed between reloads as the customer base they come from. A request of a known customer
-    reads them and starts at the rules.
+    as fixed between reloads as the customer base they come from. A request of a customer they
+    cover reads them and starts at the rules; any other scores itself.
 
-    Probabilities: rows ``start[i]:start[i + 1]`` are customer ``i`` and then each of their variants
-    the model sees differently, in the order of :func:`counterfactual_variants`; none
-    (``start[i] == start[i + 1]``) for a customer the model could not score there, whose request
-    scores them itself and degrades as it would. Risk: each customer's :func:`risk_scores` row, and
-    their risk score at each counterfactual age (``ages``).
+    ``slot[row]``: the customer's place in these arrays, -1 for a customer not covered. Probabilities:
+    rows ``start[k]:start[k + 1]`` are the customer of slot ``k`` and then each of their variants the
+    model sees differently, in the order of :func:`counterfactual_variants`; none (``start[k] ==
+    start[k + 1]``) for a customer the model could not score there, whose request scores them itself
+    and degrades as it would. Risk: each customer's :func:`risk_scores` row, and their risk score at
+    each counterfactual age (``ages``).
     """
 
-    start: np.ndarray  # (customers + 1,)
+    slot: np.ndarray  # (customers of the base,)
+    start: np.ndarray  # (covered + 1,)
     probabilities: np.ndarray  # (rows, products)
-    risk_score: np.ndarray  # (customers,)
-    risk_points: np.ndarray  # (customers, components)
-    risk_values: np.ndarray  # (customers, components)
-    organization: np.ndarray  # (customers,)
+    risk_score: np.ndarray  # (covered,)
+    risk_points: np.ndarray  # (covered, components)
+    risk_values: np.ndarray  # (covered, components)
+    organization: np.ndarray  # (covered,)
     components: tuple[str, ...]
     ages: dict[float, int]  # counterfactual age -> column of risk_at_age
-    risk_at_age: np.ndarray  # (customers, ages)
+    risk_at_age: np.ndarray  # (covered, ages)
 
     @classmethod
-    def of(cls, start: np.ndarray, probabilities: np.ndarray, risk: Mapping[str, np.ndarray], stress: np.ndarray,
-           ages: Sequence[float]) -> "KnownScores":
+    def of(cls, slot: np.ndarray, start: np.ndarray, probabilities: np.ndarray, risk: Mapping[str, np.ndarray],
+           stress: np.ndarray, ages: Sequence[float]) -> "KnownScores":
+        """``risk`` and ``stress``: the risk inputs of the covered customers, in slot order."""
         score, points, values = risk_scores(risk, stress)
         at_age = [risk_scores({**risk, "age": np.full(len(stress), age)}, stress)[0] for age in ages]
-        return cls(start, probabilities, score, np.column_stack(list(points.values())),
+        return cls(slot, start, probabilities, score, np.column_stack(list(points.values())),
                    np.column_stack(list(values.values())), np.asarray(risk["is_organization"], dtype=bool),
                    tuple(points), {age: column for column, age in enumerate(ages)},
                    np.column_stack(at_age) if at_age else np.zeros((len(stress), 0)))
 
+    def covers(self, row: int) -> bool:
+        return self.slot[row] >= 0
+
     def probabilities_of(self, row: int) -> np.ndarray | None:
-        begin, end = self.start[row], self.start[row + 1]
+        begin, end = self.start[self.slot[row]], self.start[self.slot[row] + 1]
         return self.probabilities[begin:end] if end > begin else None
 
     def risk_profile(self, row: int) -> RiskProfile:
-        return risk_profile_of(float(self.risk_score[row]), dict(zip(self.components, self.risk_points[row].tolist())),
-                               dict(zip(self.components, self.risk_values[row].tolist())), bool(self.organization[row]))
+        slot = self.slot[row]
+        return risk_profile_of(float(self.risk_score[slot]), dict(zip(self.components, self.risk_points[slot].tolist())),
+                               dict(zip(self.components, self.risk_values[slot].tolist())),
+                               bool(self.organization[slot]))
 
     def risk_of_age(self, row: int, ages: Sequence[float]) -> dict[float, tuple[str, float]]:
-        scores = {age: float(self.risk_at_age[row, self.ages[age]]) for age in ages}
+        scores = {age: float(self.risk_at_age[self.slot[row], self.ages[age]]) for age in ages}
         return {age: (risk_level(score), score) for age, score in scores.items()}
 
     @property
     def megabytes(self) -> float:
-        arrays = (self.start, self.probabilities, self.risk_score, self.risk_points, self.risk_values, self.risk_at_age)
+        arrays = (self.slot, self.start, self.probabilities, self.risk_score, self.risk_points, self.risk_values,
+                  self.risk_at_age)
         return round(sum(a.nbytes for a in arrays) / 2 ** 20, 1)
 
 
@@ -282,44 +293,56 @@ class RecommendationService:
         return self.model.design.design(state.inputs(_scored_rows(state.tabular, variants)))
 
     def _known_row(self, state: CustomerState) -> int | None:
-        """The customer's row of :attr:`known_scores`; None for a cold start, or before they were computed."""
+        """The customer's row of the base when :attr:`known_scores` covers them; None otherwise (a cold
+        start, a customer left out, or none computed)."""
         if state.cold_start or self.known_scores is None:
             return None
-        return self.customers.row_of(state.customer_id)
+        row = self.customers.row_of(state.customer_id)
+        return row if self.known_scores.covers(row) else None
 
     def _risk_profile(self, state: CustomerState) -> RiskProfile:
         known = self._known_row(state)
         return (self.known_scores.risk_profile(known) if known is not None
                 else risk_profile_at(state.risk, state.stress, 0))
 
-    def score_known_customers(self) -> KnownScores:
-        """Every known customer and their counterfactual variants through the model, a block of
-        ``SCORING_BLOCK`` customers per pass of the compiled trees, and their risk profiles: what
-        requests of known customers read instead of computing them one customer per request. A block
+    def score_known_customers(self, rows: np.ndarray | None = None) -> KnownScores:
+        """The known customers at ``rows`` (default: all) and their counterfactual variants through
+        the model, a block of ``SCORING_BLOCK`` customers per pass of the compiled trees, and their risk
+        profiles: what their requests read instead of computing them one customer per request. A block
         the model cannot score is left out (the first failure logged with its cause, the count of
         customers left out with the summary): its customers' requests score, and degrade, as before."""
         started = time.perf_counter()
-        customers = len(self.base.view)
-        counts = np.zeros(customers, dtype=np.intp)
+        rows = np.arange(len(self.base.view)) if rows is None else np.asarray(rows, dtype=np.intp)
+        counts = np.zeros(len(rows), dtype=np.intp)
         blocks = [np.zeros((0, len(self.product_ids)))]
         failed = 0
-        for begin in range(0, customers, SCORING_BLOCK):
-            rows = np.arange(begin, min(customers, begin + SCORING_BLOCK))
+        for begin in range(0, len(rows), SCORING_BLOCK):
+            block = slice(begin, begin + SCORING_BLOCK)
             try:
-                probabilities, counts[rows] = self._scored_block(rows)
+                probabilities, counts[block] = self._scored_block(rows[block])
             except Exception:  # the requests of these customers score themselves, and say so if they fail
                 if not failed:
                     logger.exception("scoring known customers failed; their requests will score them")
-                failed += len(rows)
+                failed += len(rows[block])
                 continue
             blocks.append(probabilities)
-        scores = KnownScores.of(np.concatenate([[0], np.cumsum(counts)]), np.concatenate(blocks),
-                                self.base.risk, self.base.stress, self._counterfactual_ages())
+        slot = np.full(len(self.base.view), -1, dtype=np.intp)
+        slot[rows] = np.arange(len(rows))
+        scores = KnownScores.of(slot, np.concatenate([[0], np.cumsum(counts)]), np.concatenate(blocks),
+                                {name: values[rows] for name, values in self.base.risk.items()},
+                                self.base.stress[rows], self._counterfactual_ages())
         logger.info("known customers scored", extra={
-            "customers": customers, "left_to_requests": failed,
+            "customers": len(rows), "left_to_requests": failed,
             "rows": len(scores.probabilities), "megabytes": scores.megabytes,
             "seconds": round(time.perf_counter() - started, 2)})
         return scores
+
+    def with_scores_of(self, rows: np.ndarray) -> RecommendationService:
+        """This service answering the customers at ``rows`` from their scores computed together (a batch
+        run's chunk or shard): the same answers, the model's passes made for many customers at once."""
+        scored = copy.copy(self)
+        scored.known_scores = self.score_known_customers(rows)
+        return scored
 
     def _counterfactual_ages(self) -> list[float]:
         """The ages the bias check's variants of another age band are given: each observed band's."""
