@@ -935,12 +935,12 @@ class _RuleTests:
 def _changed_fields(before: CustomerContext, after: CustomerContext, fields: Iterable[str]) -> set[str]:
     """Which of the rule ``fields`` (``customer.<column>``, ``risk.level``, ...) differ between two contexts."""
     changed = set()
-    for field in fields:
-        if field.startswith("customer."):
-            column = field.removeprefix("customer.")
+    for name in fields:
+        if name.startswith("customer."):
+            column = name.removeprefix("customer.")
             value, other = before.profile.get(column), after.profile.get(column)
             if value is not other and value != other:
-                changed.add(field)
+                changed.add(name)
     if before.risk_level != after.risk_level:
         changed.add("risk.level")
     if before.risk_score != after.risk_score:

@@ -635,7 +635,8 @@ class ProductDesign:
     def _barred_tabular(self) -> list[np.ndarray]:
         """Per view of the policy, the tabular columns of the families it bars (computed on first use,
         so that designs saved before it existed load as they are)."""
-        return [np.flatnonzero([not view.reads(family) for family in self.tabular_family]) for view in self.policy.views]
+        return [np.flatnonzero([not view.reads(family) for family in self.tabular_family])
+                for view in self.policy.views]
 
     def event_weights(self, contributions: np.ndarray, events: np.ndarray, product: int,
                       at_least: float = -np.inf) -> dict[str, float]:

@@ -5,9 +5,11 @@ bias check → explanation generation → final recommendation.
 
 Everything that does not depend on the request was done at start-up (:mod:`artifacts`): the data
 loaded, the models fitted or reloaded, every known customer's features, text signals and risk
-inputs computed (:mod:`customer_state`). A request then costs a few array operations: the customer
-and all of their counterfactual variants are scored in one batch of the compiled trees, and the
-rules run once per variant.
+inputs computed (:mod:`customer_state`), and what the model and the risk profile make of every
+known customer and of their counterfactual variants (:class:`KnownScores`). A known customer's
+request then starts at the rules, which run once per variant that a rule could see differently, and
+ends with the explanations of the listed products. A cold start is scored per request: the customer
+and all of their counterfactual variants in one pass of the compiled trees.
 """
 from __future__ import annotations
 
@@ -146,9 +148,9 @@ class KnownScores:
 
     def risk_profile(self, row: int) -> RiskProfile:
         slot = self.slot[row]
-        return risk_profile_of(float(self.risk_score[slot]), dict(zip(self.components, self.risk_points[slot].tolist())),
-                               dict(zip(self.components, self.risk_values[slot].tolist())),
-                               bool(self.organization[slot]))
+        points = dict(zip(self.components, self.risk_points[slot].tolist()))
+        values = dict(zip(self.components, self.risk_values[slot].tolist()))
+        return risk_profile_of(float(self.risk_score[slot]), points, values, bool(self.organization[slot]))
 
     def risk_of_age(self, row: int, ages: Sequence[float]) -> dict[float, tuple[str, float]]:
         scores = {age: float(self.risk_at_age[self.slot[row], self.ages[age]]) for age in ages}
@@ -192,7 +194,7 @@ class RecommendationService:
         self.policy = self.model.design.policy
         self._products_by_view = [[p for i, p in enumerate(self.product_ids) if self.policy.product_view[i] == view]
                                   for view in range(len(self.policy.views))]
-        self.known_scores: KnownScores | None = None  # set by score_known_customers (serving)
+        self.known_scores: KnownScores | None = None  # all customers' in start(), a batch's in with_scores_of
 
 
     @classmethod
@@ -264,9 +266,10 @@ class RecommendationService:
             outcome.adjusted, [p.product_id for p in outcome.ranked],
             {a.name: group_of(state.profile, a) for a in self.settings.protected_attributes},
             counterfactuals, self.settings.bias_tolerance)
-        explanations = (explain_recommendations(self.model, self._seen_by_product(state), state.inputs(state.tabular[None]),
-                                                outcome.ranked, self._product_records, risk,
-                                                self.rules.max_risk_level(risk.level), context, shifts)
+        explanations = (explain_recommendations(self.model, self._seen_by_product(state),
+                                                state.inputs(state.tabular[None]), outcome.ranked,
+                                                self._product_records, risk, self.rules.max_risk_level(risk.level),
+                                                context, shifts)
                         if include_explanation and not degraded else [None] * len(outcome.ranked))
         recommended = tuple(self._recommended(rank, item, explanation) for rank, (item, explanation)
                             in enumerate(zip(outcome.ranked, explanations), start=1))

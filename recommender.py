@@ -250,8 +250,9 @@ class CompiledForest:
         own = np.flatnonzero(first == np.arange(rows))
         trees = len(self.tree_product)
         flat = np.ascontiguousarray(design, dtype=np.float32).reshape(-1)
-        leaves = self._leaves(flat, (np.repeat(own * width, trees) + np.tile(self.tree_product, len(own))) * self.n_features,
-                              np.tile(self.tree_start, len(own))).reshape(len(own), trees)
+        slots = np.repeat(own * width, trees) + np.tile(self.tree_product, len(own))  # every customer, every tree
+        leaves = self._leaves(flat, slots * self.n_features, np.tile(self.tree_start, len(own)))
+        leaves = leaves.reshape(len(own), trees)
         customer_totals = np.bincount((np.arange(len(own))[:, None] * width + self.tree_product).ravel(),
                                       weights=self.value[leaves].ravel(), minlength=len(own) * width)
         position = np.empty(rows, dtype=np.intp)
@@ -261,7 +262,8 @@ class CompiledForest:
         if len(tree):
             column = self.tree_product[tree]
             walked = self._leaves(flat, (row * width + column) * self.n_features, self.tree_start[tree])
-            totals += np.bincount(row * width + column, weights=self.value[walked] - self.value[leaves[position[first[row]], tree]],
+            customer_leaf = leaves[position[first[row]], tree]
+            totals += np.bincount(row * width + column, weights=self.value[walked] - self.value[customer_leaf],
                                   minlength=rows * width).reshape(rows, width)
         return totals + self.baseline
 
@@ -538,7 +540,8 @@ class HybridRecommender(BaseEstimator):
         trees = np.zeros_like(prior)
         if rows:
             modelled = [products[row] for row in rows]
-            trees[rows] = self.forest_.contributions(design[rows], modelled) * self.calibration_.slope[modelled][:, None]
+            slope = self.calibration_.slope[modelled][:, None]
+            trees[rows] = self.forest_.contributions(design[rows], modelled) * slope
         return (1 - weight) * prior + weight * trees
 
     def score(self, inputs: CustomerInputs, products: Sequence[int] | None = None) -> np.ndarray:
