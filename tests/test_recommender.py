@@ -46,6 +46,23 @@ def test_variants_walk_only_the_trees_they_change_and_score_as_every_tree_would(
                           model.predict_proba(design)[0])
 
 
+def test_answers_from_the_start_up_scores_are_those_of_scoring_per_request(trained_service, monkeypatch):
+    """The server scores its known customers (and their counterfactual variants) at start-up in blocks;
+    a request from those scores must be the request that scores the customer alone, to the bit, for
+    customers covered by a batch's subset too, and a customer the subset leaves out is scored per
+    request."""
+    service = trained_service
+    customers = [str(customer) for customer in service.base.view.index[::40]]
+    assert service.known_scores is not None and len(customers) >= 10
+    from_start_up = [service.recommend(customer, 5) for customer in customers]
+    subset = service.with_scores_of(np.arange(0, len(service.base.view), 80))  # every other customer above
+    from_subset = [subset.recommend(customer, 5) for customer in customers]
+    monkeypatch.setattr(service, "known_scores", None)
+    per_request = [service.recommend(customer, 5) for customer in customers]
+    assert from_start_up == per_request and from_subset == per_request
+    assert sum(subset.known_scores.covers(service.customers.row_of(c)) for c in customers) == (len(customers) + 1) // 2
+
+
 def test_a_request_and_a_batch_score_every_product_alike(trained_service):
     """The serving design (one customer, all products) and the batch design (many customers, one
     product) come from the same function: the same score for every product, held ones included."""
