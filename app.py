@@ -182,8 +182,8 @@ def load_service(state: ServiceState, settings: Settings, factory: Callable[[Set
 async def join_pool(state: ServiceState, settings: Settings, factory: Callable[[Settings], RecommendationService],
                     metrics: Metrics, pool: Path) -> list[threading.Thread]:
     """A worker of a pool (``WORKERS`` > 1) loads its model before it takes a connection: uvicorn's
-    supervisor counts it as started only then, and in a rolling reload retires the worker it replaces
-    only then. A worker that cannot load stops, and the supervisor with it."""
+    supervisor counts it as started only then (a worker it replaces after a crash too). A worker that
+    cannot load stops, and the supervisor with it."""
     if not await asyncio.to_thread(load_service, state, settings, factory, lambda reason: None):
         raise RuntimeError(f"start-up failed: {state.failure}")
     mark_ready(pool)
@@ -203,13 +203,23 @@ def keep_sampling(state: ServiceState, metrics: Metrics) -> None:
         metrics.sample(state)
 
 
-def begin_pool_reload(state: ServiceState) -> ReloadStatus:
-    """In a pool the supervisor reloads: SIGHUP makes it replace each worker by one that has loaded the
-    saved artifacts and rules, retiring the old worker only once the new one is ready."""
+def begin_pool_reload() -> ReloadStatus:
+    """In a pool the supervisor reloads: SIGHUP to it makes it send SIGHUP to every worker, and each
+    reloads in place (:func:`reload_on_hangup`). This worker's status says so once its SIGHUP arrives."""
     ask_supervisor_to_reload()
-    state.reload_status = ReloadStatus("running", started_at=_now())
-    logger.info("rolling reload of the workers requested")
-    return state.reload_status
+    logger.info("reload of the workers requested")
+    return ReloadStatus("running", started_at=_now())
+
+
+def reload_on_hangup(app: FastAPI) -> None:
+    """SIGHUP, as daemons take it: load the artifacts and rules again and swap them in (see POST /admin/reload)."""
+    if app.state.service_state.service is None:
+        logger.warning("SIGHUP ignored: the service is still starting")
+        return
+    try:
+        app.state.reload_here()
+    except ReloadInProgress:
+        logger.warning("SIGHUP ignored: a reload is already running")
 
 
 def keep_feedback_fresh(state: ServiceState, settings: Settings) -> None:
@@ -496,9 +506,10 @@ def create_app(settings: Settings | None = None,
     app.state.metrics = metrics
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     _add_error_handlers(app)
-    # POST /admin/reload and SIGHUP
-    app.state.reload = (lambda: begin_reload(state, settings, factory)) if pool is None else (
-        lambda: begin_pool_reload(state))
+    # SIGHUP reloads this process in place; POST /admin/reload does too, or in a pool asks the supervisor to
+    # send every worker SIGHUP
+    app.state.reload_here = lambda: begin_reload(state, settings, factory)
+    app.state.reload = app.state.reload_here if pool is None else begin_pool_reload
     _add_routes(app, metrics)
     from console import add_console  # the console builds on this module's dependencies: imported once they exist
 

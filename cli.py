@@ -232,7 +232,7 @@ def score_command(args: argparse.Namespace, settings: Settings) -> int:
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from app import create_app
+    from app import create_app, reload_on_hangup
     from workers import serve_workers
 
     if settings.workers > 1:
@@ -254,22 +254,9 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     # flushed), then raises the signal again once done: by then the stop is orderly, so exit 0, as
     # a process manager or Kubernetes expects of a clean stop
     signal.signal(signal.SIGTERM, lambda _signal, _frame: None)
-    signal.signal(signal.SIGHUP, lambda _signal, _frame: _reload_on_hangup(app))
+    signal.signal(signal.SIGHUP, lambda _signal, _frame: reload_on_hangup(app))
     server.run()
     return _fail(f"start-up failed: {failures[0]}") if failures else 0
-
-
-def _reload_on_hangup(app: Any) -> None:
-    """SIGHUP, as daemons take it: load the artifacts and rules again (see POST /admin/reload)."""
-    from app import ReloadInProgress
-
-    if app.state.service_state.service is None:
-        logger.warning("SIGHUP ignored: the service is still starting")
-        return
-    try:
-        app.state.reload()
-    except ReloadInProgress:
-        logger.warning("SIGHUP ignored: a reload is already running")
 
 
 def _existing(path: Path) -> Path:

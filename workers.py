@@ -4,9 +4,10 @@ uvicorn's supervisor starts N processes, each listening on the port with a socke
 (``SO_REUSEPORT``: the kernel spreads connections over them), and replaces any that dies. Each
 worker loads the saved artifacts: the supervisor first trains and saves them if they are missing
 or stale, in a child process, so N workers never train N times and the supervisor itself holds no
-model. A worker accepts connections only once its model is loaded, so SIGHUP to the supervisor
-(or ``POST /admin/reload`` on any worker, which sends it) is a rolling reload: each worker is
-replaced by one that has loaded the artifacts from disk, and only then retired.
+model. A worker accepts connections only once its model is loaded. SIGHUP to the supervisor (or
+``POST /admin/reload`` on any worker, which sends it) is passed on to every worker, and each reloads
+in place as a single process does: the new model loads beside the old one, which serves until the
+swap, so no worker stops and no connection is closed.
 
 The workers share a directory: prometheus_client's multiprocess files, so ``/metrics`` on any
 worker counts every worker's requests, and one marker per ready worker, so ``/health`` on any
@@ -23,12 +24,14 @@ import socket
 import tempfile
 from pathlib import Path
 
+from uvicorn.supervisors import Multiprocess
+
 from settings import Settings
 
 logger = logging.getLogger(__name__)
 
 SHARED_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for it
-WORKER_START_SECONDS = 600  # a worker loads the saved artifacts; the supervisor waits this long in a rolling reload
+WORKER_START_SECONDS = 600  # a worker loads the saved artifacts; the supervisor waits this long for a new one
 
 
 def shared_dir() -> Path | None:
@@ -84,14 +87,13 @@ def aggregated_metrics(directory: Path) -> bytes:
 
 
 def ask_supervisor_to_reload() -> None:
-    """SIGHUP to the supervisor: uvicorn's rolling restart of every worker."""
+    """SIGHUP to the supervisor, which passes it on to every worker (:class:`ReloadInPlace`)."""
     os.kill(os.getppid(), signal.SIGHUP)
 
 
 def serve_workers(settings: Settings) -> int:
     """Prepares the models once, then serves ``settings.workers`` processes until SIGTERM or SIGINT."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     try:
         # bound, never listening: it holds the port from the start (a taken port stops the start before any
@@ -113,11 +115,29 @@ def serve_workers(settings: Settings) -> int:
                                 log_level=settings.log_level.lower(),
                                 timeout_graceful_shutdown=settings.shutdown_grace_seconds,
                                 timeout_worker_healthcheck=WORKER_START_SECONDS)
-        Multiprocess(config, sockets=WorkerSockets(settings.host, settings.port)).run()
+        ReloadInPlace(config, sockets=WorkerSockets(settings.host, settings.port)).run()
     finally:
         port_holder.close()
         shutil.rmtree(directory, ignore_errors=True)
     return 0
+
+
+class ReloadInPlace(Multiprocess):
+    """uvicorn's supervisor, but SIGHUP reloads every worker in place instead of replacing it.
+
+    uvicorn replaces each worker by a new process and retires the old one once the new one is ready;
+    the retiring worker then closes the connections it had accepted and not yet read from, and drops
+    what waits in its socket's queue (``SO_REUSEPORT``): a request could fail. Here each worker gets
+    SIGHUP and swaps its model in as a single process does, so clients keep their connections. Each
+    worker holds two models while it loads the new one."""
+
+    def handle_hup(self) -> None:
+        logger.info("SIGHUP: every worker reloads its model in place")
+        for process in self.processes:
+            try:
+                os.kill(process.pid, signal.SIGHUP)
+            except (ProcessLookupError, TypeError):  # gone (the supervisor replaces it) or not started
+                continue
 
 
 class WorkerSockets(list):
@@ -174,12 +194,14 @@ def share_the_cores(workers: int) -> None:
 def create_worker_app():
     """What each worker runs (uvicorn's app factory). A worker is a fresh interpreter, so logging is set
     up here as ``cli.py`` sets it up for a single process."""
-    from app import configure_logging, create_app
+    from app import configure_logging, create_app, reload_on_hangup
     from settings import get_settings
 
     settings = get_settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    signal.signal(signal.SIGHUP, lambda _signal, _frame: reload_on_hangup(app))  # from the supervisor
+    return app
 
 
 def prepare_models() -> str | None:
