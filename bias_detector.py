@@ -30,7 +30,7 @@ from scipy.stats import fisher_exact, norm
 
 from business_rules import REBALANCE_RULE, CustomerContext, GroupRebalance, MitigationPair, RuleBook, RuleOutcome
 from data_loader import is_missing, segment_eligibility
-from recommender import risk_level, risk_scores
+from recommender import risk_level, risk_scores_at_ages
 from settings import ProtectedAttribute
 
 
@@ -301,14 +301,14 @@ def counterfactual_results(variants: Sequence[Variant], probabilities: np.ndarra
 
 
 def risk_levels_for_ages(risk_inputs: Mapping[str, np.ndarray], stress: np.ndarray,
-                         ages: Sequence[float]) -> list[tuple[str, float]]:
-    """Risk level and score of the customer at each counterfactual age, in one vectorised pass."""
-    if not ages:
-        return []
-    inputs = {k: np.repeat(v, len(ages)) for k, v in risk_inputs.items()}
-    inputs["age"] = np.asarray(ages, dtype=float)
-    scores, _, _ = risk_scores(inputs, np.repeat(stress, len(ages)))
-    return [(risk_level(float(s)), float(s)) for s in scores]
+                         ages: Sequence[float]) -> dict[float, tuple[str, float]]:
+    """Risk level and score of one customer at each counterfactual age, in one vectorised pass."""
+    return risk_at_ages(ages, risk_scores_at_ages(risk_inputs, stress, ages)[0])
+
+
+def risk_at_ages(ages: Sequence[float], scores: Sequence[float]) -> dict[float, tuple[str, float]]:
+    """Each age's risk level and score, from the customer's risk ``scores`` at those ages."""
+    return {age: (risk_level(float(score)), float(score)) for age, score in zip(ages, scores)}
 
 
 # --------------------------------------------------------------------------------------------

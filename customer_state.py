@@ -8,9 +8,9 @@ the base, so both kinds of customer are scored, ruled and explained alike.
 from __future__ import annotations
 
 import threading
-from itertools import takewhile
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import takewhile
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np

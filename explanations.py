@@ -175,7 +175,7 @@ def _explain(model: HybridRecommender, customer: ExplainedCustomer, index: int, 
     need = customer.stated_needs.get(item.product_id)
     if need is not None:
         factors.append(stated_need_factor(need.words, need.field))
-    factors += event_factors(model.design.event_weights(contributions, customer.events, index, MIN_FACTOR_WEIGHT),
+    factors += event_factors(model.design.event_weights(contributions, customer.events, index),
                              customer.detected_events, item.effects, recent_events)
     text, source, reference, date = _best_text(customer, index)
     if need is not None and text == need.words:

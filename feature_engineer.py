@@ -638,17 +638,15 @@ class ProductDesign:
         return [np.flatnonzero([not view.reads(family) for family in self.tabular_family])
                 for view in self.policy.views]
 
-    def event_weights(self, contributions: np.ndarray, events: np.ndarray, product: int,
-                      at_least: float = -np.inf) -> dict[str, float]:
-        """Each life event's share of a product's score (those of at least ``at_least``): its own
-        column, plus the product's event-need column credited to the event that set it. ``events``
-        (E,) as the product saw them."""
+    def event_weights(self, contributions: np.ndarray, events: np.ndarray, product: int) -> dict[str, float]:
+        """Each life event's share of a product's score: its own column, plus the product's event-need
+        column credited to the event that set it. ``events`` (E,) as the product saw them."""
         start = self.event_columns.start
         weights = contributions[start:start + len(self.event_names)].astype(float)
-        need = events * self.event_relevance[:, product]
+        need = self._needs(events[None, :], [product])[0, :, 0]
         if need.max(initial=0.0) > 0:
             weights[int(need.argmax())] += contributions[self.event_need_column]
-        return {self.event_names[i]: float(weights[i]) for i in np.flatnonzero(weights >= at_least)}
+        return dict(zip(self.event_names, weights.tolist()))
 
     def _needs(self, events: np.ndarray, products: Sequence[int] | np.ndarray) -> np.ndarray:
         """Each event's call for each product, (n, E, products): the event's evidence times its

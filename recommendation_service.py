@@ -25,7 +25,8 @@ import numpy as np
 from artifacts import (ARTIFACT_FILE, Artifacts, ServiceError, check_data_use_policy, ensure_data, load_data,
                        load_or_train, load_rules, save_artifacts)
 from bias_detector import (IndividualBiasCheck, Variant, counterfactual_results, counterfactual_variants, group_counts,
-                           group_of, individual_bias_check, observed_groups, rebalances_in_force, risk_levels_for_ages)
+                           group_of, individual_bias_check, observed_groups, rebalances_in_force, risk_at_ages,
+                           risk_levels_for_ages)
 from business_rules import (CONTACT_POLICY_RULES, AdjustedProduct, ContactHistory, CustomerContext, RuleBook,
                             RuleEffect)
 from customer_state import CustomerState, CustomerStates, SeenCustomer, UnknownCustomer, UnknownReference
@@ -34,7 +35,7 @@ from data_use import SignalView
 from explanations import Explanation, explain_recommendations
 from feature_engineer import CustomerInputs
 from feedback_learning import SEGMENT_COLUMN, FeedbackEvidence
-from recommender import RiskProfile, risk_level, risk_profile_at, risk_profile_of, risk_scores
+from recommender import RiskProfile, risk_profile_at, risk_profile_of, risk_scores, risk_scores_at_ages
 from settings import Settings
 from caches import CacheStats
 from text_models import LifeEventDetector
@@ -133,11 +134,10 @@ class KnownScores:
            stress: np.ndarray, ages: Sequence[float]) -> "KnownScores":
         """``risk`` and ``stress``: the risk inputs of the covered customers, in slot order."""
         score, points, values = risk_scores(risk, stress)
-        at_age = [risk_scores({**risk, "age": np.full(len(stress), age)}, stress)[0] for age in ages]
         return cls(slot, start, probabilities, score, np.column_stack(list(points.values())),
                    np.column_stack(list(values.values())), np.asarray(risk["is_organization"], dtype=bool),
                    tuple(points), {age: column for column, age in enumerate(ages)},
-                   np.column_stack(at_age) if at_age else np.zeros((len(stress), 0)))
+                   risk_scores_at_ages(risk, stress, ages))
 
     def covers(self, row: int) -> bool:
         return self.slot[row] >= 0
@@ -153,8 +153,7 @@ class KnownScores:
         return risk_profile_of(float(self.risk_score[slot]), points, values, bool(self.organization[slot]))
 
     def risk_of_age(self, row: int, ages: Sequence[float]) -> dict[float, tuple[str, float]]:
-        scores = {age: float(self.risk_at_age[self.slot[row], self.ages[age]]) for age in ages}
-        return {age: (risk_level(score), score) for age, score in scores.items()}
+        return risk_at_ages(ages, self.risk_at_age[self.slot[row], [self.ages[age] for age in ages]])
 
     @property
     def megabytes(self) -> float:
@@ -259,7 +258,7 @@ class RecommendationService:
         outcome = self.rules.apply(context, dict(zip(self.product_ids, probabilities[0].tolist())), top_k)
         ages = [v.age for v in variants if v.age is not None]
         risk_of_age = (self.known_scores.risk_of_age(known, ages) if known is not None
-                       else dict(zip(ages, risk_levels_for_ages(state.risk, state.stress, ages))))
+                       else risk_levels_for_ages(state.risk, state.stress, ages))
         counterfactuals = counterfactual_results(variants, probabilities, self.product_ids, context, outcome,
                                                  self.rules, risk_of_age, top_k)
         bias = individual_bias_check(
