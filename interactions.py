@@ -20,7 +20,8 @@ from sqlalchemy.engine import make_url
 from business_rules import ContactHistory, ContactPolicy
 from caches import CacheStats, LruCache
 from decision_store import (AppliedRule, DecisionLog, DecisionRecord, DecisionStore, FeedbackResult, FinalOutcome,
-                            LOG_COUNTERS, OfferRecord, OutcomeCounts, SuppressedRecord, UnknownDecision, migrate)
+                            LOG_COUNTERS, OfferRecord, OutcomeCounts, SuppressedRecord, UnknownDecision, WriterProcess,
+                            migrate)
 from feedback_learning import FeedbackEvidence
 from recommendation_service import Recommendation, RecommendationService
 from settings import Settings
@@ -239,7 +240,8 @@ class Interactions:
         # a PostgreSQL read crosses the network, so the API makes it off the event loop.
         self.reads_are_local = make_url(url).get_backend_name() == "sqlite"
         self.store = DecisionStore(url)
-        self.log = DecisionLog(self.store, settings.decision_log, settings.decision_queue_size)
+        self.writer = WriterProcess(url)
+        self.log = DecisionLog(self.writer, settings.decision_log, settings.decision_queue_size)
         self.contacts = ContactIndex(self.store, settings.contact_index_size, settings.contact_poll_seconds,
                                      settings.contact_history_cache_size)
 
@@ -332,6 +334,7 @@ class Interactions:
         """Flush what is queued (graceful shutdown), then release the database."""
         self.contacts.close()
         self.log.close(timeout)
+        self.writer.close()
         self.store.close()
 
 

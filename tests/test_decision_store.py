@@ -7,6 +7,8 @@ rather than a race against the clock.
 """
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -26,8 +28,9 @@ from sqlalchemy.exc import OperationalError
 
 import decision_store
 from business_rules import ContactPolicy
-from decision_store import (MIGRATIONS_DIR, AppliedRule, Base, ContactReads, DecisionLog, DecisionRecord, DecisionStore,
-                            OfferRecord, OutcomeConflict, OutcomeCounts, UnknownDecision, migrate)
+from decision_store import (MIGRATIONS_DIR, AppliedRule, Base, ContactReads, DecisionLog, DecisionRecord, DecisionSink,
+                            DecisionStore, OfferRecord, OutcomeConflict, OutcomeCounts, UnknownDecision, WriterProcess,
+                            migrate)
 from interactions import ContactIndex, Interactions
 from settings import Settings
 from tests.utils.databases import Backend
@@ -43,6 +46,17 @@ def store(backend: Backend) -> Iterator[DecisionStore]:
     opened = DecisionStore(backend.url)
     yield opened
     opened.close()
+
+
+@pytest.fixture(params=["thread", "process"])
+def sink(request: pytest.FixtureRequest, backend: Backend, store: DecisionStore) -> Iterator[DecisionSink]:
+    """Where the log writes: the store itself (in the writer thread) or the service's writer process."""
+    if request.param == "thread":
+        yield store
+        return
+    writer = WriterProcess(backend.url)
+    yield writer
+    writer.close()
 
 
 def decision(number: int, customer: str = "C-1", at: datetime = NOW,
@@ -376,9 +390,9 @@ def test_a_customer_asked_again_is_not_read_again_until_their_history_changes(ba
 # -------------------------------------------------------------------------------------------- log
 
 
-def test_the_log_writes_everything_queued_when_closed(store: DecisionStore) -> None:
+def test_the_log_writes_everything_queued_when_closed(sink: DecisionSink, store: DecisionStore) -> None:
     """The batch window is longer than close's timeout: close must cut it short, not wait it out."""
-    log = DecisionLog(store, "best_effort", queue_size=100, batch_wait_s=WAIT_S * 2)
+    log = DecisionLog(sink, "best_effort", queue_size=100, batch_wait_s=WAIT_S * 2)
     assert all(log.submit(decision(n)) for n in range(20))
     assert log.close(timeout=WAIT_S)
     assert stored_ids(store) == {f"req-{n}" for n in range(20)}
@@ -433,8 +447,9 @@ def test_required_refuses_when_the_queue_is_full(store: DecisionStore) -> None:
     assert stored_ids(store) == {"req-1", "req-2", "req-3"}
 
 
-def test_required_keeps_a_failed_batch_until_the_database_is_back(backend: Backend, store: DecisionStore) -> None:
-    log = DecisionLog(store, "required", queue_size=100, retry_backoff_s=(0.05, 0.5))
+def test_required_keeps_a_failed_batch_until_the_database_is_back(backend: Backend, sink: DecisionSink,
+                                                                   store: DecisionStore) -> None:
+    log = DecisionLog(sink, "required", queue_size=100, retry_backoff_s=(0.05, 0.5))
     backend.break_()
     try:
         assert log.submit(decision(1))   # accepted: the log did not know yet
@@ -452,9 +467,9 @@ def test_required_keeps_a_failed_batch_until_the_database_is_back(backend: Backe
     assert stored_ids(store) == {"req-1", "req-3"}
 
 
-def test_best_effort_drops_what_a_failing_database_cannot_take_and_says_so(backend: Backend,
+def test_best_effort_drops_what_a_failing_database_cannot_take_and_says_so(backend: Backend, sink: DecisionSink,
                                                                           store: DecisionStore) -> None:
-    log = DecisionLog(store, "best_effort", queue_size=100)
+    log = DecisionLog(sink, "best_effort", queue_size=100)
     backend.break_()
     try:
         assert log.submit(decision(1, customer="C-secret"))
@@ -468,6 +483,41 @@ def test_best_effort_drops_what_a_failing_database_cannot_take_and_says_so(backe
     assert log.close(timeout=WAIT_S)
     assert stored_ids(store, "C-secret") == {"req-2"}
     assert log.status()["healthy"]
+
+
+def test_a_writer_process_that_dies_is_started_again_and_nothing_accepted_is_lost(backend: Backend,
+                                                                                   store: DecisionStore) -> None:
+    writer = WriterProcess(backend.url)
+    log = DecisionLog(writer, "required", queue_size=100, retry_backoff_s=(0.05, 0.5))
+    try:
+        assert log.submit(decision(1)) and log.flush(timeout=WAIT_S)
+        first = writer.pid
+        os.kill(first, signal.SIGKILL)
+        assert log.submit(decision(2)) and log.flush(timeout=WAIT_S)
+        assert writer.pid not in (None, first)
+        status = log.status()
+        assert status["healthy"] and status["written"] == 2
+        assert status["failed_batches"] == 1 and status["last_error"].startswith("the decision log's writer process ended")
+        assert log.close(timeout=WAIT_S)
+    finally:
+        writer.close()
+    assert stored_ids(store) == {"req-1", "req-2"}
+
+
+def test_the_writer_process_outlives_an_interrupt_and_ends_with_its_parents_socket(backend: Backend,
+                                                                                  store: DecisionStore) -> None:
+    """Ctrl-C reaches the whole process group: the writer must stay to write what the server flushes on
+    its way out, and go once the server closes its end."""
+    writer = WriterProcess(backend.url)
+    assert writer.record([decision(1)]) == 1
+    child = writer.pid
+    os.kill(child, signal.SIGINT)
+    assert writer.record([decision(2)]) == 1 and writer.pid == child
+    writer.close()
+    assert writer.pid is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
+    assert stored_ids(store) == {"req-1", "req-2"}
 
 
 def test_a_sqlite_file_deleted_while_open_fails_the_next_write(tmp_path: Path) -> None:
