@@ -61,6 +61,7 @@ FINAL_OUTCOMES = frozenset({"accepted", "declined"})
 
 ID_LENGTH = 64          # request, customer and product ids (the API allows customer ids of 64 characters)
 LABEL_LENGTH = 64       # model version, data fingerprint, scoring strategy
+SIGNATURE_LENGTH = 32   # the name a process's store signs its decisions with (a uuid4's hex)
 CONNECT_TIMEOUT_S = 5   # an unreachable PostgreSQL fails a batch in seconds instead of hanging the writer
 IN_CLAUSE_CHUNK = 500   # ids per IN (...): far below SQLite's and PostgreSQL's limits on bound values
 LOG_COUNTERS = ("accepted", "written", "duplicates", "dropped", "refused", "failed_batches")  # in status()
@@ -268,6 +269,9 @@ class DecisionRow(Base):
     # When the writer stored it (None: logged before 0003): other workers poll for decisions logged since
     # they last looked, and a batch retried for minutes is still news to them (``created_at`` is not).
     logged_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # Which process's log stored it (None: logged before 0004, or by a store that signs nothing): a process's
+    # poll leaves out its own recent decisions, which it knew of before they were queued.
+    logged_by: Mapped[str | None] = mapped_column(String(SIGNATURE_LENGTH), nullable=True)
 
 
 class OfferRow(Base):
@@ -329,13 +333,16 @@ SELECT NULL, o.product_id FROM decisions d JOIN offers o ON o.request_id = d.req
    AND NOT EXISTS (SELECT 1 FROM feedback f WHERE f.request_id = o.request_id AND f.product_id = o.product_id)
 """).bindparams(bindparam("declined_since", type_=UtcDateTime()), bindparam("unanswered_since", type_=UtcDateTime()))
 
-# What each process's contact index polls for every second, looking ten seconds back: a few thousand rows a
-# poll on a busy service, which SQLAlchemy's result layer made three times as costly (measured, 2026-12-05).
-LOGGED_READS = text("""
-SELECT customer_id, request_id FROM decisions WHERE logged_at >= :since
-UNION ALL
-SELECT DISTINCT customer_id, NULL FROM feedback WHERE created_at >= :since
-""").bindparams(bindparam("since", type_=UtcDateTime()))
+# What each process's contact index polls for every second, looking ten seconds back. Its own recent decisions
+# are left out by the database: on a busy service they are thousands of rows a poll, which the poll thread read
+# and dropped while holding the interpreter the requests need (5-7% of a saturated server's samples, py-spy,
+# 2026-12-05). A decision of its own stored long after it was made (a batch retried through an outage) is news.
+NEWS_READS = text("""
+SELECT customer_id FROM decisions
+ WHERE logged_at >= :since AND (logged_by IS NULL OR logged_by <> :reader OR created_at < :own_since)
+UNION
+SELECT customer_id FROM feedback WHERE created_at >= :since
+""").bindparams(bindparam("since", type_=UtcDateTime()), bindparam("own_since", type_=UtcDateTime()))
 
 
 @dataclass(frozen=True)
@@ -346,20 +353,6 @@ class ContactReads:
     declined: frozenset[str]
     unanswered: dict[str, int]
     accepted: frozenset[str]
-
-
-@dataclass(frozen=True)
-class LoggedSince:
-    """What the log stored since a time: decisions as (customer id, request id), and the customers that
-    feedback was given for."""
-
-    decisions: tuple[tuple[str, str], ...]
-    feedback_customers: frozenset[str]
-
-    def changed_customers(self, own_requests: Collection[str]) -> set[str]:
-        """The customers whose history changed by a write other than one of ``own_requests``."""
-        return {customer for customer, request in self.decisions if request not in own_requests} | \
-            set(self.feedback_customers)
 
 
 # ---------------------------------------------------------------------------------------- migrations
@@ -424,14 +417,17 @@ class DecisionStore:
     own transaction on a pooled connection. Core statements over the models' tables, not ORM sessions:
     the contact policy reads on the request path, and a session triples the cost of a read."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, signature: str | None = None):
+        """``signature``: the name written with each decision this store records (``logged_by``), so that
+        the contact index of the process it serves can tell its own decisions from others'."""
         self._engine = _engine(make_url(url))
+        self._signature = signature
         self._contact_reads = DriverStatement(self._engine, CONTACT_READS)
-        self._logged_reads = DriverStatement(self._engine, LOGGED_READS)
+        self._news_reads = DriverStatement(self._engine, NEWS_READS)
 
     def close(self) -> None:
         self._contact_reads.close()
-        self._logged_reads.close()
+        self._news_reads.close()
         self._engine.dispose()
 
     def record(self, decisions: Sequence[DecisionRecord]) -> int:
@@ -449,7 +445,7 @@ class DecisionStore:
             new = [decision for request_id, decision in unique.items() if request_id not in stored]
             if new:
                 logged_at = datetime.now(timezone.utc)
-                connection.execute(insert(DECISIONS), [_decision_row(decision, logged_at) for decision in new])
+                connection.execute(insert(DECISIONS), [_decision_row(decision, logged_at, self._signature) for decision in new])
                 offers = [_offer_row(decision.request_id, offer) for decision in new for offer in decision.offers]
                 if offers:
                     connection.execute(insert(OFFERS), offers)
@@ -512,12 +508,11 @@ class DecisionStore:
         with self._engine.connect() as connection:
             return set(connection.scalars(decided.union(answered)))
 
-    def logged_since(self, since: datetime) -> LoggedSince:
-        """The decisions stored and the customers given feedback since ``since``: what the contact index of
-        each process polls for (its own decisions among them)."""
-        rows = self._logged_reads.rows({"since": since})
-        return LoggedSince(tuple((customer, request) for customer, request in rows if request is not None),
-                           frozenset(customer for customer, request in rows if request is None))
+    def news_since(self, since: datetime, reader: str, own_since: datetime) -> set[str]:
+        """The customers whose history the log changed since ``since``, as news to the process whose store
+        signs ``reader``: decisions stored since then but its own made since ``own_since``, and feedback."""
+        return {customer for customer, in self._news_reads.rows({"since": since, "reader": reader,
+                                                                  "own_since": own_since})}
 
     def outcome_counts(self, since: datetime | None = None,
                        customers: Collection[str] | None = None) -> dict[str, OutcomeCounts]:
@@ -716,8 +711,9 @@ def _refuse_second_final_outcome(connection: Connection, request_id: str, produc
                               f"{product_id!r} (at {existing.created_at.isoformat()})", _feedback_result(existing))
 
 
-def _decision_row(decision: DecisionRecord, logged_at: datetime) -> dict[str, Any]:
+def _decision_row(decision: DecisionRecord, logged_at: datetime, logged_by: str | None) -> dict[str, Any]:
     return {"request_id": decision.request_id, "created_at": decision.created_at, "logged_at": logged_at,
+            "logged_by": logged_by,
             "customer_id": decision.customer_id, "cold_start": decision.cold_start, "cached": decision.cached,
             "model_version": decision.model_version, "data_fingerprint": decision.data_fingerprint,
             "bias_check_passed": decision.bias_check_passed, "fallback_used": decision.fallback_used,
@@ -785,8 +781,8 @@ class WriterProcess:
     manager also sends to it, and ends when the parent closes the socket or dies: what the parent has
     queued is written before the child goes. Only the writer thread calls ``record``."""
 
-    def __init__(self, url: str):
-        self._url = url
+    def __init__(self, url: str, signature: str | None = None):
+        self._store_arguments = (url, signature)  # sent, not in argv: a PostgreSQL URL may carry a password
         self._pipe: Pipe | None = None
         self._child: subprocess.Popen[bytes] | None = None
 
@@ -820,7 +816,7 @@ class WriterProcess:
                      str(theirs.fileno())], pass_fds=(theirs.fileno(),), cwd=Path(__file__).parent,
                     stdin=subprocess.DEVNULL)
                 self._pipe = Pipe(ours.detach())
-            self._pipe.send(self._url)  # not in argv: a PostgreSQL URL may carry a password
+            self._pipe.send(self._store_arguments)
         return self._pipe
 
     def _stop(self, timeout: float = 10.0) -> str:
@@ -839,13 +835,13 @@ class WriterProcess:
 
 
 def write_batches(fd: int) -> None:
-    """The writer process's loop (see ``WriterProcess``): the database URL, then batches until the socket
+    """The writer process's loop (see ``WriterProcess``): the store's URL and signature, then batches until the socket
     closes. A failed batch is answered with the error's summary, never with the exception: the parent
     reports it without SQL or bound values, as it would its own."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with Pipe(fd) as pipe:
-        store = DecisionStore(pipe.recv())
+        store = DecisionStore(*pipe.recv())
         try:
             while True:
                 try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Collection, NamedTuple, Sequence
@@ -35,9 +36,9 @@ REQUIRED_COMMIT_SECONDS = 2.0  # DECISION_LOG=required: an answer waits this lon
 POLL_OVERLAP = timedelta(seconds=10)
 # A kept history is read again after this long: the policy's windows slide (a decline ages out after 30 days).
 HISTORY_KEPT_SECONDS = 60.0
-# This process's request ids are remembered this long, so that the poll does not take its own decisions for
-# news (a batch stored later, after a database outage, is news: the kept history is read again).
-OWN_REQUESTS_KEPT_SECONDS = 60.0
+# This process's own decisions made within this long are not news to its poll (it counted them as it made
+# them); one stored later, after a database outage, is: the kept history is read again.
+OWN_DECISIONS_KNOWN = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,10 @@ class ContactIndex:
     stored for the customer or the poll finds another process's decision or feedback for them. A history
     is kept only if nothing changed it while it was being read (a generation per customer)."""
 
-    def __init__(self, store: DecisionStore, capacity: int, poll_seconds: float, histories: int):
+    def __init__(self, store: DecisionStore, capacity: int, poll_seconds: float, histories: int, signature: str):
+        """``signature``: the name this process's writer signs its decisions with; the poll leaves them out."""
         self._store = store
+        self._signature = signature
         self._capacity = capacity
         self._poll_seconds = poll_seconds
         self._customers: set[str] = set()
@@ -92,7 +95,6 @@ class ContactIndex:
         self._reads_spared = self._reads = 0  # approximate under threads: a lost increment only blurs /metrics
         self._kept: LruCache[str, KeptHistory] = LruCache(histories)
         self._changing = threading.Lock()  # a generation's check and the store it guards, as one step
-        self._own: dict[str, float] = {}  # this process's request ids, by when they were made: the poll skips them
 
     def load(self, policy: ContactPolicy) -> None:
         """Reads the customers with a history over ``policy``'s windows and starts polling (again, after a
@@ -138,13 +140,12 @@ class ContactIndex:
             if (entry.generation if entry else 0) == generation:
                 self._kept.put(customer_id, KeptHistory(history, generation, time.monotonic()))
 
-    def decided(self, customer_id: str, request_id: str, products: Sequence[str]) -> None:
+    def decided(self, customer_id: str, products: Sequence[str]) -> None:
         """This process is about to log an answer offering ``products``: the customer joins the index, and a
         kept history counts the new offers as unanswered, as the log will once the writer stores them (a
         customer the log surely held nothing for starts one: these offers are all it will hold)."""
         first_contact = self._loaded_and_sure() and customer_id not in self._customers
         self._add((customer_id,))
-        self._own[request_id] = time.monotonic()
         with self._changing:
             entry = self._kept.get(customer_id)
             generation = (entry.generation if entry else 0) + 1
@@ -208,25 +209,22 @@ class ContactIndex:
 
     def _poll(self) -> None:
         """Adds the customers of rows logged since the last poll, looking ``POLL_OVERLAP`` further back; a
-        failed poll leaves the watermark where it was, so the next one that succeeds covers the gap."""
+        failed poll leaves the watermark where it was, so the next one that succeeds covers the gap. This
+        process's decisions made in the last ``OWN_DECISIONS_KNOWN`` are not news (it told the index of them
+        as it made them); one stored later than that (a batch retried through an outage) is."""
         started = datetime.now(timezone.utc)
         try:
-            logged = self._store.logged_since(self._polled_since)
+            news = self._store.news_since(self._polled_since, self._signature, started - OWN_DECISIONS_KNOWN)
         except Exception as error:
             if not self._poll_failed:
                 logger.warning("contact index poll failed; the contact policy reads the log for every answer",
                                extra={"error": type(error).__name__})
             self._poll_failed = True
             return
-        for customer_id in logged.changed_customers(set(self._own)):  # set(): one C call, atomic
+        for customer_id in news:
             self.changed(customer_id)
         self._polled_since = started - POLL_OVERLAP
         self._poll_failed = False
-        self._forget_own_before(time.monotonic() - OWN_REQUESTS_KEPT_SECONDS)
-
-    def _forget_own_before(self, moment: float) -> None:
-        for request_id in [r for r, made in list(self._own.items()) if made < moment]:  # list(): one C call
-            self._own.pop(request_id, None)
 
 
 class Interactions:
@@ -239,11 +237,12 @@ class Interactions:
         # A SQLite read in WAL mode never waits for the writer and costs less than a hop to the thread pool;
         # a PostgreSQL read crosses the network, so the API makes it off the event loop.
         self.reads_are_local = make_url(url).get_backend_name() == "sqlite"
+        signature = uuid.uuid4().hex  # this process's, on every decision its writer stores
         self.store = DecisionStore(url)
-        self.writer = WriterProcess(url)
+        self.writer = WriterProcess(url, signature)
         self.log = DecisionLog(self.writer, settings.decision_log, settings.decision_queue_size)
         self.contacts = ContactIndex(self.store, settings.contact_index_size, settings.contact_poll_seconds,
-                                     settings.contact_history_cache_size)
+                                     settings.contact_history_cache_size, signature)
 
     def prepare_contacts(self, policy: ContactPolicy) -> None:
         """Loads the contact index for the rules' policy (at start-up and after a reload of the rules)."""
@@ -282,7 +281,7 @@ class Interactions:
         """Queue the answer for the log. In ``required`` mode the answer is acknowledged only once its
         record is committed (answers waiting together share one commit): a crash after the answer
         went out loses nothing; a record that cannot be taken or written in time refuses the answer."""
-        self.contacts.decided(answer.customer_id, request_id, [item.product_id for item in answer.recommendations])
+        self.contacts.decided(answer.customer_id, [item.product_id for item in answer.recommendations])
         pending = AnsweredRequest(request_id, answer, cached, fingerprint, datetime.now(timezone.utc))
         # best_effort: the writer thread builds the record; required: built here, so that a record the
         # database would refuse fails this answer rather than a batch of acknowledged ones

@@ -151,7 +151,7 @@ def test_nothing_stored_holds_post_text_or_profile_values(backend: Backend, stor
         "decisions": {"request_id", "created_at", "customer_id", "cold_start", "cached", "model_version",
                       "data_fingerprint", "bias_check_passed", "fallback_used", "degraded", "fallback_reasons",
                       "suppressed",  # product ids and policy names
-                      "logged_at"},
+                      "logged_at", "logged_by"},  # when and by which process (a random name) it was stored
         "offers": {"request_id", "product_id", "rank", "score", "adjusted_score", "scored_by", "rules"},
         "feedback": {"feedback_id", "request_id", "product_id", "customer_id", "outcome", "created_at"},
     }
@@ -285,30 +285,41 @@ def test_the_customers_a_contact_index_starts_from(store: DecisionStore) -> None
         "C-offered", "C-long-ago", "C-declined", "C-accepted"}
 
 
-def test_what_was_logged_since_a_time_is_what_was_stored_since_not_decided(store: DecisionStore) -> None:
-    """A batch retried after an outage carries an answer's time from long before it reached the log."""
-    before = datetime.now(timezone.utc)
-    store.record([decision(1, "C-retried", at=before - timedelta(days=5))])
-    store.record([decision(2, "C-answered", at=before - timedelta(days=40))])
-    store.add_feedback("req-2", "C-answered", "loan", "shown", at=datetime.now(timezone.utc))
-    logged = store.logged_since(before)
-    assert set(logged.decisions) == {("C-retried", "req-1"), ("C-answered", "req-2")}
-    assert logged.feedback_customers == {"C-answered"}
-    assert logged.changed_customers({"req-1", "req-2"}) == {"C-answered"}, "feedback is news, own decisions are not"
-    assert store.logged_since(datetime.now(timezone.utc) + timedelta(seconds=1)).changed_customers(()) == set()
+def test_news_is_what_others_stored_since_a_time_and_own_decisions_stored_late(backend: Backend) -> None:
+    """Logged since, not decided since: a batch retried after an outage carries an answer's time from long
+    before it reached the log, and it is news even to the worker that made it."""
+    migrate(backend.url)
+    this_worker, other_worker = DecisionStore(backend.url, "this-worker"), DecisionStore(backend.url, "other-worker")
+    try:
+        before = datetime.now(timezone.utc)
+        this_worker.record([decision(1, "C-own", at=before)])
+        this_worker.record([decision(2, "C-own-retried", at=before - timedelta(days=5))])
+        other_worker.record([decision(3, "C-others", at=before - timedelta(days=40))])
+        this_worker.add_feedback("req-1", "C-own", "loan", "shown", at=datetime.now(timezone.utc))
+        own_since = before - timedelta(minutes=1)
+        assert this_worker.news_since(before, "this-worker", own_since) == {"C-own-retried", "C-others", "C-own"}, \
+            "feedback is news, own recent decisions are not"
+        assert other_worker.news_since(before, "other-worker", own_since) == {"C-own", "C-own-retried", "C-others"}
+        later = datetime.now(timezone.utc) + timedelta(seconds=1)
+        assert this_worker.news_since(later, "this-worker", own_since) == set()
+        this_worker.record([decision(4, "C-quiet", at=datetime.now(timezone.utc))])
+        assert "C-quiet" not in this_worker.news_since(before, "this-worker", own_since)
+    finally:
+        this_worker.close()
+        other_worker.close()
 
 
 def test_a_worker_learns_of_another_workers_customers_by_polling(backend: Backend, store: DecisionStore) -> None:
     policy = ContactPolicy()
     other_worker = DecisionStore(backend.url)
-    index = ContactIndex(store, capacity=100, poll_seconds=0.05, histories=100)
+    index = ContactIndex(store, capacity=100, poll_seconds=0.05, histories=100, signature="this-worker")
     assert index.may_have_history("C-9", policy), "not loaded yet: it cannot be sure of anyone"
     index.load(policy)
     try:
         assert not index.may_have_history("C-9", policy)
         other_worker.record([decision(1, "C-9", at=datetime.now(timezone.utc))])
         wait_until(lambda: index.may_have_history("C-9", policy), "the poll found the other worker's decision")
-        index.decided("C-10", "req-10", ["loan"])  # this worker's own decision, before it is queued
+        index.decided("C-10", ["loan"])  # this worker's own decision, before it is queued
         assert index.may_have_history("C-10", policy)
         assert not index.may_have_history("C-11", policy)
         assert index.may_have_history("C-11", ContactPolicy(window_days=60)), "wider windows than it was loaded for"
@@ -320,16 +331,16 @@ def test_a_worker_learns_of_another_workers_customers_by_polling(backend: Backen
 def test_a_contact_index_that_cannot_be_sure_sends_every_customer_to_the_log(backend: Backend,
                                                                               store: DecisionStore) -> None:
     policy = ContactPolicy()
-    full = ContactIndex(store, capacity=2, poll_seconds=60, histories=100)
+    full = ContactIndex(store, capacity=2, poll_seconds=60, histories=100, signature="this-worker")
     full.load(policy)
-    full.decided("C-1", "req-1", ["loan"])
+    full.decided("C-1", ["loan"])
     full.changed("C-2")
     assert not full.may_have_history("C-3", policy)
     full.changed("C-3")
     assert full.may_have_history("C-4", policy) and full.status()["saturated"]
     full.close()
 
-    polling = ContactIndex(store, capacity=100, poll_seconds=0.05, histories=100)
+    polling = ContactIndex(store, capacity=100, poll_seconds=0.05, histories=100, signature="this-worker")
     polling.load(policy)
     backend.break_()
     try:
