@@ -508,7 +508,8 @@ def test_a_writer_process_that_dies_is_started_again_and_nothing_accepted_is_los
         assert writer.pid not in (None, first)
         status = log.status()
         assert status["healthy"] and status["written"] == 2
-        assert status["failed_batches"] == 1 and status["last_error"].startswith("the decision log's writer process ended")
+        assert status["failed_batches"] == 1
+        assert status["last_error"].startswith("the decision log's writer process ended")
         assert log.close(timeout=WAIT_S)
     finally:
         writer.close()
