@@ -19,7 +19,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from itertools import combinations
 from typing import Any, Callable, Literal
@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import fisher_exact, norm
 
-from business_rules import REBALANCE_RULE, CustomerContext, GroupRebalance, MitigationPair, RuleBook, RuleOutcome
+from business_rules import (REBALANCE_RULE, CustomerContext, GroupRebalance, MitigationPair, RuleBook, RuleEffect,
+                            RuleOutcome)
 from data_loader import is_missing, segment_eligibility
 from recommender import risk_level, risk_scores_at_ages
 from settings import ProtectedAttribute
@@ -80,6 +81,36 @@ class CounterfactualResult:
     group: str
     scores: Mapping[str, float]
     ranked: Sequence[str]
+    change: TopKChange | None = None  # set when the group's top-k set differs from the customer's
+
+
+@dataclass(frozen=True)
+class TopKChange:
+    """How one group's top-k list differs from the customer's, and what made the difference: what
+    an analyst needs to tell a bank rule that reads the attribute on purpose (a pension boosted at 55)
+    from a model that learned it.
+
+    ``rules``: the bank rules and eligibility checks that treat the group's version of the customer
+    differently on the products that entered or left (a boost, a demotion or an exclusion on one side
+    only, and which), with their reasons; ``model_score_change``: the largest change of the model's own score
+    (before any rule) among those products.
+    """
+
+    group: str
+    entered: list[str]
+    left: list[str]
+    rules: list[RuleCause]
+    model_score_change: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class RuleCause:
+    """A rule that fired on one side only: for the ``group`` version of the customer or for the ``customer``."""
+
+    rule: str
+    applies_to: Literal["group", "customer"]
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -102,6 +133,7 @@ class AttributeCheck:
     passed: bool
     groups_changing_top_k: list[str]
     note: str | None = None
+    top_k_changes: list[TopKChange] = field(default_factory=list)  # one per group in groups_changing_top_k
 
 
 @dataclass(frozen=True)
@@ -177,7 +209,8 @@ def _attribute_check(attribute: str, original_group: str | None, results: Sequen
                           groups_tested=[result.group for result in results], max_score_change=max_change,
                           worst_group=worst_group, worst_product=worst_product, top_k_set_changed=set_changed,
                           top_k_order_changed=order_changed, passed=max_change <= tolerance and not set_changed,
-                          groups_changing_top_k=groups_changing_top_k)
+                          groups_changing_top_k=groups_changing_top_k,
+                          top_k_changes=[result.change for result in results if result.change is not None])
 
 
 def _largest_score_change(original_scores: Mapping[str, float], original_ranked: Sequence[str],
@@ -295,9 +328,65 @@ def counterfactual_results(variants: Sequence[Variant], probabilities: np.ndarra
             varied = rules.rescore(outcome, scores, top_k)
         else:
             varied = outcome  # neither the model nor the rules see this attribute
-        results.append(CounterfactualResult(variant.attribute, variant.group, varied.adjusted,
-                                            [p.product_id for p in varied.ranked]))
+        ranked = [p.product_id for p in varied.ranked]
+        change = (top_k_change(variant.group, outcome, varied, probabilities[0], probabilities[scored_row],
+                               product_ids, top_k) if varied is not outcome else None)
+        results.append(CounterfactualResult(variant.attribute, variant.group, varied.adjusted, ranked, change))
     return results
+
+
+CONSEQUENCES = frozenset({"diversity.max_per_category"})
+"""Effects that follow from the rest of the list, not from the customer: never the cause of a change."""
+
+
+def top_k_change(group: str, original: RuleOutcome, varied: RuleOutcome, original_model: np.ndarray,
+                 varied_model: np.ndarray, product_ids: Sequence[str], top_k: int) -> TopKChange | None:
+    """What differs between the customer's top-k set and their ``group`` version's, and why; None when
+    the two sets are the same. ``original_model``, ``varied_model``: the model's scores of each side,
+    in ``product_ids`` order.
+
+    A product enters a list only by scoring higher or by products above it leaving, so the causes are
+    found among the products that entered or left: a rule that fired on one side only, or the model's
+    own score.
+    """
+    before = [item.product_id for item in original.ranked]
+    after = [item.product_id for item in varied.ranked]
+    entered = [product for product in after if product not in before]
+    left = [product for product in before if product not in after]
+    if not entered and not left:
+        return None
+    moved = entered + left
+    found: dict[tuple[str, str], RuleCause] = {}
+    for product in moved:
+        customer_side, group_side = _effects_on(original, product), _effects_on(varied, product)
+        for side, effects in (("group", group_side - customer_side), ("customer", customer_side - group_side)):
+            for effect in effects:
+                if effect.rule not in CONSEQUENCES:
+                    found.setdefault((effect.rule, side), RuleCause(effect.rule, side, effect.reason))
+    position = {product: index for index, product in enumerate(product_ids)}
+    model_change = max(abs(float(varied_model[position[p]]) - float(original_model[position[p]])) for p in moved)
+    causes = [found[key] for key in sorted(found)]
+    return TopKChange(group, entered, left, causes, round(model_change, 4),
+                      _change_reason(group, entered, left, causes, model_change, top_k))
+
+
+def _effects_on(outcome: RuleOutcome, product: str) -> set[RuleEffect]:
+    """The rules that boosted, demoted or excluded ``product`` in ``outcome``."""
+    return {*outcome.rule_effects.get(product, ()), *outcome.excluded.get(product, ())}
+
+
+def _change_reason(group: str, entered: Sequence[str], left: Sequence[str], causes: Sequence[RuleCause],
+                   model_change: float, top_k: int) -> str:
+    """The change in one sentence, its causes named: "As 60+, retirement_pension would enter the top 3 and
+    cashback_card would leave it: bank rule retirement_planning applies to 60+ only (the customer is 55 or
+    older ...)"."""
+    moves = ([f"{', '.join(entered)} would enter the top {top_k}"] if entered else []) + \
+            ([f"{', '.join(left)} would leave it" if entered else f"{', '.join(left)} would leave the top {top_k}"]
+             if left else [])
+    because = [f"bank rule {cause.rule} applies to {group if cause.applies_to == 'group' else 'the customer'} only "
+               f"({cause.reason})" for cause in causes] + \
+              ([f"the model's own score changes by up to {model_change:.4f}"] if model_change > 0 else [])
+    return f"As {group}, {' and '.join(moves)}: " + (" and ".join(because) or "their scores after the rules differ") + "."
 
 
 def risk_levels_for_ages(risk_inputs: Mapping[str, np.ndarray], stress: np.ndarray,

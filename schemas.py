@@ -118,6 +118,24 @@ class RiskProfilePublic(Public):
     components: list[RiskComponentPublic]
 
 
+class RuleCausePublic(Public):
+    rule: str
+    applies_to: Literal["group", "customer"] = Field(description=(
+        "Whom the rule fired for: the customer moved to the other group, or the customer as they are."))
+    reason: str
+
+
+class TopKChangePublic(Public):
+    group: str
+    entered: list[str] = Field(description="Products in the group's top k and not in the customer's.")
+    left: list[str] = Field(description="Products in the customer's top k and not in the group's.")
+    rules: list[RuleCausePublic] = Field(description=(
+        "Bank rules and eligibility checks that treat the two differently on those products."))
+    model_score_change: float = Field(description=(
+        "The largest change of the model's own score (before any rule) among those products."))
+    reason: str
+
+
 class AttributeCheckPublic(Public):
     attribute: str
     original_group: str | None
@@ -130,6 +148,8 @@ class AttributeCheckPublic(Public):
     passed: bool
     groups_changing_top_k: list[str]
     note: str | None = None
+    top_k_changes: list[TopKChangePublic] = Field(default_factory=list, description=(
+        "For each group in groups_changing_top_k: what entered and left the list and what made the difference."))
 
 
 class BiasCheckPublic(Public):

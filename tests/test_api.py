@@ -202,10 +202,12 @@ def test_answer_bodies_are_the_public_schemas_json(trained_service, known_custom
                service.recommend_for_profile("NEW-0002", {"customer_type": "individual", "age": 41, "income": 52000,
                                                           "financial_needs": "saving for retirement"},
                                              ["current_account"], ["Our second child was born last week!"], 5)]
+    answers.append(next(answer for answer in (service.recommend(str(c), 10) for c in service.base.view.index[:500])
+                        if any(check.top_k_changes for check in answer.bias_check.attributes)))
     monkeypatch.setattr(service, "known_scores", None)  # scored per request, by a model that fails: degraded
     monkeypatch.setattr(service.model, "predict_proba", lambda *args, **kwargs: 1 / 0)
     answers.append(service.recommend(known_customer, 5))
-    assert answers[2].suppressed and answers[3].cold_start and answers[4].fallback.degraded
+    assert answers[2].suppressed and answers[3].cold_start and answers[5].fallback.degraded
     for answer in answers:
         public = RecommendResponse.model_validate(SimpleNamespace(**vars(answer), request_id=""))
         assert json.loads(answer_body(answer)) == public.model_dump(mode="json", exclude={"request_id"})

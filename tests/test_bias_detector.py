@@ -21,7 +21,9 @@ from bias_detector import (
     group_audit,
     individual_bias_check,
     ratio_interval,
+    top_k_change,
 )
+from business_rules import AdjustedProduct, RuleEffect, RuleOutcome
 from settings import ProtectedAttribute
 
 GENDER = ProtectedAttribute(name="gender", column="gender", privileged=["M"])
@@ -109,6 +111,61 @@ def test_product_excluded_for_the_counterfactual_counts_as_score_zero():
     assert age.max_score_change == pytest.approx(0.60)
     assert age.worst_product == "mortgage"
     assert not age.passed
+
+
+SCORED = list(ORIGINAL_SCORES)
+PENSION_BOOST = RuleEffect("retirement_planning", "boost", 1.5, "the customer is 55 or older")
+TOO_YOUNG = RuleEffect("eligibility.min_age", "exclude", None, "the customer is younger than the minimum age of 21")
+CATEGORY_FULL = RuleEffect("diversity.max_per_category", "exclude", None, "2 higher-ranked loans are in the list")
+
+
+def _outcome(ranked: list[str], effects: dict[str, list[RuleEffect]] | None = None,
+             excluded: dict[str, list[RuleEffect]] | None = None) -> RuleOutcome:
+    effects = effects or {}
+    return RuleOutcome([AdjustedProduct(p, ORIGINAL_SCORES[p], ORIGINAL_SCORES[p], effects.get(p, [])) for p in ranked],
+                       excluded or {}, rule_effects={p: effects.get(p, []) for p in SCORED})
+
+
+def _model(changes: dict[str, float] | None = None) -> np.ndarray:
+    return np.array([ORIGINAL_SCORES[p] + (changes or {}).get(p, 0.0) for p in SCORED])
+
+
+def test_a_top_k_change_names_the_rule_that_fired_for_the_group_only():
+    original = _outcome(ORIGINAL_RANKED)
+    older = _outcome(["pension", "mortgage", "credit_card"], {"pension": [PENSION_BOOST]},
+                     {"savings": [CATEGORY_FULL]})
+
+    change = top_k_change("60+", original, older, _model(), _model(), SCORED, 3)
+
+    assert (change.entered, change.left) == (["pension"], ["savings"])
+    assert [(c.rule, c.applies_to) for c in change.rules] == [("retirement_planning", "group")]  # not the cap
+    assert change.model_score_change == 0.0
+    assert change.reason == ("As 60+, pension would enter the top 3 and savings would leave it: bank rule "
+                             "retirement_planning applies to 60+ only (the customer is 55 or older).")
+
+
+def test_a_top_k_change_names_an_exclusion_of_the_customer_and_the_model_score_change():
+    original = _outcome(["credit_card", "savings", "pension"], excluded={"mortgage": [TOO_YOUNG]})
+    older = _outcome(ORIGINAL_RANKED)
+
+    change = top_k_change("30-44", original, older, _model(), _model({"pension": -0.04}), SCORED, 3)
+
+    assert (change.entered, change.left) == (["mortgage"], ["pension"])
+    assert [(c.rule, c.applies_to, c.reason) for c in change.rules] == [
+        ("eligibility.min_age", "customer", TOO_YOUNG.reason)]
+    assert change.model_score_change == pytest.approx(0.04)
+    assert "applies to the customer only" in change.reason and "changes by up to 0.0400" in change.reason
+
+
+def test_a_change_of_order_only_is_no_top_k_change_and_a_model_only_change_names_no_rule():
+    original = _outcome(ORIGINAL_RANKED)
+    assert top_k_change("M", original, _outcome(["credit_card", "mortgage", "savings"]), _model(), _model(),
+                        SCORED, 3) is None
+
+    change = top_k_change("Austin", original, _outcome(["mortgage", "credit_card", "pension"]), _model(),
+                          _model({"pension": 0.15}), SCORED, 3)
+    assert change.rules == [] and change.model_score_change == pytest.approx(0.15)
+    assert change.reason.endswith(": the model's own score changes by up to 0.1500.")
 
 
 def test_attribute_without_counterfactual_passes_explicitly():

@@ -199,6 +199,8 @@ def test_the_explorer_shows_the_products_and_factors_that_recommend_answers(chro
         rows = page.locator(f"article[data-product='{item['product_id']}'] tr[data-factor]")
         assert [rows.nth(i).get_attribute("data-factor") for i in range(rows.count())] == \
                [factor["name"] for factor in item["explanation"]["factors"]]
+    assert page.locator("ul.bias-changes li").all_inner_texts() == \
+           [change["reason"] for check in answer["bias_check"]["attributes"] for change in check["top_k_changes"]]
 
 
 def test_the_what_if_form_changes_the_answer_when_the_posts_change(chromium, console_url, known_customer):

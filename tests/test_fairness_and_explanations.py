@@ -55,6 +55,11 @@ def test_counterfactual_that_changes_the_list_is_reported(trained_service):
     assert changed.top_k_set_changed and not changed.passed
     assert "18-29" in changed.groups_changing_top_k or "30-44" in changed.groups_changing_top_k
     assert changed.max_score_change > 0
+    assert [c.group for c in changed.top_k_changes] == changed.groups_changing_top_k
+    younger = next(c for c in changed.top_k_changes if c.group in ("18-29", "30-44"))
+    assert "retirement_annuity" in younger.left
+    assert ("eligibility.min_age", "group") in [(cause.rule, cause.applies_to) for cause in younger.rules]
+    assert younger.reason.startswith(f"As {younger.group}, ")
 
 
 def test_attribute_no_model_or_rule_reads_changes_nothing(trained_service, known_customer):
