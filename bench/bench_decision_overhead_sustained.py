@@ -72,7 +72,9 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=15_000)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--duration", type=int, default=8)
-    parser.add_argument("--per-round", type=int, default=2_200, help="customers set aside for each round")
+    parser.add_argument("--per-round", type=int, default=None, help=(
+        "customers set aside for each round (default: all but the warm-up ones; each round's servers are new, so "
+        "rounds may share customers, and wrk must not get through them within --duration)"))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -80,6 +82,7 @@ def main() -> None:
                                            "ANSWER_CACHE_SIZE": "0"})
     ids = generated_customers(bank / "data")
     usable = ids[:-WARM_CUSTOMERS]
+    args.per_round = args.per_round or len(usable)
     if args.per_round > len(usable):
         sys.exit(f"--per-round must be at most {len(usable)}")
     rounds = []

@@ -10,6 +10,7 @@ contributions every explanation rests on against scikit-learn's own predictions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from business_rules import CustomerContext, RuleEffect
+from customer_state import CLEAR_MATCH
 from explanations import (MIN_FACTOR_WEIGHT, Factor, ProductContext, event_factors, explain, model_factors,
                           popularity_factor, rule_factors, text_factor)
 from feature_engineer import CustomerFeatures, CustomerInputs, FeatureSpec
@@ -93,6 +95,13 @@ def false_claims(service: RecommendationService, customer_id: str, seen: dict[st
     return false
 
 
+@functools.lru_cache(maxsize=4)
+def request_closeness(service: RecommendationService) -> dict[tuple[str, str], float]:
+    """How close each customer's words came to each product they are taken to have asked for."""
+    interests = service.data.interests
+    return dict(zip(zip(interests["customer_id"].astype(str), interests["product_id"]), interests["similarity"]))
+
+
 def _claim_problem(service: RecommendationService, view: dict, item, factor: Factor, names: dict) -> str | None:
     profile = view["profile"]
     not_inputs = {a.column for a in service.settings.protected_attributes if not a.is_model_input}
@@ -116,6 +125,9 @@ def _claim_problem(service: RecommendationService, view: dict, item, factor: Fac
         written = " ".join(str(profile.get(factor.column) or "").split())
         if factor.evidence.rstrip("…") not in written:
             return f"says the customer asked in {factor.column} for {factor.evidence!r}; they wrote {written!r}"
+        closeness = request_closeness(service).get((view["customer_id"], item.product_id), 0.0)
+        if closeness < CLEAR_MATCH:
+            return f"gives {factor.evidence!r} as a request for {item.product_id}; the words match it at {closeness}"
     elif factor.kind == "feature":
         return f"a feature of unexpected kind {factor.feature_kind}"
     return None
@@ -413,6 +425,20 @@ def test_a_cold_start_is_explained_from_what_the_request_told(trained_service):
                         assert float(value.replace(",", "")) == len(told), item.explanation.summary
     silent = trained_service.customers.cold("new-silent", {"age": 30}, [], [])
     assert silent.profile["post_count"] == 0 and silent.no_history == {"tx_count"}
+
+
+def test_words_only_vaguely_like_a_product_are_never_given_as_a_request_for_it(trained_service):
+    """The encoder puts "Tax Savings" about as close (0.63-0.64) to a junior savings account as to the
+    pension and the education plan: a coin flip, not a request. "Travel Insurance" names its product."""
+    profile = {"customer_type": "individual", "age": 66, "income": 120_000, "preferences": "Tax Savings, Travel Insurance"}
+    answer = trained_service.recommend_for_profile("new-retiree", profile, [], [], 10)
+    requests = {item.product_id: factor.evidence for item in answer.recommendations
+                for factor in item.explanation.factors if factor.kind == "stated_need"}
+    assert requests.get("travel_insurance") == "Travel Insurance"
+    assert "Tax Savings" not in requests.values()
+    assert answer.recommendations[0].product_id == "travel_insurance"  # what they asked for is offered first
+    vague = trained_service.customers.cold("new-retiree", profile, [], []).stated_needs
+    assert set(vague) == {"travel_insurance"}
 
 
 def test_a_new_customer_is_not_given_a_risk_capacity_their_unknown_finances_cannot_show(trained_service):
