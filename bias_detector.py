@@ -359,10 +359,13 @@ def top_k_change(group: str, original: RuleOutcome, varied: RuleOutcome, origina
     found: dict[tuple[str, str], RuleCause] = {}
     for product in moved:
         customer_side, group_side = _effects_on(original, product), _effects_on(varied, product)
-        for side, effects in (("group", group_side - customer_side), ("customer", customer_side - group_side)):
-            for effect in effects:
-                if effect.rule not in CONSEQUENCES:
-                    found.setdefault((effect.rule, side), RuleCause(effect.rule, side, effect.reason))
+        differing = {effect for effect in customer_side ^ group_side if effect.rule not in CONSEQUENCES}
+        # a product excluded on one side only is out because of the exclusion: what boosted it on the other
+        # side did not fire on this one only because the product was gone by then
+        differing = {effect for effect in differing if effect.effect == "exclude"} or differing
+        for effect in differing:
+            side = "group" if effect in group_side else "customer"
+            found.setdefault((effect.rule, side), RuleCause(effect.rule, side, effect.reason))
     position = {product: index for index, product in enumerate(product_ids)}
     model_change = max(abs(float(varied_model[position[p]]) - float(original_model[position[p]])) for p in moved)
     causes = [found[key] for key in sorted(found)]
@@ -378,12 +381,12 @@ def _effects_on(outcome: RuleOutcome, product: str) -> set[RuleEffect]:
 def _change_reason(group: str, entered: Sequence[str], left: Sequence[str], causes: Sequence[RuleCause],
                    model_change: float, top_k: int) -> str:
     """The change in one sentence, its causes named: "As 60+, retirement_pension would enter the top 3 and
-    cashback_card would leave it: bank rule retirement_planning applies to 60+ only (the customer is 55 or
+    cashback_card would leave it: bank rule retirement_planning fires for 60+ only (the customer is 55 or
     older ...)"."""
     moves = ([f"{', '.join(entered)} would enter the top {top_k}"] if entered else []) + \
             ([f"{', '.join(left)} would leave it" if entered else f"{', '.join(left)} would leave the top {top_k}"]
              if left else [])
-    because = [f"bank rule {cause.rule} applies to {group if cause.applies_to == 'group' else 'the customer'} only "
+    because = [f"bank rule {cause.rule} fires for {group if cause.applies_to == 'group' else 'the customer'} only "
                f"({cause.reason})" for cause in causes] + \
               ([f"the model's own score changes by up to {model_change:.4f}"] if model_change > 0 else [])
     return f"As {group}, {' and '.join(moves)}: " + (" and ".join(because) or "their scores after the rules differ") + "."

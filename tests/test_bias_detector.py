@@ -141,12 +141,14 @@ def test_a_top_k_change_names_the_rule_that_fired_for_the_group_only():
     assert [(c.rule, c.applies_to) for c in change.rules] == [("retirement_planning", "group")]  # not the cap
     assert change.model_score_change == 0.0
     assert change.reason == ("As 60+, pension would enter the top 3 and savings would leave it: bank rule "
-                             "retirement_planning applies to 60+ only (the customer is 55 or older).")
+                             "retirement_planning fires for 60+ only (the customer is 55 or older).")
 
 
 def test_a_top_k_change_names_an_exclusion_of_the_customer_and_the_model_score_change():
+    """The group's mortgage was boosted too; the customer's was not only because it was already out."""
+    mortgage_boost = RuleEffect("home_purchase", "boost", 1.3, "the customer posted about buying a home")
     original = _outcome(["credit_card", "savings", "pension"], excluded={"mortgage": [TOO_YOUNG]})
-    older = _outcome(ORIGINAL_RANKED)
+    older = _outcome(ORIGINAL_RANKED, {"mortgage": [mortgage_boost]})
 
     change = top_k_change("30-44", original, older, _model(), _model({"pension": -0.04}), SCORED, 3)
 
@@ -154,7 +156,7 @@ def test_a_top_k_change_names_an_exclusion_of_the_customer_and_the_model_score_c
     assert [(c.rule, c.applies_to, c.reason) for c in change.rules] == [
         ("eligibility.min_age", "customer", TOO_YOUNG.reason)]
     assert change.model_score_change == pytest.approx(0.04)
-    assert "applies to the customer only" in change.reason and "changes by up to 0.0400" in change.reason
+    assert "fires for the customer only" in change.reason and "changes by up to 0.0400" in change.reason
 
 
 def test_a_change_of_order_only_is_no_top_k_change_and_a_model_only_change_names_no_rule():
