@@ -93,6 +93,16 @@ def test_one_phrase_shows_the_event_it_says_not_a_weaker_reading_of_the_same_wor
     assert shown == [{"new_job"}, {"business_start"}, {"new_home", "marriage"}]
 
 
+def test_waiting_to_meet_a_baby_is_a_child_on_the_way_not_a_wedding(text_encoder):
+    """A generated customer's life insurance was explained "because you posted about marriage ("3 weeks to
+    go until we meet our twins 🥰")": the countdown read as a wedding's, the baby not at all."""
+    detector = LifeEventDetector(text_encoder)
+    texts = ["3 weeks to go until we meet our twins 🥰", "Two weeks until we meet our baby girl",
+             "6 months till we tie the knot ❤️"]
+    shown = [{detector.events[i] for i in row.nonzero()[0]} for row in detector.detected_scores(texts)]
+    assert shown == [{"new_child"}, {"new_child"}, {"marriage"}]
+
+
 def test_grumbling_about_prices_is_no_life_event_but_money_trouble_and_tuition_are(text_encoder):
     """"Why is everything so expensive now" read as student debt (closest to "tuition fees are so
     expensive"): an explanation would have told the customer they posted about study debt."""
