@@ -16,9 +16,9 @@ Conditions are a small data language, compiled once at load into closures (never
     when: {all: [{field: customer.age, op: '>=', value: 55},
                  {field: life_events, op: contains, value: retirement}]}
 
-Fields: ``customer.<unified view column>``, ``risk.level``, ``risk.score``, ``life_events`` (in
-``when``, the customer side) and ``product.<catalogue column>`` (in ``target.where``, the product
-side). Operators: ``== != < <= > >= in not_in contains not_contains exists missing``; combinators
+Fields: ``customer.<unified view column>``, ``risk.level``, ``risk.score``, ``life_events``,
+``holdings`` (the product ids the customer holds; in ``when``, the customer side) and
+``product.<catalogue column>`` (in ``target.where``, the product side). Operators: ``== != < <= > >= in not_in contains not_contains exists missing``; combinators
 ``all``, ``any``, ``not``. Text compares without regard to case; ``contains`` is a substring test
 on text and a membership test on a set such as ``life_events``. A comparison with a missing value
 (None, NaN, empty text or set) is false, whatever the operator; ``exists``/``missing`` test for it.
@@ -305,6 +305,9 @@ class _Field:
 
     read: Callable[[Any], Any]
     vocabulary: frozenset[Any] | None = None
+    vocabulary_is_the_catalogue: bool = False
+    """The values are product ids: one the catalogue lacks is an absent target (:class:`_AbsentTarget`), so the
+    shipped default file leaves the rule out for a bank with its own catalogue instead of refusing to load."""
 
 
 @dataclass(frozen=True)
@@ -333,7 +336,8 @@ def _record_reader(column: str) -> Callable[[Mapping[str, Any]], Any]:
     return lambda record: record.get(column)
 
 
-def _customer_scope(known_customer_fields: Iterable[str], known_life_events: Iterable[str] | None) -> _Scope:
+def _customer_scope(known_customer_fields: Iterable[str], known_life_events: Iterable[str] | None,
+                    catalogue: _Catalogue) -> _Scope:
     fields = {f"customer.{column}": _Field(_profile_reader(column)) for column in known_customer_fields}
     if "customer.customer_type" in fields:
         fields["customer.customer_type"] = _Field(_profile_reader("customer_type"), frozenset(CUSTOMER_TYPES))
@@ -342,6 +346,9 @@ def _customer_scope(known_customer_fields: Iterable[str], known_life_events: Ite
     fields["risk.score"] = _Field(lambda context: context.risk_score)
     events = None if known_life_events is None else frozenset(_normalise(event) for event in known_life_events)
     fields["life_events"] = _Field(lambda context: context.life_events, events)
+    fields["holdings"] = _Field(lambda context: context.held_products,
+                                frozenset(_normalise(product) for product in catalogue.product_ids),
+                                vocabulary_is_the_catalogue=True)
     return _Scope("when", fields, "target.where", ("product.",))
 
 
@@ -350,7 +357,7 @@ def _product_scope(catalogue: _Catalogue) -> _Scope:
     closed = {"product_id": catalogue.product_ids, "category": catalogue.categories, "segment": SEGMENTS}
     for column, values in closed.items():
         fields[f"product.{column}"] = _Field(_record_reader(column), frozenset(_normalise(v) for v in values))
-    return _Scope("target.where", fields, "when", ("customer.", "risk.", "life_events"))
+    return _Scope("target.where", fields, "when", ("customer.", "risk.", "life_events", "holdings"))
 
 
 def _compile_condition(node: Any, scope: _Scope, location: str, fields_used: set[str]) -> Predicate:
@@ -435,9 +442,11 @@ def _check_vocabulary(expected: Any, name: str, field_spec: _Field, location: st
         return
     for value in expected if isinstance(expected, frozenset) else (expected,):
         if value not in field_spec.vocabulary:
-            raise _RuleProblem(f"{location}: {name} never takes the value {value!r}"
-                               f"{_did_you_mean(str(value), map(str, field_spec.vocabulary))}; "
-                               f"known values: {', '.join(sorted(map(str, field_spec.vocabulary)))}")
+            message = (f"{location}: {name} never takes the value {value!r}"
+                       f"{_did_you_mean(str(value), map(str, field_spec.vocabulary))}; "
+                       f"known values: {', '.join(sorted(map(str, field_spec.vocabulary)))}")
+            raise _AbsentTarget(message, [str(value)]) if field_spec.vocabulary_is_the_catalogue else \
+                _RuleProblem(message)
 
 
 def _always(subject: Any) -> bool:
@@ -1096,7 +1105,7 @@ class RuleBook:
         """
         catalogue = _Catalogue.from_frame(products)
         document = _read_rules_document(path)
-        customer_scope = _customer_scope(known_customer_fields, known_life_events)
+        customer_scope = _customer_scope(known_customer_fields, known_life_events, catalogue)
         skipped: list[SkippedRule] | None = [] if skip_absent_targets else None
         category_limits = _category_limits(path, document.diversity, catalogue, skipped)
         rules = _compile_rules(path, document.rules, catalogue, customer_scope, tuple(protected_fields), skipped)

@@ -27,7 +27,7 @@ VIEW_FIELDS = (
     "post_recency_days", "profile_text",
 )
 DEFAULT_RULE_NAMES = (
-    "retirement_planning", "home_purchase", "new_home", "new_child", "travel", "car_purchase",
+    "retirement_planning", "home_purchase", "not_a_first_time_buyer", "new_home", "new_child", "travel", "car_purchase",
     "speculation_under_financial_stress", "debt_relief", "no_new_credit_under_heavy_debt", "cautious_saver",
     "high_income_wealth_management", "employer_payroll", "growing_business_finance", "international_trade",
     "cash_flow_support", "green_finance",
@@ -600,6 +600,24 @@ def test_rescore_equals_a_full_apply_when_the_context_is_unchanged(default_book:
     assert fast.excluded.keys() == full.excluded.keys()
 
 
+def test_a_customer_with_a_mortgage_is_not_offered_a_first_time_buyers_one(default_book, catalogue):
+    """A generated customer holding a remortgage who wrote "paying down the mortgage" was offered the
+    First-Time Buyer Mortgage first, as what they asked for."""
+    asked = scores(catalogue, first_home_mortgage=0.9)
+    with_mortgage = default_book.apply(person(held=("remortgage",)), asked, top_k=5)
+    assert [effect.rule for effect in with_mortgage.excluded["first_home_mortgage"]] == ["not_a_first_time_buyer"]
+    assert "first_home_mortgage" in [p.product_id for p in default_book.apply(person(), asked, top_k=5).ranked]
+
+
+def test_holdings_name_catalogue_products_and_a_bank_file_naming_another_is_refused(tmp_path, catalogue):
+    holds = rule(when={"field": "holdings", "op": "contains", "value": "remortage"})
+    with pytest.raises(RulesFileError, match="holdings never takes the value 'remortage'.*did you mean 'remortgage'"):
+        load(tmp_path, [holds], catalogue)
+    with pytest.raises(RulesFileError, match="field 'holdings' cannot be used in target.where"):
+        load(tmp_path, [rule(target={"where": {"field": "holdings", "op": "contains", "value": "remortgage"}})],
+             catalogue)
+
+
 def test_rule_book_knows_which_customer_fields_it_reads(default_book: RuleBook):
     assert default_book.reads("customer.age") and default_book.reads("life_events")
     assert not default_book.reads("customer.gender") and not default_book.reads("customer.location")
@@ -622,6 +640,7 @@ def test_default_file_skips_what_an_own_catalogue_lacks_with_one_warning(caplog)
     skipped = {rule.rule: rule.absent for rule in book.skipped_rules}
     assert set(skipped) == set(DEFAULT_RULE_NAMES) - {"car_purchase"} | {"diversity.per_category"}
     assert skipped["home_purchase"] == ("mortgages",) and skipped["new_home"] == ("home_insurance",)
+    assert skipped["not_a_first_time_buyer"] == ("remortgage",)  # a product held, named in a condition
     assert skipped["diversity.per_category"] == ("business",)
     assert set(book.category_limits) == set(own["category"])
     warnings = [record for record in caplog.records if record.levelname == "WARNING"]
