@@ -389,7 +389,7 @@ def _change_reason(group: str, entered: Sequence[str], left: Sequence[str], caus
     because = [f"bank rule {cause.rule} fires for {group if cause.applies_to == 'group' else 'the customer'} only "
                f"({cause.reason})" for cause in causes] + \
               ([f"the model's own score changes by up to {model_change:.4f}"] if model_change > 0 else [])
-    return f"As {group}, {' and '.join(moves)}: " + (" and ".join(because) or "their scores after the rules differ") + "."
+    return f"As {group}, {' and '.join(moves)}: {' and '.join(because) or 'their scores after the rules differ'}."
 
 
 def risk_levels_for_ages(risk_inputs: Mapping[str, np.ndarray], stress: np.ndarray,

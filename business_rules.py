@@ -18,7 +18,8 @@ Conditions are a small data language, compiled once at load into closures (never
 
 Fields: ``customer.<unified view column>``, ``risk.level``, ``risk.score``, ``life_events``,
 ``holdings`` (the product ids the customer holds; in ``when``, the customer side) and
-``product.<catalogue column>`` (in ``target.where``, the product side). Operators: ``== != < <= > >= in not_in contains not_contains exists missing``; combinators
+``product.<catalogue column>`` (in ``target.where``, the product side). Operators:
+``== != < <= > >= in not_in contains not_contains exists missing``; combinators
 ``all``, ``any``, ``not``. Text compares without regard to case; ``contains`` is a substring test
 on text and a membership test on a set such as ``life_events``. A comparison with a missing value
 (None, NaN, empty text or set) is false, whatever the operator; ``exists``/``missing`` test for it.

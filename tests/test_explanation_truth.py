@@ -430,7 +430,8 @@ def test_a_cold_start_is_explained_from_what_the_request_told(trained_service):
 def test_words_only_vaguely_like_a_product_are_never_given_as_a_request_for_it(trained_service):
     """The encoder puts "Tax Savings" about as close (0.63-0.64) to a junior savings account as to the
     pension and the education plan: a coin flip, not a request. "Travel Insurance" names its product."""
-    profile = {"customer_type": "individual", "age": 66, "income": 120_000, "preferences": "Tax Savings, Travel Insurance"}
+    profile = {"customer_type": "individual", "age": 66, "income": 120_000,
+               "preferences": "Tax Savings, Travel Insurance"}
     answer = trained_service.recommend_for_profile("new-retiree", profile, [], [], 10)
     requests = {item.product_id: factor.evidence for item in answer.recommendations
                 for factor in item.explanation.factors if factor.kind == "stated_need"}
