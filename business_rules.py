@@ -87,6 +87,11 @@ class CustomerContext:
         """The life events a rule sees when it targets this product."""
         return self.life_events_by_product.get(product_id, self.life_events)
 
+    @property
+    def holdings(self) -> frozenset[str]:
+        """What the customer holds, accepted offers included (held from then on, as eligibility counts them)."""
+        return (self.held_products | self.contact.accepted) if self.contact is not None else self.held_products
+
 
 @dataclass(frozen=True)
 class ContactHistory:
@@ -347,7 +352,7 @@ def _customer_scope(known_customer_fields: Iterable[str], known_life_events: Ite
     fields["risk.score"] = _Field(lambda context: context.risk_score)
     events = None if known_life_events is None else frozenset(_normalise(event) for event in known_life_events)
     fields["life_events"] = _Field(lambda context: context.life_events, events)
-    fields["holdings"] = _Field(lambda context: context.held_products,
+    fields["holdings"] = _Field(lambda context: context.holdings,
                                 frozenset(_normalise(product) for product in catalogue.product_ids),
                                 vocabulary_is_the_catalogue=True)
     return _Scope("when", fields, "target.where", ("product.",))

@@ -607,6 +607,8 @@ def test_a_customer_with_a_mortgage_is_not_offered_a_first_time_buyers_one(defau
     with_mortgage = default_book.apply(person(held=("remortgage",)), asked, top_k=5)
     assert [effect.rule for effect in with_mortgage.excluded["first_home_mortgage"]] == ["not_a_first_time_buyer"]
     assert "first_home_mortgage" in [p.product_id for p in default_book.apply(person(), asked, top_k=5).ranked]
+    accepted = replace(person(), contact=ContactHistory(accepted=frozenset({"remortgage"})))  # held from then on
+    assert "first_home_mortgage" in default_book.apply(accepted, asked, top_k=5).excluded
 
 
 def test_holdings_name_catalogue_products_and_a_bank_file_naming_another_is_refused(tmp_path, catalogue):
